@@ -1,0 +1,34 @@
+//! Drift statistics and the drift monitor.
+//!
+//! ```text
+//!  cleaned text ──► features::text_features ──┐
+//!                                             ├─► profile::ReferenceProfile (at training time)
+//!  predictions ───► confidence ───────────────┘            │
+//!                                                          ▼
+//!  <prefix>.text.scored ──► monitor: tumbling windows ──► stats::psi per feature ──► log / events
+//! ```
+//!
+//! * [`features`] — the per-record features both the trainer (reference) and the scorer (live)
+//!   compute, so they cannot disagree;
+//! * [`profile`] — reference profiles: quantile bins, bin fractions and a bounded sample;
+//! * [`stats`] — pure statistics over slices (PSI with smoothing);
+//! * [`monitor`] — the async adapter: consumes the scored topic, windows, reports.
+//!
+//! Architecture invariant: no libtorch here, and the statistics do no I/O; the monitor receives
+//! the reference profile from its caller (which reads it from the model card).
+
+pub mod features;
+pub mod monitor;
+pub mod profile;
+pub mod stats;
+
+/// Errors of the drift service: `Kafka` is external (often transient), `Input` is bad data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

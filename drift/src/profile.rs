@@ -1,0 +1,111 @@
+//! Reference profiles: what the training data looked like, per feature.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{bin_counts, psi};
+
+/// Format version of profiles (stored inside model cards).
+pub const PROFILE_FORMAT: u32 = 1;
+
+/// Bins per numeric feature.
+pub const DEFAULT_BINS: usize = 10;
+
+/// Largest sample kept per feature.
+pub const SAMPLE_SIZE: usize = 1000;
+
+/// One feature's reference distribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureProfile {
+    /// Sorted interior bin edges (quantiles of the reference); k−1 edges for k bins.
+    pub edges: Vec<f64>,
+    /// Fraction of reference values per bin.
+    pub fractions: Vec<f64>,
+    pub count: u64,
+    pub mean: f64,
+    /// An evenly spaced sample of the sorted reference values (for KS).
+    pub sample: Vec<f64>,
+}
+
+impl FeatureProfile {
+    /// Profiles `values` with `bins` quantile bins (fewer when values repeat).
+    pub fn build(values: &[f64], bins: usize) -> Option<FeatureProfile> {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let mut edges: Vec<f64> = (1..bins).map(|i| sorted[(i * n / bins).min(n - 1)]).collect();
+        edges.dedup();
+        // An edge equal to the maximum would leave its upper bin always empty.
+        if edges.last() == sorted.last() {
+            edges.pop();
+        }
+        let counts = bin_counts(&edges, sorted.iter().copied());
+        let fractions = counts.iter().map(|&c| c as f64 / n as f64).collect();
+        let step = (n as f64 / SAMPLE_SIZE as f64).max(1.0);
+        let sample = (0..n.min(SAMPLE_SIZE)).map(|i| sorted[((i as f64) * step) as usize]).collect();
+        let mean = sorted.iter().sum::<f64>() / n as f64;
+        Some(FeatureProfile { edges, fractions, count: n as u64, mean, sample })
+    }
+
+    /// PSI of live values against this profile; `None` for an empty window.
+    pub fn psi(&self, live: impl IntoIterator<Item = f64>) -> Option<f64> {
+        psi(&self.fractions, &bin_counts(&self.edges, live))
+    }
+}
+
+/// The reference of a model version: one profile per feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceProfile {
+    pub format_version: u32,
+    pub features: BTreeMap<String, FeatureProfile>,
+}
+
+impl ReferenceProfile {
+    /// Builds a profile from per-record feature maps.
+    pub fn build<'a>(rows: impl IntoIterator<Item = &'a BTreeMap<String, f64>>) -> ReferenceProfile {
+        let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for row in rows {
+            for (k, v) in row {
+                columns.entry(k.clone()).or_default().push(*v);
+            }
+        }
+        let features = columns
+            .into_iter()
+            .filter_map(|(k, vs)| FeatureProfile::build(&vs, DEFAULT_BINS).map(|p| (k, p)))
+            .collect();
+        ReferenceProfile { format_version: PROFILE_FORMAT, features }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_bins_split_evenly() {
+        let values: Vec<f64> = (0..1000).map(f64::from).collect();
+        let p = FeatureProfile::build(&values, 10).unwrap();
+        assert_eq!(p.edges.len(), 9);
+        for f in &p.fractions {
+            assert!((f - 0.1).abs() < 0.002, "{:?}", p.fractions);
+        }
+        assert!(p.psi(values.iter().copied()).unwrap() < 1e-6);
+        let shifted = p.psi(values.iter().map(|v| v + 500.0)).unwrap();
+        assert!(shifted > 1.0, "{shifted}");
+        assert_eq!(p.sample.len(), SAMPLE_SIZE);
+    }
+
+    #[test]
+    fn repeated_values_give_fewer_bins() {
+        let values = vec![1.0; 50];
+        let p = FeatureProfile::build(&values, 10).unwrap();
+        assert!(p.edges.is_empty());
+        assert_eq!(p.fractions, vec![1.0]);
+        assert!(FeatureProfile::build(&[], 10).is_none());
+        assert!(FeatureProfile::build(&[f64::NAN], 10).is_none());
+    }
+}

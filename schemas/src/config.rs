@@ -1,0 +1,568 @@
+//! The one configuration type.
+//!
+//! Sources, later ones winning: built-in defaults (work locally as they are), the TOML file
+//! (`driftwood.toml`), `DRIFTWOOD_<SECTION>_<KEY>` environment variables (`DRIFTWOOD_DATA_DIR`
+//! for top-level keys), then `--set section.key=value` flags. Everything is merged as TOML values,
+//! deserialized with `deny_unknown_fields`, then validated; every error names the offending key.
+//!
+//! This module does no I/O: the caller reads the file and passes the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `DRIFTWOOD_` prefix that belong to the tooling (scripts,
+/// tests), not to the configuration; they are ignored by [`Config::load`].
+pub const TOOLING_ENV: &[&str] = &[
+    "DRIFTWOOD_CONFIG",
+    "DRIFTWOOD_LOG",
+    "DRIFTWOOD_CACHE",
+    "DRIFTWOOD_TANSU_BIN",
+    "DRIFTWOOD_CORPUS_DIR",
+    "DRIFTWOOD_MINILM_DIR",
+    "DRIFTWOOD_PYTHON",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file does not parse.
+    #[error("config file is not valid TOML: {0}")]
+    Syntax(String),
+    /// A value has the wrong type or an unknown key was given.
+    #[error("invalid config at `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    /// An override (env var or `--set`) names no known key or is malformed.
+    #[error("{origin}: {message}")]
+    Override { origin: String, message: String },
+}
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), message: message.into() }
+}
+
+/// Top-level configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where snapshots, artifacts and the embedded metadata store live.
+    pub data_dir: String,
+    /// `text` (human) or `json` (structured) logs.
+    pub log_format: LogFormat,
+    pub kafka: KafkaConfig,
+    pub ingest: IngestConfig,
+    pub snapshot: SnapshotConfig,
+    pub clean: CleanConfig,
+    pub train: TrainConfig,
+    pub serve: ServeConfig,
+    pub drift: DriftConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Prefix of every topic name (`<prefix>.text.raw`, ...).
+    pub topic_prefix: String,
+    /// Base consumer group id; each service appends its role (`<group_id>.snapshot`, ...).
+    pub group_id: String,
+    /// Partitions of topics Driftwood creates.
+    pub partitions: i32,
+    /// Replication factor of topics Driftwood creates.
+    pub replication_factor: i32,
+    /// Extra librdkafka properties passed through verbatim (e.g. `security.protocol`).
+    pub client: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Larger values go to the dead-letter topic.
+    pub max_record_bytes: usize,
+    /// Micro-batch limits of the consumer.
+    pub batch_max_rows: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_wait_ms: u64,
+    /// Producer batching and compression.
+    pub linger_ms: u64,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Dataset name the snapshot job writes.
+    pub dataset: String,
+    /// In follow mode, commit a version after this many new rows...
+    pub commit_max_rows: usize,
+    /// ...or after this many seconds with at least one new row.
+    pub commit_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanConfig {
+    /// Path of a cleaning spec (TOML); empty means the built-in default spec.
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Registered model name.
+    pub name: String,
+    /// Model family: `logreg`.
+    pub model: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// log2 of the number of hashing buckets of `logreg`.
+    pub hash_bits: u32,
+    pub validation_fraction: f64,
+    pub test_fraction: f64,
+    pub seed: u64,
+    /// libtorch intra-op threads; 0 means all cores.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address of the REST API.
+    pub listen: String,
+    /// Registered model to serve and the alias to follow.
+    pub model: String,
+    pub alias: String,
+    /// Dynamic batching: largest batch and longest wait for one to fill.
+    pub max_batch: usize,
+    pub max_wait_ms: u64,
+    /// Largest number of texts in one predict request.
+    pub max_request_texts: usize,
+    /// Run the Kafka scorer next to the API.
+    pub scorer: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Records per (tumbling) window.
+    pub window: usize,
+    /// PSI above which a feature is reported as drifting.
+    pub psi_threshold: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: "./driftwood-data".into(),
+            log_format: LogFormat::Text,
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            snapshot: SnapshotConfig::default(),
+            clean: CleanConfig::default(),
+            train: TrainConfig::default(),
+            serve: ServeConfig::default(),
+            drift: DriftConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "driftwood".into(),
+            group_id: "driftwood".into(),
+            partitions: 4,
+            replication_factor: 1,
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_record_bytes: 1 << 20,
+            batch_max_rows: 8192,
+            batch_max_bytes: 16 << 20,
+            batch_max_wait_ms: 200,
+            linger_ms: 5,
+            compression: Compression::Lz4,
+        }
+    }
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig { dataset: "text".into(), commit_max_rows: 100_000, commit_interval_secs: 30 }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            name: "spam".into(),
+            model: "logreg".into(),
+            epochs: 30,
+            batch_size: 64,
+            learning_rate: 0.5,
+            weight_decay: 0.0,
+            hash_bits: 20,
+            validation_fraction: 0.1,
+            test_fraction: 0.2,
+            seed: 42,
+            threads: 0,
+        }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8080".into(),
+            model: "spam".into(),
+            alias: "production".into(),
+            max_batch: 64,
+            max_wait_ms: 2,
+            max_request_texts: 256,
+            scorer: true,
+        }
+    }
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig { window: 500, psi_threshold: 0.2 }
+    }
+}
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct Override {
+    /// `DRIFTWOOD_KAFKA_BROKERS` or `--set kafka.brokers=...`.
+    pub origin: String,
+    /// Key path, e.g. `["kafka", "brokers"]`.
+    pub path: Vec<String>,
+    pub raw: String,
+}
+
+impl Config {
+    /// Builds the configuration from the file text (if any), the environment and `--set` flags.
+    pub fn load<I>(file_text: Option<&str>, env: I, sets: &[String]) -> Result<Config>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let defaults =
+            toml::Table::try_from(Config::default()).map_err(|e| invalid("<defaults>", e.to_string()))?;
+        let mut merged = defaults.clone();
+        if let Some(text) = file_text {
+            let file: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+            merge(&mut merged, file);
+        }
+        let mut overrides = env_overrides(&defaults, env)?;
+        for set in sets {
+            overrides.push(set_override(set)?);
+        }
+        for o in overrides {
+            apply_override(&mut merged, &defaults, o)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(&key, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Semantic checks a deserializer cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |key: &str, v: usize| {
+            if v == 0 { Err(invalid(key, "must be greater than 0")) } else { Ok(()) }
+        };
+        if self.data_dir.trim().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must not be empty"));
+        }
+        let prefix_ok = !self.kafka.topic_prefix.is_empty()
+            && self.kafka.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !prefix_ok {
+            return Err(invalid("kafka.topic_prefix", "use ASCII letters, digits, '.', '_' or '-'"));
+        }
+        if self.kafka.partitions < 1 {
+            return Err(invalid("kafka.partitions", "must be at least 1"));
+        }
+        if self.kafka.replication_factor < 1 {
+            return Err(invalid("kafka.replication_factor", "must be at least 1"));
+        }
+        positive("ingest.max_record_bytes", self.ingest.max_record_bytes)?;
+        positive("ingest.batch_max_rows", self.ingest.batch_max_rows)?;
+        positive("ingest.batch_max_bytes", self.ingest.batch_max_bytes)?;
+        positive("snapshot.commit_max_rows", self.snapshot.commit_max_rows)?;
+        if !valid_name(&self.snapshot.dataset) {
+            return Err(invalid("snapshot.dataset", "use lowercase letters, digits, '_' or '-'"));
+        }
+        if !valid_name(&self.train.name) {
+            return Err(invalid("train.name", "use lowercase letters, digits, '_' or '-'"));
+        }
+        positive("train.epochs", self.train.epochs)?;
+        positive("train.batch_size", self.train.batch_size)?;
+        if self.train.learning_rate.is_nan() || self.train.learning_rate <= 0.0 {
+            return Err(invalid("train.learning_rate", "must be greater than 0"));
+        }
+        if !(8..=26).contains(&self.train.hash_bits) {
+            return Err(invalid("train.hash_bits", "must be between 8 and 26"));
+        }
+        let fractions_ok = (0.0..1.0).contains(&self.train.validation_fraction)
+            && (0.0..1.0).contains(&self.train.test_fraction)
+            && self.train.validation_fraction + self.train.test_fraction < 1.0;
+        if !fractions_ok {
+            return Err(invalid(
+                "train.validation_fraction",
+                "validation and test fractions must be in [0, 1) and sum to less than 1",
+            ));
+        }
+        self.serve
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("serve.listen", format!("not a socket address: {e}")))?;
+        positive("serve.max_batch", self.serve.max_batch)?;
+        positive("serve.max_request_texts", self.serve.max_request_texts)?;
+        positive("drift.window", self.drift.window)?;
+        if self.drift.psi_threshold.is_nan() || self.drift.psi_threshold <= 0.0 {
+            return Err(invalid("drift.psi_threshold", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    pub fn topics(&self) -> crate::Topics {
+        crate::Topics::with_prefix(&self.kafka.topic_prefix)
+    }
+
+    /// The listen address, validated by [`Config::validate`].
+    pub fn serve_addr(&self) -> SocketAddr {
+        self.serve.listen.parse().expect("validated in Config::validate")
+    }
+}
+
+/// Dataset and model names: they become directory names, table names and metric values.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn env_overrides<I>(defaults: &toml::Table, env: I) -> Result<Vec<Override>>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut out = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("DRIFTWOOD_") && !TOOLING_ENV.contains(&k.as_str()))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let rest = name["DRIFTWOOD_".len()..].to_ascii_lowercase();
+        let section = defaults.iter().find_map(|(k, v)| {
+            let tail = rest.strip_prefix(k.as_str())?.strip_prefix('_')?;
+            matches!(v, toml::Value::Table(_)).then(|| (k.clone(), tail.to_string()))
+        });
+        let path = match section {
+            Some((section, key)) => vec![section, key],
+            None => vec![rest],
+        };
+        out.push(Override { origin: name, path, raw });
+    }
+    Ok(out)
+}
+
+fn set_override(set: &str) -> Result<Override> {
+    let origin = format!("--set {set}");
+    let (key, raw) = set.split_once('=').ok_or_else(|| ConfigError::Override {
+        origin: origin.clone(),
+        message: "expected key=value".into(),
+    })?;
+    let key = key.trim();
+    // librdkafka property names contain dots: everything after `kafka.client.` is one key.
+    let path: Vec<String> = match key.strip_prefix("kafka.client.") {
+        Some(property) => vec!["kafka".into(), "client".into(), property.into()],
+        None => key.split('.').map(str::to_string).collect(),
+    };
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Override { origin, message: "empty key segment".into() });
+    }
+    Ok(Override { origin, path, raw: raw.to_string() })
+}
+
+fn apply_override(merged: &mut toml::Table, defaults: &toml::Table, o: Override) -> Result<()> {
+    let unknown = |o: &Override| ConfigError::Override {
+        origin: o.origin.clone(),
+        message: format!("no setting named `{}`", o.path.join(".")),
+    };
+    // Find the default value to learn the expected type; maps (kafka.client) accept any key.
+    let mut default: Option<&toml::Value> = None;
+    let mut table = defaults;
+    for (i, seg) in o.path.iter().enumerate() {
+        match table.get(seg) {
+            Some(toml::Value::Table(t)) if i + 1 < o.path.len() => table = t,
+            Some(v) if i + 1 == o.path.len() => default = Some(v),
+            None if i + 1 == o.path.len() && i > 0 && table.is_empty() => default = None,
+            _ => return Err(unknown(&o)),
+        }
+    }
+    let value = match default {
+        Some(toml::Value::String(_)) | None => toml::Value::String(o.raw.clone()),
+        Some(_) => parse_scalar(&o.raw),
+    };
+    let mut target = merged;
+    for seg in &o.path[..o.path.len() - 1] {
+        let entry = target.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        target = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(unknown(&o)),
+        };
+    }
+    target.insert(o.path[o.path.len() - 1].clone(), value);
+    Ok(())
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)], sets: &[&str]) -> Result<Config> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(Some(file), env, &sets)
+    }
+
+    fn check_err(file: &str, env: &[(&str, &str)], sets: &[&str], expected: &str) {
+        let err = load(file, env, sets).expect_err("config should be refused").to_string();
+        assert!(err.contains(expected), "error `{err}` should contain `{expected}`");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load("", &[], &[]).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_shipped_config_file_is_the_defaults() {
+        let shipped = include_str!("../../driftwood.toml");
+        assert_eq!(load(shipped, &[], &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file = "data_dir = \"/a\"\n[kafka]\nbrokers = \"file:1\"\npartitions = 2\n";
+        let c = load(file, &[], &[]).unwrap();
+        assert_eq!((c.data_dir.as_str(), c.kafka.brokers.as_str(), c.kafka.partitions), ("/a", "file:1", 2));
+
+        let env = [
+            ("DRIFTWOOD_KAFKA_BROKERS", "env:1"),
+            ("DRIFTWOOD_DATA_DIR", "/b"),
+            ("DRIFTWOOD_KAFKA_PARTITIONS", "8"),
+        ];
+        let c = load(file, &env, &[]).unwrap();
+        assert_eq!((c.data_dir.as_str(), c.kafka.brokers.as_str(), c.kafka.partitions), ("/b", "env:1", 8));
+
+        let c = load(file, &env, &["kafka.brokers=flag:1"]).unwrap();
+        assert_eq!(c.kafka.brokers, "flag:1");
+    }
+
+    #[test]
+    fn env_strings_that_look_like_numbers_stay_strings() {
+        let c = load("", &[("DRIFTWOOD_SNAPSHOT_DATASET", "2024")], &[]).unwrap();
+        assert_eq!(c.snapshot.dataset, "2024");
+    }
+
+    #[test]
+    fn passthrough_client_properties() {
+        let c = load("[kafka.client]\n\"security.protocol\" = \"ssl\"\n", &[], &[]).unwrap();
+        assert_eq!(c.kafka.client.get("security.protocol").map(String::as_str), Some("ssl"));
+        let c = load("", &[], &["kafka.client.fetch.wait.max.ms=10"]).unwrap();
+        assert_eq!(c.kafka.client.get("fetch.wait.max.ms").map(String::as_str), Some("10"));
+    }
+
+    #[test]
+    fn tooling_variables_are_not_config() {
+        assert!(load("", &[("DRIFTWOOD_CACHE", "/x"), ("DRIFTWOOD_CONFIG", "f")], &[]).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        check_err("[kafka]\nbrokerz = \"x\"\n", &[], &[], "kafka");
+        check_err("[kafka]\nbrokerz = \"x\"\n", &[], &[], "brokerz");
+        check_err("[kafka]\npartitions = \"four\"\n", &[], &[], "kafka.partitions");
+        check_err("[kafka]\npartitions = 0\n", &[], &[], "kafka.partitions");
+        check_err("[serve]\nlisten = \"nowhere\"\n", &[], &[], "serve.listen");
+        check_err("[ingest]\ncompression = \"brotli\"\n", &[], &[], "ingest.compression");
+        check_err("", &[("DRIFTWOOD_KAFKA_BROKERZ", "x")], &[], "DRIFTWOOD_KAFKA_BROKERZ");
+        check_err("", &[("DRIFTWOOD_NOPE", "x")], &[], "DRIFTWOOD_NOPE");
+        check_err("", &[("DRIFTWOOD_TRAIN_EPOCHS", "many")], &[], "train.epochs");
+        check_err("", &[], &["serve"], "--set serve");
+        check_err("", &[], &["serve.nope=1"], "serve.nope");
+        check_err("data_dir = [", &[], &[], "not valid TOML");
+        check_err(
+            "[train]\nvalidation_fraction = 0.6\ntest_fraction = 0.5\n",
+            &[],
+            &[],
+            "train.validation_fraction",
+        );
+    }
+}

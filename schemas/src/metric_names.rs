@@ -1,0 +1,12 @@
+//! Every Prometheus metric name of Driftwood, in one place:
+//! `driftwood_<component>_<what>_<unit>`, counters ending in `_total`. Labels carry small fixed
+//! sets of values (routes, status codes, reason codes, feature names) — never user text or ids.
+
+pub const SERVING_REQUESTS_TOTAL: &str = "driftwood_serving_requests_total";
+pub const SERVING_REQUEST_DURATION_SECONDS: &str = "driftwood_serving_request_duration_seconds";
+pub const SERVING_ERRORS_TOTAL: &str = "driftwood_serving_errors_total";
+pub const SERVING_BATCH_SIZE: &str = "driftwood_serving_batch_size";
+pub const SERVING_MODEL_VERSION: &str = "driftwood_serving_model_version";
+pub const SCORER_RECORDS_TOTAL: &str = "driftwood_scorer_records_total";
+pub const SCORER_ERRORS_TOTAL: &str = "driftwood_scorer_errors_total";
+pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "driftwood_prediction_log_dropped_total";

@@ -1,0 +1,219 @@
+//! The REST API (axum).
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /v1/predict` | `{"text": "..."}` or `{"texts": ["...", ...]}` → labels + probabilities |
+//! | `GET /v1/models/current` | the model being served |
+//! | `GET /healthz` | the process is up |
+//! | `GET /readyz` | a model is loaded |
+//! | `GET /metrics` | Prometheus exposition |
+//!
+//! Errors are JSON `{"error": "...", "error_type": "..."}` with the status of [`Error::status`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use trainer::store::PredictionLogEntry;
+
+use crate::handle::ModelHandle;
+use crate::metrics::Metrics;
+use crate::predlog::PredictionLog;
+use crate::{Error, Result};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub model: ModelHandle,
+    pub metrics: Metrics,
+    pub predlog: Option<PredictionLog>,
+    /// Largest number of texts per request.
+    pub max_texts: usize,
+}
+
+/// Largest request body, bytes.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/v1/predict", post(predict))
+        .route("/v1/models/current", get(current_model))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(metrics, track))
+        .with_state(state)
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, error_type) = self.status();
+        let message = match status {
+            // Internal details stay in the logs.
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %self, "request failed");
+                "internal error".to_string()
+            }
+            _ => self.to_string(),
+        };
+        (status, Json(serde_json::json!({ "error": message, "error_type": error_type }))).into_response()
+    }
+}
+
+async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
+        "/v1/predict" => "/v1/predict",
+        "/v1/models/current" => "/v1/models/current",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        _ => "other",
+    });
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics.duration.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    metrics.requests.with_label_values(&[route, response.status().as_str()]).inc();
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    text: Option<String>,
+    texts: Option<Vec<String>>,
+    /// Caller ids, echoed back and written to the prediction log.
+    ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+struct PredictionOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    /// `None` when the cleaning plan drops the text (e.g. empty after cleaning).
+    label: Option<String>,
+    probabilities: BTreeMap<String, f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+struct PredictResponse {
+    model: String,
+    version: u32,
+    predictions: Vec<PredictionOut>,
+    latency_ms: f64,
+}
+
+async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<PredictResponse>> {
+    let started = Instant::now();
+    let req: PredictRequest =
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
+    let texts = match (req.text, req.texts) {
+        (Some(t), None) => vec![t],
+        (None, Some(ts)) => ts,
+        _ => return Err(Error::BadRequest("give exactly one of `text` or `texts`".into())),
+    };
+    if texts.is_empty() {
+        return Err(Error::BadRequest("`texts` is empty".into()));
+    }
+    if texts.len() > state.max_texts {
+        return Err(Error::TooLarge(format!(
+            "{} texts, at most {} per request",
+            texts.len(),
+            state.max_texts
+        )));
+    }
+    if let Some(ids) = &req.ids
+        && ids.len() != texts.len()
+    {
+        return Err(Error::BadRequest("`ids` must have one id per text".into()));
+    }
+    let answer = state.model.predict_raw(texts).await?;
+    state.metrics.batch_size.with_label_values(&["rest"]).observe(answer.predictions.len() as f64);
+    let latency_us = started.elapsed().as_micros() as u64;
+    let ids = req.ids.unwrap_or_default();
+    let mut log = Vec::new();
+    let predictions = answer
+        .predictions
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let id = ids.get(i).cloned();
+            match p {
+                Some(p) => {
+                    log.push(PredictionLogEntry {
+                        at: Utc::now(),
+                        id: id.clone(),
+                        channel: "rest".into(),
+                        model: answer.model.name.clone(),
+                        version: answer.model.version,
+                        label: p.label.clone(),
+                        confidence: p.probabilities.iter().copied().fold(0.0, f32::max),
+                        latency_us,
+                    });
+                    PredictionOut {
+                        id,
+                        label: Some(p.label),
+                        probabilities: answer.model.labels.iter().cloned().zip(p.probabilities).collect(),
+                        skipped: None,
+                    }
+                }
+                None => PredictionOut {
+                    id,
+                    label: None,
+                    probabilities: BTreeMap::new(),
+                    skipped: Some("empty_after_cleaning"),
+                },
+            }
+        })
+        .collect();
+    if let Some(predlog) = &state.predlog {
+        predlog.record(log);
+    }
+    Ok(Json(PredictResponse {
+        model: answer.model.name.clone(),
+        version: answer.model.version,
+        predictions,
+        latency_ms: started.elapsed().as_secs_f64() * 1e3,
+    }))
+}
+
+async fn current_model(State(state): State<AppState>) -> Result<Json<Arc<crate::handle::ModelInfo>>> {
+    state.model.info().map(Json).ok_or(Error::NotReady)
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.model.info() {
+        Some(info) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"ready": true, "model": info.name, "version": info.version})),
+        )
+            .into_response(),
+        None => Error::NotReady.into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.model_version.set(state.model.info().map_or(0, |i| i64::from(i.version)));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,266 @@
+//! The model thread: one loaded model, fed through a bounded channel, with dynamic batching.
+//!
+//! ```text
+//!  HTTP handlers ─┐  Job{texts, reply: oneshot}            ┌──► LoadedModel::predict(batch)
+//!                 ├──────────► flume (bounded) ──► thread ─┤
+//!  Kafka scorer ──┘                                         └──► replies, per job
+//! ```
+//!
+//! libtorch never runs on the async runtime. The thread gathers jobs until `max_batch` texts or
+//! `max_wait` after the first, runs one forward pass, and answers each job. A swap message
+//! replaces the model between batches: jobs queued before it finish on the old model.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use stream::clean::CleanPlan;
+use tokio::sync::oneshot;
+use trainer::model::LoadedModel;
+
+use crate::{Error, Result};
+
+/// What is being served.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: u32,
+    pub family: String,
+    pub labels: Vec<String>,
+    pub spec_hash: String,
+    pub data_version: String,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+impl ModelInfo {
+    fn of(m: &LoadedModel) -> ModelInfo {
+        ModelInfo {
+            name: m.version.name.clone(),
+            version: m.version.version,
+            family: m.card.family.clone(),
+            labels: m.card.labels.clone(),
+            spec_hash: m.card.spec_hash.clone(),
+            data_version: m.card.data.version.clone(),
+            metrics: m.card.metrics.clone(),
+        }
+    }
+}
+
+/// One prediction; `None` in a reply means the cleaning plan dropped the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub label: String,
+    pub probabilities: Vec<f32>,
+    /// The cleaned text the model saw.
+    pub cleaned: String,
+}
+
+/// A batch of answers and the model that produced them.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub model: Arc<ModelInfo>,
+    pub predictions: Vec<Option<Prediction>>,
+    /// Time in the model (the whole dynamic batch), microseconds.
+    pub model_us: u64,
+}
+
+enum Msg {
+    Predict { texts: Vec<String>, raw: bool, reply: oneshot::Sender<Result<Answer>> },
+    Swap { model: Box<LoadedModel>, reply: oneshot::Sender<Result<Arc<ModelInfo>>> },
+}
+
+/// Dynamic batching limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchingConfig {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    /// Jobs that may wait in the queue; beyond it HTTP gets 429 and the scorer waits.
+    pub queue: usize,
+}
+
+/// A cheap, cloneable handle to the model thread.
+#[derive(Clone)]
+pub struct ModelHandle {
+    tx: flume::Sender<Msg>,
+    info: Arc<RwLock<Option<Arc<ModelInfo>>>>,
+}
+
+impl ModelHandle {
+    /// Starts the model thread with `model` (checked against `plan`), or with none: requests
+    /// then fail with `NotReady` until a model is swapped in.
+    pub fn start(
+        model: Option<LoadedModel>,
+        plan: Arc<CleanPlan>,
+        cfg: BatchingConfig,
+    ) -> Result<ModelHandle> {
+        if let Some(m) = &model {
+            check_spec(m, &plan)?;
+        }
+        let info = Arc::new(RwLock::new(model.as_ref().map(|m| Arc::new(ModelInfo::of(m)))));
+        let (tx, rx) = flume::bounded(cfg.queue);
+        let shared = info.clone();
+        std::thread::Builder::new()
+            .name("driftwood-model".into())
+            .spawn(move || model_thread(model, plan, cfg, rx, shared))
+            .map_err(|e| Error::Internal(format!("cannot start the model thread: {e}")))?;
+        Ok(ModelHandle { tx, info })
+    }
+
+    /// The model currently served, if any.
+    pub fn info(&self) -> Option<Arc<ModelInfo>> {
+        self.info.read().expect("info lock").clone()
+    }
+
+    /// Predicts raw texts (cleaned on the model thread). Fails fast with `Overloaded` when the
+    /// queue is full.
+    pub async fn predict_raw(&self, texts: Vec<String>) -> Result<Answer> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Msg::Predict { texts, raw: true, reply }).map_err(|e| match e {
+            flume::TrySendError::Full(_) => Error::Overloaded,
+            flume::TrySendError::Disconnected(_) => Error::Internal("model thread stopped".into()),
+        })?;
+        rx.await.map_err(|_| Error::Internal("model thread dropped a request".into()))?
+    }
+
+    /// Predicts already-cleaned texts, waiting for queue space (back-pressure for the scorer).
+    pub async fn predict_cleaned(&self, texts: Vec<String>) -> Result<Answer> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send_async(Msg::Predict { texts, raw: false, reply })
+            .await
+            .map_err(|_| Error::Internal("model thread stopped".into()))?;
+        rx.await.map_err(|_| Error::Internal("model thread dropped a request".into()))?
+    }
+
+    /// Replaces the served model after the queued jobs; refused (the old model stays) when its
+    /// cleaning spec differs from the running plan.
+    pub async fn swap(&self, model: LoadedModel) -> Result<Arc<ModelInfo>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send_async(Msg::Swap { model: Box::new(model), reply })
+            .await
+            .map_err(|_| Error::Internal("model thread stopped".into()))?;
+        rx.await.map_err(|_| Error::Internal("model thread dropped a swap".into()))?
+    }
+}
+
+fn check_spec(model: &LoadedModel, plan: &CleanPlan) -> Result<()> {
+    if model.card.spec_hash != plan.hash() {
+        return Err(Error::SpecMismatch(format!(
+            "model {} v{} was trained on data cleaned with spec {}, the running plan is {}",
+            model.version.name,
+            model.version.version,
+            &model.card.spec_hash[..12.min(model.card.spec_hash.len())],
+            &plan.hash()[..12]
+        )));
+    }
+    Ok(())
+}
+
+fn model_thread(
+    mut model: Option<LoadedModel>,
+    plan: Arc<CleanPlan>,
+    cfg: BatchingConfig,
+    rx: flume::Receiver<Msg>,
+    shared: Arc<RwLock<Option<Arc<ModelInfo>>>>,
+) {
+    let mut pending: Option<Msg> = None;
+    loop {
+        let first = match pending.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return, // every handle dropped
+            },
+        };
+        let mut jobs = match first {
+            Msg::Swap { model: new, reply } => {
+                let result = check_spec(&new, &plan).map(|()| {
+                    let info = Arc::new(ModelInfo::of(&new));
+                    model = Some(*new);
+                    *shared.write().expect("info lock") = Some(info.clone());
+                    tracing::info!(model = %info.name, version = info.version, "model swapped");
+                    info
+                });
+                let _ = reply.send(result);
+                continue;
+            }
+            Msg::Predict { texts, raw, reply } => vec![(texts, raw, reply)],
+        };
+        let mut n: usize = jobs[0].0.len();
+        let deadline = Instant::now() + cfg.max_wait;
+        while n < cfg.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = if left.is_zero() { rx.try_recv().ok() } else { rx.recv_timeout(left).ok() };
+            match next {
+                Some(Msg::Predict { texts, raw, reply }) => {
+                    n += texts.len();
+                    jobs.push((texts, raw, reply));
+                }
+                Some(swap @ Msg::Swap { .. }) => {
+                    pending = Some(swap);
+                    break;
+                }
+                None => break,
+            }
+        }
+        match &model {
+            Some(m) => run_batch(m, &plan, jobs),
+            None => {
+                for (_, _, reply) in jobs {
+                    let _ = reply.send(Err(Error::NotReady));
+                }
+            }
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Answer>>;
+type Job = (Vec<String>, bool, Reply);
+
+fn run_batch(model: &LoadedModel, plan: &CleanPlan, jobs: Vec<Job>) {
+    let started = Instant::now();
+    let info = Arc::new(ModelInfo::of(model));
+    // Clean the raw jobs' texts in one pass, then one forward pass over every kept text.
+    let mut cleaned_jobs: Vec<(Vec<Option<String>>, Reply)> = Vec::with_capacity(jobs.len());
+    for (texts, raw, reply) in jobs {
+        if raw {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            match plan.clean_texts(&refs) {
+                Ok(c) => cleaned_jobs.push((c, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Internal(format!("cleaning failed: {e}"))));
+                }
+            }
+        } else {
+            cleaned_jobs.push((texts.into_iter().map(Some).collect(), reply));
+        }
+    }
+    let inputs: Vec<&str> =
+        cleaned_jobs.iter().flat_map(|(c, _)| c.iter().flatten().map(String::as_str)).collect();
+    let result = model.predict(&inputs);
+    let model_us = started.elapsed().as_micros() as u64;
+    match result {
+        Err(e) => {
+            let msg = e.to_string();
+            for (_, reply) in cleaned_jobs {
+                let _ = reply.send(Err(Error::Internal(format!("prediction failed: {msg}"))));
+            }
+        }
+        Ok(probs) => {
+            let mut probs = probs.into_iter();
+            for (cleaned, reply) in cleaned_jobs {
+                let predictions = cleaned
+                    .into_iter()
+                    .map(|c| {
+                        let c = c?;
+                        let p = probs.next()?;
+                        let best =
+                            p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+                        Some(Prediction { label: info.labels[best].clone(), probabilities: p, cleaned: c })
+                    })
+                    .collect();
+                let _ = reply.send(Ok(Answer { model: info.clone(), predictions, model_us }));
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Serving for Driftwood: the REST API and the online Kafka scorer around one model thread.
+//!
+//! ```text
+//!  POST /v1/predict ─► api ─┐                                  ┌─► JSON response
+//!                           ├─► handle::ModelHandle (thread) ──┤
+//!  <prefix>.text.raw ─► scorer ─┘    clean plan + model        └─► <prefix>.text.scored
+//!                                                              └─► predlog (store, batched)
+//! ```
+//!
+//! * [`handle`] — the model thread, dynamic batching, hot swap guarded by the spec hash;
+//! * [`api`] — the axum router; errors map to HTTP status in [`Error::status`];
+//! * [`scorer`] — consume raw → clean → predict → produce scored → commit offsets;
+//! * [`predlog`] — the asynchronous, bounded prediction log;
+//! * [`reload`] — following a registry alias, hot swap;
+//! * [`metrics`] — Prometheus metrics of both.
+//!
+//! Architecture invariant: nothing depends on this crate; it never trains.
+
+pub mod api;
+pub mod handle;
+pub mod metrics;
+pub mod predlog;
+pub mod reload;
+pub mod scorer;
+
+use axum::http::StatusCode;
+
+/// Errors of serving. Each maps to one HTTP status in [`Error::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed (the client's fault).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Too many texts or too large a body.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The model queue is full; retry later.
+    #[error("the server is overloaded, retry later")]
+    Overloaded,
+    /// No model is loaded yet.
+    #[error("no model is loaded")]
+    NotReady,
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A model whose cleaning spec differs from the running plan was refused.
+    #[error("model refused: {0}")]
+    SpecMismatch(String),
+    #[error(transparent)]
+    Model(#[from] trainer::Error),
+    #[error(transparent)]
+    Kafka(#[from] ingest::Error),
+    #[error(transparent)]
+    Clean(#[from] stream::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP status and the stable `error_type` of an error — the one place they are decided.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+            Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::SpecMismatch(_) => (StatusCode::CONFLICT, "spec_mismatch"),
+            Error::Model(trainer::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Model(trainer::Error::Artifact(_)) => (StatusCode::CONFLICT, "artifact_refused"),
+            Error::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model"),
+            Error::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka"),
+            Error::Clean(_) => (StatusCode::INTERNAL_SERVER_ERROR, "clean"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,230 @@
+//! The online scorer: `text.raw` → the same cleaning plan → the model → `text.scored`.
+//!
+//! One scored record per raw record, keyed by the record's id: `scored` with label and
+//! probabilities, or `skipped` with a reason (dropped by the cleaning plan, or undecodable —
+//! the snapshot job sends those to the dead-letter topic). Offsets are committed only after
+//! every scored record of a batch is acknowledged: at-least-once, and records are
+//! deterministic per (id, model, version) so consumers can deduplicate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, Int32Array, Int64Array, StringArray};
+use chrono::Utc;
+use drift::features::{text_features, with_confidence};
+use futures::future::try_join_all;
+use ingest::consume::{BatchLimits, BatchReader, Mode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::Config;
+use schemas::records::{SCORED_FORMAT_VERSION, ScoreStatus, ScoredRecord, col};
+use stream::clean::CleanPlan;
+use tokio_util::sync::CancellationToken;
+use trainer::store::PredictionLogEntry;
+
+use crate::handle::ModelHandle;
+use crate::metrics::Metrics;
+use crate::predlog::PredictionLog;
+use crate::{Error, Result};
+
+/// Counts of a scorer run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScorerReport {
+    pub scored: u64,
+    pub skipped: u64,
+}
+
+/// Everything the scorer needs.
+pub struct Scorer {
+    pub config: Config,
+    pub plan: Arc<CleanPlan>,
+    pub model: ModelHandle,
+    pub metrics: Metrics,
+    pub predlog: Option<PredictionLog>,
+}
+
+impl Scorer {
+    /// Runs until cancelled (or, with `until_idle`, until the end of `text.raw` as seen at
+    /// start, using explicit assignment from the beginning — for tests and one-off backfills).
+    pub async fn run(&self, until_idle: bool, cancel: &CancellationToken) -> Result<ScorerReport> {
+        let topics = self.config.topics();
+        let mode = if until_idle {
+            Mode::Assigned { start: BTreeMap::new(), until_idle: true }
+        } else {
+            Mode::Group { group_id: format!("{}.scorer", self.config.kafka.group_id) }
+        };
+        let mut reader = BatchReader::new(
+            &self.config.kafka,
+            &topics.raw,
+            mode,
+            BatchLimits::from(&self.config.ingest),
+            None,
+        )
+        .await?;
+        let producer = ingest::kafka::producer(&self.config.kafka, &self.config.ingest)?;
+        let mut report = ScorerReport::default();
+        while let Some(consumed) = reader.next_batch(cancel).await? {
+            // Wait for a model before consuming further (readiness gate).
+            while self.model.info().is_none() {
+                if cancel.is_cancelled() {
+                    return Ok(report);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let records = self.score(&consumed.batch, &consumed.rejected).await?;
+            send_all(&producer, &topics.scored, &records).await?;
+            if !until_idle {
+                reader.commit(&consumed.ranges)?;
+            }
+            let scored = records.iter().filter(|r| r.status == ScoreStatus::Scored).count() as u64;
+            report.scored += scored;
+            report.skipped += records.len() as u64 - scored;
+            self.metrics.scored.with_label_values(&["scored"]).inc_by(scored);
+            self.metrics.scored.with_label_values(&["skipped"]).inc_by(records.len() as u64 - scored);
+        }
+        Ok(report)
+    }
+
+    /// Scores one raw batch (plus its undecodable records) into scored records, in input order.
+    async fn score(
+        &self,
+        batch: &arrow::array::RecordBatch,
+        rejected: &[ingest::consume::DeadLetter],
+    ) -> Result<Vec<ScoredRecord>> {
+        let plan = self.plan.clone();
+        let input = batch.clone();
+        let cleaned = tokio::task::spawn_blocking(move || plan.apply(&input))
+            .await
+            .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))??;
+        let b = &cleaned.batch;
+        let strings = |name: &str| -> Result<StringArray> {
+            let idx = b.schema().index_of(name).map_err(|e| Error::Internal(e.to_string()))?;
+            b.column(idx)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("{name} is not Utf8")))
+        };
+        let ids = strings(col::ID)?;
+        let texts = strings(col::TEXT)?;
+        let partitions = b
+            .column(b.schema().index_of(col::PARTITION).map_err(|e| Error::Internal(e.to_string()))?)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .cloned()
+            .ok_or_else(|| Error::Internal("partition column".into()))?;
+        let offsets = b
+            .column(b.schema().index_of(col::OFFSET).map_err(|e| Error::Internal(e.to_string()))?)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .ok_or_else(|| Error::Internal("offset column".into()))?;
+
+        let kept: Vec<usize> = (0..b.num_rows()).filter(|&i| cleaned.keep.value(i)).collect();
+        let answer = if kept.is_empty() {
+            None
+        } else {
+            let inputs: Vec<String> = kept.iter().map(|&i| texts.value(i).to_string()).collect();
+            let answer = self.model.predict_cleaned(inputs).await?;
+            self.metrics.batch_size.with_label_values(&["stream"]).observe(kept.len() as f64);
+            Some(answer)
+        };
+        let now = Utc::now().timestamp_millis();
+        let mut out = Vec::with_capacity(b.num_rows() + rejected.len());
+        let mut predictions = answer.as_ref().map(|a| a.predictions.iter());
+        let (model, version, labels, model_us) = match &answer {
+            Some(a) => (a.model.name.clone(), a.model.version, a.model.labels.clone(), a.model_us),
+            None => {
+                let info = self.model.info().ok_or(Error::NotReady)?;
+                (info.name.clone(), info.version, info.labels.clone(), 0)
+            }
+        };
+        let mut log = Vec::new();
+        for i in 0..b.num_rows() {
+            let base = ScoredRecord {
+                v: SCORED_FORMAT_VERSION,
+                id: ids.value(i).to_string(),
+                status: ScoreStatus::Skipped,
+                reason: None,
+                model: model.clone(),
+                model_version: version,
+                label: None,
+                probabilities: BTreeMap::new(),
+                features: text_features(texts.value(i)),
+                partition: partitions.value(i),
+                offset: offsets.value(i),
+                scored_at: now,
+                latency_us: model_us,
+            };
+            if !cleaned.keep.value(i) {
+                out.push(ScoredRecord { reason: Some("dropped_by_cleaning".into()), ..base });
+                continue;
+            }
+            let p = predictions.as_mut().and_then(|it| it.next()).and_then(Option::as_ref);
+            match p {
+                Some(p) => {
+                    log.push(PredictionLogEntry {
+                        at: Utc::now(),
+                        id: Some(base.id.clone()),
+                        channel: "stream".into(),
+                        model: model.clone(),
+                        version,
+                        label: p.label.clone(),
+                        confidence: p.probabilities.iter().copied().fold(0.0, f32::max),
+                        latency_us: model_us,
+                    });
+                    out.push(ScoredRecord {
+                        status: ScoreStatus::Scored,
+                        label: Some(p.label.clone()),
+                        probabilities: labels.iter().cloned().zip(p.probabilities.iter().copied()).collect(),
+                        features: with_confidence(base.features.clone(), &p.probabilities),
+                        ..base
+                    });
+                }
+                None => out.push(ScoredRecord { reason: Some("dropped_by_cleaning".into()), ..base }),
+            }
+        }
+        for r in rejected {
+            let id = r
+                .key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .filter(|k| !k.is_empty())
+                .map_or_else(|| format!("p{}-o{}", r.partition, r.offset), str::to_string);
+            out.push(ScoredRecord {
+                v: SCORED_FORMAT_VERSION,
+                id,
+                status: ScoreStatus::Skipped,
+                reason: Some(format!("invalid_record:{}", r.reason.code())),
+                model: model.clone(),
+                model_version: version,
+                label: None,
+                probabilities: BTreeMap::new(),
+                features: BTreeMap::new(),
+                partition: r.partition,
+                offset: r.offset,
+                scored_at: now,
+                latency_us: 0,
+            });
+        }
+        if let Some(predlog) = &self.predlog {
+            predlog.record(log);
+        }
+        Ok(out)
+    }
+}
+
+async fn send_all(producer: &FutureProducer, topic: &str, records: &[ScoredRecord]) -> Result<()> {
+    let payloads: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|r| (r.id.clone(), serde_json::to_vec(r).expect("scored records serialize")))
+        .collect();
+    let sends = payloads.iter().map(|(key, value)| async move {
+        producer
+            .send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| Error::Internal(format!("producing to {topic}: {e}")))
+    });
+    try_join_all(sends).await.map(|_| ())
+}

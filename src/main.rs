@@ -1,0 +1,635 @@
+//! `driftwood`: the one binary. Each subcommand parses flags, builds the configuration and
+//! hands over to a crate; no pipeline logic lives here.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use schemas::Config;
+use schemas::config::LogFormat;
+use stream::clean::{CleanPlan, CleanSpec};
+use stream::job::{SnapshotOptions, run_snapshot};
+use stream::store::SnapshotStore;
+use tokio_util::sync::CancellationToken;
+use trainer::store::{MetadataStore, SqliteStore};
+
+#[derive(Parser)]
+#[command(name = "driftwood", version, about = "Streaming text data and inference pipeline")]
+struct Cli {
+    /// Configuration file (default: ./driftwood.toml when present; env DRIFTWOOD_CONFIG).
+    #[arg(long, global = true, env = "DRIFTWOOD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override a setting: `--set section.key=value` (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Shorthand for `--set data_dir=...`.
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+    /// Shorthand for `--set kafka.brokers=...`.
+    #[arg(long, global = true)]
+    brokers: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the Driftwood topics (idempotent).
+    Topics,
+    /// Send records to a topic (default: text.raw).
+    Publish(PublishArgs),
+    /// Consume text.raw, clean, and commit a snapshot version.
+    Snapshot {
+        /// Keep following the topic, committing periodically, until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Tag to record in the versions this run commits.
+        #[arg(long)]
+        tag: Vec<String>,
+    },
+    /// Data versions.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train a model on a data version and register it.
+    Train {
+        /// Data version: latest, v<N>, a tag or an id.
+        #[arg(long, default_value = "latest")]
+        data: String,
+        /// Dataset (default: snapshot.dataset).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Model family (default: train.model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Alias to point at the new version (default: candidate).
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Registered models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Tracked runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Serve the REST API and run the online scorer.
+    Serve {
+        /// Do not run the Kafka scorer.
+        #[arg(long)]
+        no_scorer: bool,
+    },
+    /// Watch text.scored for drift against the served model's reference profile.
+    Drift {
+        /// Read the scored topic from the beginning to its current end, then stop.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Run snapshot (follow), serve + scorer and drift together in one process.
+    Up,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// SpamAssassin corpus directory (folders as labels).
+    #[arg(long, group = "source")]
+    corpus: Option<PathBuf>,
+    /// Corpus folders to send (default: easy-ham-1,spam-1).
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// JSONL file: one record per line, sent verbatim.
+    #[arg(long, group = "source")]
+    jsonl: Option<PathBuf>,
+    /// Directory tree of text files, one record per file.
+    #[arg(long, group = "source")]
+    dir: Option<PathBuf>,
+    /// With --dir: the first-level folder name is the label.
+    #[arg(long)]
+    labels_from_dirs: bool,
+    /// Read records from stdin, one per line.
+    #[arg(long, group = "source")]
+    stdin: bool,
+    /// Send to the labels topic instead of text.raw.
+    #[arg(long)]
+    labels: bool,
+    /// Send at most this many records.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// List the versions of a dataset.
+    List {
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Show one version's manifest.
+    Show {
+        version: String,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Tag a version.
+    Tag {
+        tag: String,
+        version: String,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List models, versions and aliases.
+    List,
+    /// Show one version (default: production).
+    Show {
+        name: String,
+        #[arg(default_value = "production")]
+        version: String,
+    },
+    /// Point an alias (default: production) at a version.
+    Promote {
+        name: String,
+        version: u32,
+        #[arg(long, default_value = "production")]
+        alias: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs.
+    List,
+    /// Show a run with its params and metrics.
+    Show { run_id: String },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let config = load_config(&cli)?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli, config))
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let path = cli.config.clone().or_else(|| {
+        let default = PathBuf::from("driftwood.toml");
+        default.is_file().then_some(default)
+    });
+    let text = match &path {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let mut sets = cli.sets.clone();
+    if let Some(d) = &cli.data_dir {
+        sets.push(format!("data_dir={d}"));
+    }
+    if let Some(b) = &cli.brokers {
+        sets.push(format!("kafka.brokers={b}"));
+    }
+    let config = Config::load(text.as_deref(), std::env::vars(), &sets).with_context(|| match &path {
+        Some(p) => format!("invalid configuration ({})", p.display()),
+        None => "invalid configuration".to_string(),
+    })?;
+    Ok(config)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWOOD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM: every task honours it and stops cleanly.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+fn plan(config: &Config) -> Result<Arc<CleanPlan>> {
+    let spec = if config.clean.spec.is_empty() {
+        CleanSpec::default()
+    } else {
+        let text = std::fs::read_to_string(&config.clean.spec)
+            .with_context(|| format!("reading cleaning spec {}", config.clean.spec))?;
+        CleanSpec::from_toml(&text)?
+    };
+    Ok(Arc::new(CleanPlan::compile(spec)?))
+}
+
+fn data_dir(config: &Config) -> PathBuf {
+    PathBuf::from(&config.data_dir)
+}
+
+fn metadata(config: &Config) -> Result<Arc<dyn MetadataStore>> {
+    Ok(Arc::new(SqliteStore::in_data_dir(&data_dir(config))?))
+}
+
+fn control(config: &Config) -> Result<ingest::control::ControlProducer> {
+    let producer = ingest::kafka::producer(&config.kafka, &config.ingest)?;
+    Ok(ingest::control::ControlProducer::new(producer, config.topics().control))
+}
+
+async fn run(cli: Cli, config: Config) -> Result<()> {
+    match cli.command {
+        Command::Topics => {
+            let topics = config.topics();
+            ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+            println!("topics ready: {}", topics.all().join(", "));
+        }
+        Command::Publish(args) => publish(&config, args).await?,
+        Command::Snapshot { follow, tag } => {
+            let store = SnapshotStore::open(&data_dir(&config))?;
+            let mut opts = SnapshotOptions::from_config(&config, !follow);
+            opts.tags = tag;
+            let control = control(&config)?;
+            let report =
+                run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &shutdown_token())
+                    .await?;
+            for m in &report.commits {
+                println!(
+                    "committed {} v{} {}: +{} rows, {} rows in all",
+                    m.dataset,
+                    m.seq,
+                    m.short_id(),
+                    m.added.rows,
+                    m.rows
+                );
+            }
+            if report.commits.is_empty() {
+                println!("nothing new on {}", config.topics().raw);
+            }
+            let dead: u64 = report.dead.values().sum();
+            println!(
+                "read {} records, {} dropped by cleaning, {} dead letters {:?}",
+                report.records, report.filtered, dead, report.dead
+            );
+        }
+        Command::Data(cmd) => data(&config, cmd)?,
+        Command::Train { data, dataset, model, alias } => {
+            let mut params = config.train.clone();
+            if let Some(m) = model {
+                params.model = m;
+            }
+            let req = trainer::train::TrainRequest {
+                dataset: dataset.unwrap_or_else(|| config.snapshot.dataset.clone()),
+                version: data,
+                params,
+                data_dir: data_dir(&config),
+                alias,
+                actor: "cli".into(),
+            };
+            let store = metadata(&config)?;
+            let snapshots = SnapshotStore::open(&data_dir(&config))?;
+            let control = control(&config)?;
+            let out = trainer::train::train(store.as_ref(), &snapshots, &req, Some(&control)).await?;
+            let e = &out.evaluation;
+            println!(
+                "run {}: trained {} v{} on {} ({} train / {} validation / {} test rows) in {:.1}s",
+                out.run.run_id,
+                out.model.name,
+                out.model.version,
+                &out.model.data_version[..12],
+                out.rows[0],
+                out.rows[1],
+                out.rows[2],
+                out.seconds
+            );
+            println!("test accuracy {:.4}, macro F1 {:.4}", e.accuracy, e.macro_f1);
+            for (label, c) in &e.per_class {
+                println!(
+                    "  {label:>12}: precision {:.4} recall {:.4} f1 {:.4} (n={})",
+                    c.precision, c.recall, c.f1, c.support
+                );
+            }
+        }
+        Command::Models(cmd) => models(&config, cmd).await?,
+        Command::Runs(cmd) => runs(&config, cmd).await?,
+        Command::Serve { no_scorer } => {
+            let token = shutdown_token();
+            serve(&config, !no_scorer && config.serve.scorer, token).await?;
+        }
+        Command::Drift { until_idle } => {
+            let token = shutdown_token();
+            drift(&config, until_idle, token).await?;
+        }
+        Command::Up => up(&config).await?,
+    }
+    Ok(())
+}
+
+async fn publish(config: &Config, args: PublishArgs) -> Result<()> {
+    use ingest::source::{self, Outgoing};
+    let records: Vec<ingest::Result<Outgoing>> = if let Some(dir) = &args.corpus {
+        let groups: Vec<&str> = if args.groups.is_empty() {
+            source::CORPUS_PERIOD_1.to_vec()
+        } else {
+            args.groups.iter().map(String::as_str).collect()
+        };
+        source::corpus(dir, &groups)?.iter().map(|r| Ok(Outgoing::from_record(r))).collect()
+    } else if let Some(file) = &args.jsonl {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        source::lines(std::io::BufReader::new(f)).collect()
+    } else if let Some(dir) = &args.dir {
+        source::text_dir(dir, args.labels_from_dirs)?.into_iter().map(Ok).collect()
+    } else if args.stdin {
+        source::lines(std::io::stdin().lock()).collect()
+    } else {
+        bail!("give a source: --corpus DIR, --jsonl FILE, --dir DIR or --stdin");
+    };
+    let records: Vec<_> = records.into_iter().take(args.limit.unwrap_or(usize::MAX)).collect();
+    let topics = config.topics();
+    let topic = if args.labels { &topics.labels } else { &topics.raw };
+    let producer = ingest::kafka::producer(&config.kafka, &config.ingest)?;
+    let progress = ingest::publish::progress_bar(Some(records.len() as u64), "publishing");
+    let summary = ingest::publish::publish(&producer, topic, records, &progress, &shutdown_token()).await?;
+    println!("{topic}: {summary}");
+    if let Some(e) = &summary.first_error {
+        bail!("{} records failed, first error: {e}", summary.failed);
+    }
+    Ok(())
+}
+
+fn data(config: &Config, cmd: DataCommand) -> Result<()> {
+    let store = SnapshotStore::open(&data_dir(config))?;
+    let default = || config.snapshot.dataset.clone();
+    match cmd {
+        DataCommand::List { dataset } => {
+            let datasets = match dataset {
+                Some(d) => vec![d],
+                None => store.datasets()?,
+            };
+            for d in datasets {
+                let tags = store.tags(&d)?;
+                println!("dataset {d}");
+                println!(
+                    "  {:>4}  {:12}  {:25}  {:>9}  {:>9}  {:12}  tags",
+                    "seq", "id", "created", "rows", "added", "parent"
+                );
+                for m in store.versions(&d)? {
+                    let mut t: Vec<&str> =
+                        tags.iter().filter(|(_, id)| **id == m.id).map(|(t, _)| t.as_str()).collect();
+                    t.extend(m.tags.iter().map(String::as_str));
+                    println!(
+                        "  {:>4}  {:12}  {:25}  {:>9}  {:>9}  {:12}  {}",
+                        format!("v{}", m.seq),
+                        m.short_id(),
+                        m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        m.rows,
+                        format!("+{}", m.added.rows),
+                        m.parent.as_deref().map_or("-", |p| &p[..12]),
+                        t.join(",")
+                    );
+                }
+            }
+        }
+        DataCommand::Show { version, dataset } => {
+            let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        DataCommand::Tag { tag, version, dataset } => {
+            let d = dataset.unwrap_or_else(default);
+            let m = store.tag(&d, &tag, &version)?;
+            println!("tagged {d} v{} {} as {tag}", m.seq, m.short_id());
+        }
+    }
+    Ok(())
+}
+
+async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
+    let store = metadata(config)?;
+    match cmd {
+        ModelsCommand::List => {
+            for name in store.model_names().await? {
+                let aliases = store.aliases(&name).await?;
+                println!("model {name}");
+                for mv in store.model_versions(&name).await? {
+                    let a: Vec<&str> =
+                        aliases.iter().filter(|(_, v)| **v == mv.version).map(|(a, _)| a.as_str()).collect();
+                    println!(
+                        "  v{:<3} {:8} data {}  test_accuracy {:.4}  run {}  {}",
+                        mv.version,
+                        mv.family,
+                        &mv.data_version[..12],
+                        mv.metrics.get("test_accuracy").copied().unwrap_or(f64::NAN),
+                        mv.run_id,
+                        a.join(",")
+                    );
+                }
+            }
+        }
+        ModelsCommand::Show { name, version } => {
+            let mv = trainer::registry::resolve(store.as_ref(), &name, &version).await?;
+            let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": mv, "card": card}))?);
+        }
+        ModelsCommand::Promote { name, version, alias } => {
+            let control = control(config)?;
+            let previous = trainer::registry::promote(
+                store.as_ref(),
+                Some(&control),
+                &name,
+                version,
+                &alias,
+                "cli",
+                "promoted by hand",
+            )
+            .await?;
+            println!(
+                "{name}@{alias}: v{version} (was {})",
+                previous.map_or("none".into(), |p| format!("v{p}"))
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn runs(config: &Config, cmd: RunsCommand) -> Result<()> {
+    let store = metadata(config)?;
+    match cmd {
+        RunsCommand::List => {
+            for r in store.list_runs(None).await? {
+                println!(
+                    "{}  {:10}  {:8}  {}  test_accuracy {:.4}",
+                    r.run_id,
+                    r.experiment,
+                    format!("{:?}", r.status).to_lowercase(),
+                    r.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    r.metrics.get("test_accuracy").copied().unwrap_or(f64::NAN)
+                );
+            }
+        }
+        RunsCommand::Show { run_id } => {
+            println!("{}", serde_json::to_string_pretty(&store.get_run(&run_id).await?)?);
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: &Config, scorer: bool, token: CancellationToken) -> Result<()> {
+    use serving::handle::{BatchingConfig, ModelHandle};
+    let store = metadata(config)?;
+    let plan = plan(config)?;
+    let batching = BatchingConfig {
+        max_batch: config.serve.max_batch,
+        max_wait: Duration::from_millis(config.serve.max_wait_ms),
+        queue: 1024,
+    };
+    let handle = ModelHandle::start(None, plan.clone(), batching)?;
+    let metrics = serving::metrics::Metrics::new();
+    let (predlog, predlog_task) =
+        serving::predlog::PredictionLog::start(store.clone(), metrics.clone(), token.clone());
+    let (name, alias) = (config.serve.model.clone(), config.serve.alias.clone());
+    match serving::reload::reload_once(store.as_ref(), &handle, &name, &alias).await {
+        Ok(Some(v)) => tracing::info!(model = %name, version = v, "serving"),
+        Ok(None) => {
+            tracing::warn!(model = %name, alias = %alias, "no model yet; /readyz stays 503 until one is promoted")
+        }
+        Err(e) => tracing::error!(error = %e, "could not load the model; waiting for another version"),
+    }
+    let reload = tokio::spawn(serving::reload::follow_alias(
+        store.clone(),
+        handle.clone(),
+        name,
+        alias,
+        Duration::from_secs(2),
+        token.clone(),
+    ));
+    let state = serving::api::AppState {
+        model: handle.clone(),
+        metrics: metrics.clone(),
+        predlog: Some(predlog.clone()),
+        max_texts: config.serve.max_request_texts,
+    };
+    let listener = tokio::net::TcpListener::bind(config.serve_addr())
+        .await
+        .with_context(|| format!("binding {}", config.serve.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "REST API listening");
+    let t = token.clone();
+    let api = tokio::spawn(serving::api::serve(listener, serving::api::router(state), async move {
+        t.cancelled().await
+    }));
+    let scorer_task = scorer.then(|| {
+        let s = serving::scorer::Scorer {
+            config: config.clone(),
+            plan,
+            model: handle,
+            metrics,
+            predlog: Some(predlog),
+        };
+        let t = token.clone();
+        tokio::spawn(async move { s.run(false, &t).await })
+    });
+    if let Some(task) = scorer_task
+        && let Err(e) = task.await?
+    {
+        token.cancel();
+        api.await??;
+        bail!("scorer failed: {e}");
+    }
+    api.await??;
+    reload.await?;
+    predlog_task.await?;
+    Ok(())
+}
+
+async fn drift(config: &Config, until_idle: bool, token: CancellationToken) -> Result<()> {
+    let store = metadata(config)?;
+    let (name, alias) = (&config.serve.model, &config.serve.alias);
+    let mv = trainer::registry::resolve(store.as_ref(), name, alias).await?;
+    let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
+    let watch = drift::monitor::Watch {
+        model: mv.name.clone(),
+        version: mv.version,
+        reference: card.reference,
+        window: config.drift.window,
+        psi_threshold: config.drift.psi_threshold,
+    };
+    println!(
+        "watching {} v{} (window {} records, PSI threshold {})",
+        mv.name, mv.version, config.drift.window, config.drift.psi_threshold
+    );
+    drift::monitor::run_monitor(config, watch, until_idle, &token, |r| {
+        let psi: Vec<String> = r.psi.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        let flag =
+            if r.drifting.is_empty() { String::new() } else { format!("  DRIFT: {}", r.drifting.join(",")) };
+        println!("window {:>3} ({} records): PSI {}{}", r.index, r.records, psi.join(", "), flag);
+    })
+    .await?;
+    Ok(())
+}
+
+async fn up(config: &Config) -> Result<()> {
+    let token = shutdown_token();
+    let topics = config.topics();
+    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+    let snapshot = {
+        let (config, token) = (config.clone(), token.clone());
+        tokio::spawn(async move {
+            let store = SnapshotStore::open(&data_dir(&config))?;
+            let control = control(&config)?;
+            let opts = SnapshotOptions::from_config(&config, false);
+            run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &token).await?;
+            anyhow::Ok(())
+        })
+    };
+    let drift_task = {
+        let (config, token) = (config.clone(), token.clone());
+        tokio::spawn(async move {
+            // Wait for a served model, then watch; restart when the alias moves.
+            let store = metadata(&config)?;
+            while !token.is_cancelled() {
+                let current = store.get_alias(&config.serve.model, &config.serve.alias).await?;
+                if current.is_none() {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                let child = token.child_token();
+                let watcher = {
+                    let (store, config, child) = (store.clone(), config.clone(), child.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            let now = store
+                                .get_alias(&config.serve.model, &config.serve.alias)
+                                .await
+                                .ok()
+                                .flatten();
+                            if now != current || child.is_cancelled() {
+                                child.cancel();
+                                return;
+                            }
+                        }
+                    })
+                };
+                drift(&config, false, child).await?;
+                watcher.abort();
+            }
+            anyhow::Ok(())
+        })
+    };
+    let serve_result = serve(config, config.serve.scorer, token.clone()).await;
+    token.cancel();
+    snapshot.await??;
+    drift_task.await??;
+    serve_result
+}

@@ -1,0 +1,300 @@
+//! The cleaning plan: a declarative, versioned spec compiled once into DataFusion physical
+//! expressions and run on RecordBatches.
+//!
+//! ```text
+//!  CleanSpec (TOML) ──compile──► text expr:  step_n(...step_1(col("text")))   (UDFs / builtins)
+//!                                keep expr:  character_length(text) >= min AND ...
+//!  RecordBatch(raw) ──apply───► CleanOutput { batch: same schema, text cleaned; keep: mask }
+//! ```
+//!
+//! The snapshot job and the online scorer call the same [`CleanPlan::apply`]; the spec's
+//! canonical hash ([`CleanPlan::hash`]) is stored in every manifest and model card so a model
+//! can only be served with the cleaning it was trained on.
+
+pub mod text;
+mod udf;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{Expr, ScalarUDF, col, lit};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use schemas::records::{clean_schema, col as c};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+use udf::{TextOp, TextUdf};
+
+/// Format version of cleaning specs.
+pub const SPEC_VERSION: u32 = 1;
+
+/// A cleaning spec: an ordered list of steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanSpec {
+    pub version: u32,
+    pub steps: Vec<Step>,
+}
+
+/// One step. Text steps rewrite `text` in order; filter steps (`min_length`, `max_length` with
+/// `drop`, `drop_empty`) are evaluated on the cleaned text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Remove an e-mail's header block, keeping the values of the listed headers.
+    StripEmailHeaders {
+        #[serde(default)]
+        keep: Vec<String>,
+    },
+    /// Remove HTML tags, comments, scripts and styles; decode entities.
+    StripHtml,
+    /// Unicode NFKC normalization.
+    Nfkc,
+    Lowercase,
+    ReplaceUrls {
+        #[serde(default = "default_url_token")]
+        token: String,
+    },
+    ReplaceEmails {
+        #[serde(default = "default_email_token")]
+        token: String,
+    },
+    ReplaceNumbers {
+        #[serde(default = "default_number_token")]
+        token: String,
+    },
+    /// Remove control and invisible format characters.
+    StripControl,
+    /// Collapse whitespace runs into one space and trim.
+    CollapseWhitespace,
+    /// Drop records shorter than `chars` characters.
+    MinLength {
+        chars: usize,
+    },
+    /// Records longer than `chars` characters are truncated, or dropped with `drop = true`.
+    MaxLength {
+        chars: usize,
+        #[serde(default)]
+        drop: bool,
+    },
+    /// Drop records whose cleaned text is empty.
+    DropEmpty,
+}
+
+fn default_url_token() -> String {
+    "<url>".into()
+}
+fn default_email_token() -> String {
+    "<email>".into()
+}
+fn default_number_token() -> String {
+    "<num>".into()
+}
+
+impl Default for CleanSpec {
+    /// The built-in spec: e-mail aware, tokens for URLs/addresses/numbers, lowercase.
+    fn default() -> Self {
+        CleanSpec {
+            version: SPEC_VERSION,
+            steps: vec![
+                Step::StripEmailHeaders { keep: vec!["subject".into()] },
+                Step::StripHtml,
+                Step::Nfkc,
+                Step::StripControl,
+                Step::Lowercase,
+                Step::ReplaceUrls { token: default_url_token() },
+                Step::ReplaceEmails { token: default_email_token() },
+                Step::ReplaceNumbers { token: default_number_token() },
+                Step::CollapseWhitespace,
+                Step::MaxLength { chars: 20_000, drop: false },
+                Step::DropEmpty,
+            ],
+        }
+    }
+}
+
+impl CleanSpec {
+    /// Parses and checks a TOML spec.
+    pub fn from_toml(text: &str) -> Result<CleanSpec> {
+        let spec: CleanSpec =
+            toml::from_str(text).map_err(|e| Error::Spec(format!("invalid cleaning spec: {e}")))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("specs always serialize")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.version != SPEC_VERSION {
+            return Err(Error::Spec(format!(
+                "cleaning spec version {} is not supported (this build reads version {SPEC_VERSION})",
+                self.version
+            )));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::MaxLength { chars: 0, .. } => {
+                    return Err(Error::Spec(format!("step {}: max_length needs chars > 0", i + 1)));
+                }
+                Step::ReplaceUrls { token }
+                | Step::ReplaceEmails { token }
+                | Step::ReplaceNumbers { token }
+                    if token.chars().any(char::is_whitespace) =>
+                {
+                    return Err(Error::Spec(format!("step {}: a token must not contain whitespace", i + 1)));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Hex SHA-256 of the canonical JSON form: equal specs hash equal whatever their TOML
+    /// formatting, and any change of a step or parameter changes the hash.
+    pub fn hash(&self) -> String {
+        schemas::sha256_hex(&serde_json::to_vec(self).expect("specs always serialize"))
+    }
+}
+
+/// A compiled cleaning plan.
+#[derive(Debug)]
+pub struct CleanPlan {
+    spec: CleanSpec,
+    hash: String,
+    text: Arc<dyn PhysicalExpr>,
+    keep: Option<Arc<dyn PhysicalExpr>>,
+    text_index: usize,
+}
+
+/// The result of running a plan on a batch: every input row with its cleaned text, and which
+/// rows the filters keep. The scorer needs the dropped rows too (it reports them as skipped).
+#[derive(Debug, Clone)]
+pub struct CleanOutput {
+    pub batch: RecordBatch,
+    pub keep: BooleanArray,
+}
+
+impl CleanOutput {
+    /// Only the kept rows.
+    pub fn kept(&self) -> Result<RecordBatch> {
+        Ok(filter_record_batch(&self.batch, &self.keep)?)
+    }
+}
+
+impl CleanPlan {
+    pub fn compile(spec: CleanSpec) -> Result<CleanPlan> {
+        spec.validate()?;
+        let mut text_expr = col(c::TEXT);
+        let mut filters: Vec<Expr> = Vec::new();
+        let length = || datafusion::functions::unicode::expr_fn::character_length(col(c::TEXT));
+        for step in &spec.steps {
+            let op = match step {
+                Step::StripEmailHeaders { keep } => TextOp::StripEmailHeaders(keep.clone()),
+                Step::StripHtml => TextOp::StripHtml,
+                Step::Nfkc => TextOp::Nfkc,
+                Step::Lowercase => TextOp::Lowercase,
+                Step::ReplaceUrls { token } => TextOp::Replace { what: "urls", token: token.clone() },
+                Step::ReplaceEmails { token } => TextOp::Replace { what: "emails", token: token.clone() },
+                Step::ReplaceNumbers { token } => TextOp::Replace { what: "numbers", token: token.clone() },
+                Step::StripControl => TextOp::StripControl,
+                Step::CollapseWhitespace => TextOp::CollapseWhitespace,
+                Step::MaxLength { chars, drop: false } => TextOp::Truncate(*chars),
+                Step::MaxLength { chars, drop: true } => {
+                    filters.push(length().lt_eq(lit(*chars as i64)));
+                    continue;
+                }
+                Step::MinLength { chars } => {
+                    filters.push(length().gt_eq(lit(*chars as i64)));
+                    continue;
+                }
+                Step::DropEmpty => {
+                    filters.push(col(c::TEXT).not_eq(lit("")));
+                    continue;
+                }
+            };
+            text_expr = ScalarUDF::new_from_impl(TextUdf::new(op)).call(vec![text_expr]);
+        }
+        let schema = clean_schema();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let ctx = SessionContext::new();
+        let text = ctx.create_physical_expr(text_expr, &df_schema)?;
+        let keep = filters
+            .into_iter()
+            .reduce(Expr::and)
+            .map(|e| ctx.create_physical_expr(e, &df_schema))
+            .transpose()?;
+        let text_index = schema.index_of(c::TEXT)?;
+        let hash = spec.hash();
+        Ok(CleanPlan { spec, hash, text, keep, text_index })
+    }
+
+    pub fn spec(&self) -> &CleanSpec {
+        &self.spec
+    }
+
+    /// The canonical hash of the spec this plan was compiled from.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Cleans a batch of the raw schema.
+    pub fn apply(&self, batch: &RecordBatch) -> Result<CleanOutput> {
+        if batch.schema().fields() != clean_schema().fields() {
+            return Err(Error::Internal(format!(
+                "clean plan applied to a batch of another schema: {:?}",
+                batch.schema()
+            )));
+        }
+        let n = batch.num_rows();
+        let cleaned: ArrayRef = self.text.evaluate(batch)?.into_array(n)?;
+        let mut columns = batch.columns().to_vec();
+        columns[self.text_index] = cleaned;
+        let batch = RecordBatch::try_new(batch.schema(), columns)?;
+        let keep = match &self.keep {
+            None => BooleanArray::from(vec![true; n]),
+            Some(e) => {
+                let mask = e.evaluate(&batch)?.into_array(n)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| Error::Internal("filter is not boolean".into()))?;
+                // Null (unknown) counts as not kept.
+                mask.iter().map(|v| Some(v.unwrap_or(false))).collect()
+            }
+        };
+        Ok(CleanOutput { batch, keep })
+    }
+
+    /// Cleans one text outside a batch (REST requests); `None` if the filters drop it.
+    pub fn clean_texts(&self, texts: &[&str]) -> Result<Vec<Option<String>>> {
+        let batch = ingest::batch::batch_of(
+            &texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| schemas::records::RawRecord {
+                    id: i.to_string(),
+                    text: t.to_string(),
+                    label: None,
+                    source: None,
+                    ts: None,
+                    meta: None,
+                })
+                .collect::<Vec<_>>(),
+        );
+        let out = self.apply(&batch)?;
+        let text = out.batch.column(self.text_index);
+        let text = text
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Internal("text column is not Utf8".into()))?;
+        Ok((0..text.len()).map(|i| out.keep.value(i).then(|| text.value(i).to_string())).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

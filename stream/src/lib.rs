@@ -1,0 +1,62 @@
+//! Cleaning and versioned data for Driftwood: from raw RecordBatches to immutable snapshots.
+//!
+//! ```text
+//!  ingest::BatchReader ──► RecordBatch(raw) ──► clean::CleanPlan::apply ──► kept rows
+//!                                                                               │
+//!        snapshot job (job::run_snapshot): rows ──► Parquet object (content-addressed)
+//!                                          offsets + files ──► manifest (atomic commit)
+//!
+//!  store::SnapshotStore: versions, tags, reading a version as a stream of batches
+//! ```
+//!
+//! * [`clean`] — the declarative cleaning spec compiled to DataFusion expressions; the same
+//!   compiled plan runs in the snapshot job and in the online scorer;
+//! * [`store`] — the snapshot store: content-addressed Parquet objects and one JSON manifest per
+//!   version (id = hash of the manifest), committed atomically with the Kafka offsets consumed;
+//! * [`job`] — the snapshot job: consume, clean, write, commit; resumes from the last manifest.
+//!
+//! Architecture invariant: this crate knows nothing about models; it depends on `ingest` for
+//! reading Kafka and on `schemas` for the record schemas, never on libtorch.
+
+pub mod clean;
+pub mod job;
+pub mod store;
+
+/// Errors of cleaning and the snapshot store. `Spec`/`NotFound`/`Conflict` are the user's
+/// (a bad spec, an unknown version, a dataset cleaned with another spec); `Io`, `Parquet` and
+/// `Corrupt` concern the data dir; `Ingest` wraps Kafka faults; `Internal` is a bug.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Spec(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt snapshot data: {0}")]
+    Corrupt(String),
+    #[error("Parquet error: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("Arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("DataFusion error: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io { path: path.display().to_string(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

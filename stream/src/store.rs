@@ -1,0 +1,662 @@
+//! The snapshot store: immutable, content-addressed Parquet objects plus one JSON manifest per
+//! version.
+//!
+//! ```text
+//!  <data_dir>/snapshots/objects/<h[0..2]>/<h>.parquet        h = SHA-256 of the file's bytes
+//!  <data_dir>/snapshots/datasets/<dataset>/versions/<seq>.json   one manifest per version
+//!  <data_dir>/snapshots/datasets/<dataset>/tags/<tag>            a version id
+//! ```
+//!
+//! A version is the whole dataset at that point: its manifest lists every object (the parent's
+//! plus the new ones), the cumulative Kafka offsets consumed per partition, and what this commit
+//! added. The id is the SHA-256 of the manifest's canonical JSON (with an empty id), checked on
+//! every read.
+//!
+//! Commit protocol: objects are written to a temporary file, synced and renamed into place;
+//! then the manifest is written to a temporary file, synced, and hard-linked to
+//! `versions/<seq>.json` — an atomic create that fails if another writer took that sequence
+//! number, in which case the commit is rebased on the new parent and retried. A crash leaves at
+//! worst unreferenced objects (removed by `gc`) and temporary files (removed on open).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// Format version of manifests.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Rows per batch when reading a version.
+pub const READ_BATCH_ROWS: usize = 8192;
+
+/// One Parquet object of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// SHA-256 of the object's bytes (its name).
+    pub hash: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Offsets `[first, next)` of one topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceOffsets {
+    pub topic: String,
+    pub partition: i32,
+    pub first: i64,
+    pub next: i64,
+}
+
+/// A column of the version's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldInfo {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// What one commit added to its parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Added {
+    pub rows: u64,
+    pub files: Vec<String>,
+    /// Offset ranges consumed by this commit.
+    pub consumed: Vec<SourceOffsets>,
+}
+
+/// The manifest of one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// SHA-256 of this manifest's canonical JSON with `id` empty.
+    pub id: String,
+    pub dataset: String,
+    /// 1 for the first version, parent's + 1 after.
+    pub seq: u64,
+    pub parent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Hash of the cleaning spec the rows were cleaned with.
+    pub spec_hash: String,
+    pub schema: Vec<FieldInfo>,
+    pub rows: u64,
+    pub files: Vec<FileEntry>,
+    /// Cumulative offsets consumed per topic partition: resume at `next`.
+    pub sources: Vec<SourceOffsets>,
+    pub added: Added,
+    /// Tags given at commit time (later tags live in the tags directory).
+    pub tags: Vec<String>,
+}
+
+impl Manifest {
+    fn compute_id(&self) -> String {
+        let mut m = self.clone();
+        m.id = String::new();
+        schemas::sha256_hex(&serde_json::to_vec(&m).expect("manifests always serialize"))
+    }
+
+    /// The short form of the id shown to people.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    /// Next offset per partition of `topic`.
+    pub fn resume_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.sources.iter().filter(|s| s.topic == topic).map(|s| (s.partition, s.next)).collect()
+    }
+}
+
+/// A commit to make: new objects and the offsets they came from.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub dataset: String,
+    pub spec_hash: String,
+    pub schema: SchemaRef,
+    pub new_files: Vec<FileEntry>,
+    pub consumed: Vec<SourceOffsets>,
+    pub tags: Vec<String>,
+}
+
+/// The snapshot store under a data dir.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    root: PathBuf,
+}
+
+impl SnapshotStore {
+    /// Opens (creating if needed) the store under `data_dir`, removing stale temporary files.
+    pub fn open(data_dir: &Path) -> Result<SnapshotStore> {
+        let root = data_dir.join("snapshots");
+        let store = SnapshotStore { root };
+        fs::create_dir_all(store.objects_dir()).map_err(Error::io(&store.root))?;
+        fs::create_dir_all(store.tmp_dir()).map_err(Error::io(&store.root))?;
+        for entry in fs::read_dir(store.tmp_dir()).map_err(Error::io(&store.root))? {
+            let path = entry.map_err(Error::io(&store.root))?.path();
+            // Only files older than a minute: another process may be writing right now.
+            let stale = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default().as_secs() > 60)
+                .unwrap_or(false);
+            if stale {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn dataset_dir(&self, dataset: &str) -> PathBuf {
+        self.root.join("datasets").join(dataset)
+    }
+
+    /// Path of the object with content hash `hash`.
+    pub fn object_path(&self, hash: &str) -> PathBuf {
+        self.objects_dir().join(&hash[..2]).join(format!("{hash}.parquet"))
+    }
+
+    /// Dataset names, sorted.
+    pub fn datasets(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("datasets");
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let entry = entry.map_err(Error::io(&dir))?;
+            if entry.path().is_dir() {
+                out.push(entry.file_name().to_string_lossy().to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every version of `dataset`, oldest first. Each manifest's id is verified.
+    pub fn versions(&self, dataset: &str) -> Result<Vec<Manifest>> {
+        let dir = self.dataset_dir(dataset).join("versions");
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(Error::io(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names.iter().map(|p| read_manifest(p)).collect()
+    }
+
+    pub fn latest(&self, dataset: &str) -> Result<Option<Manifest>> {
+        Ok(self.versions(dataset)?.pop())
+    }
+
+    /// Resolves `latest`, `v<seq>`, a tag, a full id or a unique id prefix (≥ 4 characters).
+    pub fn resolve(&self, dataset: &str, reference: &str) -> Result<Manifest> {
+        let versions = self.versions(dataset)?;
+        let not_found = || Error::NotFound(format!("version `{reference}` of dataset `{dataset}`"));
+        if versions.is_empty() {
+            return Err(Error::NotFound(format!("dataset `{dataset}` has no versions")));
+        }
+        if reference == "latest" {
+            return versions.last().cloned().ok_or_else(not_found);
+        }
+        if let Some(seq) = reference.strip_prefix('v').and_then(|s| s.parse::<u64>().ok()) {
+            return versions.into_iter().find(|m| m.seq == seq).ok_or_else(not_found);
+        }
+        let tag_path = self.dataset_dir(dataset).join("tags").join(reference);
+        let id = if schemas::config::valid_name(reference) && tag_path.is_file() {
+            fs::read_to_string(&tag_path).map_err(Error::io(&tag_path))?.trim().to_string()
+        } else {
+            reference.to_string()
+        };
+        if id.len() < 4 {
+            return Err(not_found());
+        }
+        let mut matches = versions.into_iter().filter(|m| m.id.starts_with(&id));
+        match (matches.next(), matches.next()) {
+            (Some(m), None) => Ok(m),
+            (Some(_), Some(_)) => Err(Error::NotFound(format!(
+                "`{reference}` matches several versions of `{dataset}`; give more of the id"
+            ))),
+            (None, _) => Err(not_found()),
+        }
+    }
+
+    /// Tags `version` of `dataset` as `tag` (moving the tag if it exists).
+    pub fn tag(&self, dataset: &str, tag: &str, version: &str) -> Result<Manifest> {
+        if !schemas::config::valid_name(tag)
+            || tag == "latest"
+            || tag.starts_with('v') && tag[1..].parse::<u64>().is_ok()
+        {
+            return Err(Error::Spec(format!(
+                "invalid tag `{tag}`: use lowercase letters, digits, '_' or '-', not `latest` or `v<number>`"
+            )));
+        }
+        let m = self.resolve(dataset, version)?;
+        let dir = self.dataset_dir(dataset).join("tags");
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let tmp = self.tmp_dir().join(format!("tag-{}-{}", std::process::id(), unique()));
+        fs::write(&tmp, &m.id).map_err(Error::io(&tmp))?;
+        fs::rename(&tmp, dir.join(tag)).map_err(Error::io(&dir))?;
+        Ok(m)
+    }
+
+    /// Tags of `dataset`: tag → version id.
+    pub fn tags(&self, dataset: &str) -> Result<BTreeMap<String, String>> {
+        let dir = self.dataset_dir(dataset).join("tags");
+        let mut out = BTreeMap::new();
+        if !dir.exists() {
+            return Ok(out);
+        }
+        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let path = entry.map_err(Error::io(&dir))?.path();
+            let id = fs::read_to_string(&path).map_err(Error::io(&path))?;
+            out.insert(
+                path.file_name().unwrap_or_default().to_string_lossy().to_string(),
+                id.trim().to_string(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Starts writing a new Parquet object.
+    pub fn object_writer(&self, schema: SchemaRef) -> Result<ObjectWriter> {
+        let tmp = self.tmp_dir().join(format!("obj-{}-{}.parquet", std::process::id(), unique()));
+        let file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_max_row_group_row_count(Some(64 * 1024))
+            .build();
+        let writer = ArrowWriter::try_new(HashingWriter::new(file), schema, Some(props))?;
+        Ok(ObjectWriter { store: self.clone(), tmp, writer: Some(writer), rows: 0 })
+    }
+
+    /// Commits a new version of `draft.dataset` on top of the latest one (atomically; retried
+    /// on a concurrent commit).
+    pub fn commit(&self, draft: Draft, now: DateTime<Utc>) -> Result<Manifest> {
+        let versions_dir = self.dataset_dir(&draft.dataset).join("versions");
+        fs::create_dir_all(&versions_dir).map_err(Error::io(&versions_dir))?;
+        for f in &draft.new_files {
+            if !self.object_path(&f.hash).is_file() {
+                return Err(Error::Internal(format!("object {} was not written", f.hash)));
+            }
+        }
+        loop {
+            let parent = self.latest(&draft.dataset)?;
+            if let Some(p) = &parent
+                && p.spec_hash != draft.spec_hash
+            {
+                return Err(Error::Conflict(format!(
+                    "dataset `{}` was cleaned with spec {} but this plan is {}; \
+                         write to another dataset (snapshot.dataset) or keep the spec",
+                    draft.dataset,
+                    &p.spec_hash[..12],
+                    &draft.spec_hash[..12.min(draft.spec_hash.len())]
+                )));
+            }
+            let manifest = build_manifest(parent.as_ref(), &draft, now);
+            let tmp = self.tmp_dir().join(format!("manifest-{}-{}.json", std::process::id(), unique()));
+            write_synced(&tmp, &serde_json::to_vec_pretty(&manifest).expect("serializable"))?;
+            let target = versions_dir.join(format!("{:020}.json", manifest.seq));
+            let linked = fs::hard_link(&tmp, &target);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    sync_dir(&versions_dir)?;
+                    return Ok(manifest);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&target)(e)),
+            }
+        }
+    }
+
+    /// Reads a version as batches, object by object (never the whole version in memory).
+    pub fn read(&self, manifest: &Manifest) -> impl Iterator<Item = Result<RecordBatch>> + use<> {
+        let store = self.clone();
+        let files = manifest.files.clone();
+        files.into_iter().flat_map(move |f| {
+            let reader = store.open_object(&f);
+            let it: Box<dyn Iterator<Item = Result<RecordBatch>>> = match reader {
+                Ok(r) => Box::new(r.map(|b| b.map_err(Error::from))),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+            it
+        })
+    }
+
+    fn open_object(&self, f: &FileEntry) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+        let path = self.object_path(&f.hash);
+        let file = File::open(&path).map_err(Error::io(&path))?;
+        let len = file.metadata().map_err(Error::io(&path))?.len();
+        if len != f.bytes {
+            return Err(Error::Corrupt(format!(
+                "object {} has {len} bytes, manifest says {}",
+                f.hash, f.bytes
+            )));
+        }
+        Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(READ_BATCH_ROWS).build()?)
+    }
+
+    /// Re-hashes every object of a version; an error names the first corrupt one.
+    pub fn verify(&self, manifest: &Manifest) -> Result<()> {
+        for f in &manifest.files {
+            let path = self.object_path(&f.hash);
+            let mut file = File::open(&path).map_err(Error::io(&path))?;
+            let mut hasher = Sha256::new();
+            io::copy(&mut file, &mut hasher).map_err(Error::io(&path))?;
+            let got = hex::encode(hasher.finalize());
+            if got != f.hash {
+                return Err(Error::Corrupt(format!("object {} hashes to {got}", f.hash)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn build_manifest(parent: Option<&Manifest>, draft: &Draft, now: DateTime<Utc>) -> Manifest {
+    let mut files = parent.map(|p| p.files.clone()).unwrap_or_default();
+    files.extend(draft.new_files.iter().cloned());
+    let mut sources: BTreeMap<(String, i32), SourceOffsets> = parent
+        .map(|p| p.sources.iter().map(|s| ((s.topic.clone(), s.partition), s.clone())).collect())
+        .unwrap_or_default();
+    for c in &draft.consumed {
+        sources
+            .entry((c.topic.clone(), c.partition))
+            .and_modify(|s| {
+                s.first = s.first.min(c.first);
+                s.next = s.next.max(c.next);
+            })
+            .or_insert_with(|| c.clone());
+    }
+    let added_rows: u64 = draft.new_files.iter().map(|f| f.rows).sum();
+    let mut m = Manifest {
+        format_version: MANIFEST_FORMAT,
+        id: String::new(),
+        dataset: draft.dataset.clone(),
+        seq: parent.map_or(1, |p| p.seq + 1),
+        parent: parent.map(|p| p.id.clone()),
+        created_at: now,
+        spec_hash: draft.spec_hash.clone(),
+        schema: draft
+            .schema
+            .fields()
+            .iter()
+            .map(|f| FieldInfo {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect(),
+        rows: files.iter().map(|f| f.rows).sum(),
+        files,
+        sources: sources.into_values().collect(),
+        added: Added {
+            rows: added_rows,
+            files: draft.new_files.iter().map(|f| f.hash.clone()).collect(),
+            consumed: draft.consumed.clone(),
+        },
+        tags: draft.tags.clone(),
+    };
+    m.id = m.compute_id();
+    m
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest> {
+    let bytes = fs::read(path).map_err(Error::io(path))?;
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let v: Version = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("{} is not a manifest: {e}", path.display())))?;
+    if v.format_version > MANIFEST_FORMAT {
+        return Err(Error::Corrupt(format!(
+            "{} has manifest format {}, this build reads up to {MANIFEST_FORMAT}; upgrade driftwood",
+            path.display(),
+            v.format_version
+        )));
+    }
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("{} is not a manifest: {e}", path.display())))?;
+    if m.compute_id() != m.id {
+        return Err(Error::Corrupt(format!("{}: content does not match id {}", path.display(), m.id)));
+    }
+    Ok(m)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(Error::io(path))?;
+    f.write_all(bytes).map_err(Error::io(path))?;
+    f.sync_all().map_err(Error::io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A `Write` that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes one content-addressed Parquet object.
+pub struct ObjectWriter {
+    store: SnapshotStore,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<HashingWriter<File>>>,
+    rows: u64,
+}
+
+impl ObjectWriter {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.writer.as_mut().expect("writer is open until finish").write(batch)?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Closes, syncs and moves the object to its content address. `None` if no row was written.
+    pub fn finish(mut self) -> Result<Option<FileEntry>> {
+        let writer = self.writer.take().expect("finish is called once");
+        if self.rows == 0 {
+            drop(writer);
+            let _ = fs::remove_file(&self.tmp);
+            return Ok(None);
+        }
+        let hashing = writer.into_inner()?;
+        let hash = hex::encode(hashing.hasher.finalize());
+        let bytes = hashing.bytes;
+        hashing.inner.sync_all().map_err(Error::io(&self.tmp))?;
+        let target = self.store.object_path(&hash);
+        let dir = target.parent().expect("objects have a parent dir");
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        fs::rename(&self.tmp, &target).map_err(Error::io(&target))?;
+        sync_dir(dir)?;
+        Ok(Some(FileEntry { hash, rows: self.rows, bytes }))
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::records::{RawRecord, clean_schema};
+
+    fn records(ids: &[&str]) -> RecordBatch {
+        let rs: Vec<RawRecord> = ids
+            .iter()
+            .map(|id| RawRecord {
+                id: id.to_string(),
+                text: format!("text of {id}"),
+                label: None,
+                source: None,
+                ts: None,
+                meta: None,
+            })
+            .collect();
+        ingest::batch::batch_of(&rs)
+    }
+
+    fn commit(store: &SnapshotStore, ids: &[&str], partition: i32, first: i64) -> Manifest {
+        let mut w = store.object_writer(clean_schema()).unwrap();
+        w.write(&records(ids)).unwrap();
+        let f = w.finish().unwrap().unwrap();
+        let draft = Draft {
+            dataset: "ds".into(),
+            spec_hash: "0123456789abcdef".into(),
+            schema: clean_schema(),
+            new_files: vec![f],
+            consumed: vec![SourceOffsets {
+                topic: "t".into(),
+                partition,
+                first,
+                next: first + ids.len() as i64,
+            }],
+            tags: vec![],
+        };
+        store.commit(draft, Utc::now()).unwrap()
+    }
+
+    fn ids_of(store: &SnapshotStore, m: &Manifest) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in store.read(m) {
+            let b = b.unwrap();
+            let col = b.column(0).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            out.extend(col.iter().map(|v| v.unwrap().to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn versions_accumulate_and_resume_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let v1 = commit(&store, &["a", "b"], 0, 0);
+        let v2 = commit(&store, &["c"], 1, 0);
+        let v3 = commit(&store, &["d"], 0, 2);
+        assert_eq!((v1.seq, v2.seq, v3.seq), (1, 2, 3));
+        assert_eq!(v2.parent.as_deref(), Some(v1.id.as_str()));
+        assert_eq!((v1.rows, v2.rows, v3.rows), (2, 3, 4));
+        assert_eq!(v3.added.rows, 1);
+        assert_eq!(ids_of(&store, &v3), ["a", "b", "c", "d"]);
+        assert_eq!(ids_of(&store, &v1), ["a", "b"]);
+        assert_eq!(v3.resume_offsets("t"), BTreeMap::from([(0, 3), (1, 1)]));
+        assert_eq!(store.latest("ds").unwrap().unwrap().id, v3.id);
+        store.verify(&v3).unwrap();
+    }
+
+    #[test]
+    fn references_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let v1 = commit(&store, &["a"], 0, 0);
+        let v2 = commit(&store, &["b"], 0, 1);
+        assert_eq!(store.resolve("ds", "latest").unwrap().id, v2.id);
+        assert_eq!(store.resolve("ds", "v1").unwrap().id, v1.id);
+        assert_eq!(store.resolve("ds", &v1.id[..8]).unwrap().id, v1.id);
+        store.tag("ds", "golden", "v1").unwrap();
+        assert_eq!(store.resolve("ds", "golden").unwrap().id, v1.id);
+        assert!(store.tag("ds", "v7", "v1").is_err());
+        assert!(matches!(store.resolve("ds", "v9"), Err(Error::NotFound(_))));
+        assert!(matches!(store.resolve("nope", "latest"), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let v1 = commit(&store, &["a"], 0, 0);
+        // A changed manifest no longer matches its id.
+        let path = dir.path().join("snapshots/datasets/ds/versions").join(format!("{:020}.json", 1));
+        let text = fs::read_to_string(&path).unwrap().replace("\"rows\": 1", "\"rows\": 2");
+        fs::write(&path, text).unwrap();
+        assert!(matches!(store.versions("ds"), Err(Error::Corrupt(_))));
+        // A changed object fails verification.
+        let obj = store.object_path(&v1.files[0].hash);
+        let mut bytes = fs::read(&obj).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&obj, bytes).unwrap();
+        assert!(matches!(store.verify(&v1), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_different_spec_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        commit(&store, &["a"], 0, 0);
+        let draft = Draft {
+            dataset: "ds".into(),
+            spec_hash: "fedcba9876543210".into(),
+            schema: clean_schema(),
+            new_files: vec![],
+            consumed: vec![],
+            tags: vec![],
+        };
+        assert!(matches!(store.commit(draft, Utc::now()), Err(Error::Conflict(_))));
+    }
+}

@@ -1,0 +1,117 @@
+//! Test harness for Driftwood's integration tests: real services on loopback.
+//!
+//! [`Tansu`] starts a real Kafka-protocol broker (the `tansu` binary installed by
+//! `scripts/setup`) on a free `127.0.0.1` port with in-memory storage and kills it on drop.
+//! [`config_for`] builds a configuration pointing at it with a temporary data dir and a unique
+//! topic prefix. The tests themselves are in `tests/tests/`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use schemas::Config;
+
+/// A running tansu broker; killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub brokers: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Path of the tansu binary (`DRIFTWOOD_TANSU_BIN`, set by `scripts/setup`).
+pub fn tansu_bin() -> Result<PathBuf> {
+    let path = std::env::var("DRIFTWOOD_TANSU_BIN")
+        .context("DRIFTWOOD_TANSU_BIN is not set: run scripts/setup (or scripts/test)")?;
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        bail!("{} does not exist: run scripts/setup", path.display());
+    }
+    Ok(path)
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Tansu {
+    /// Starts a broker with in-memory storage.
+    pub fn start() -> Result<Tansu> {
+        Self::start_with_storage("memory://tansu/")
+    }
+
+    pub fn start_with_storage(storage: &str) -> Result<Tansu> {
+        let bin = tansu_bin()?;
+        let dir = tempfile::tempdir()?;
+        for _attempt in 0..5 {
+            let port = free_port()?;
+            let url = format!("tcp://127.0.0.1:{port}");
+            let log = std::fs::File::create(dir.path().join("tansu.log"))?;
+            let mut child = Command::new(&bin)
+                .arg("broker")
+                .args(["--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", storage])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait()? {
+                    // Lost the port race or failed to start: try another port.
+                    tracing_free_log(&dir, status);
+                    break;
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return Ok(Tansu { child, brokers: format!("127.0.0.1:{port}"), _dir: dir });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        bail!("tansu did not start; see its log in {}", dir.path().display())
+    }
+}
+
+fn tracing_free_log(dir: &tempfile::TempDir, status: std::process::ExitStatus) {
+    let log = std::fs::read_to_string(dir.path().join("tansu.log")).unwrap_or_default();
+    eprintln!("tansu exited with {status}: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A configuration for tests: the broker, a data dir, a unique topic prefix, small batches.
+pub fn config_for(brokers: &str, data_dir: &std::path::Path, prefix: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_string();
+    c.kafka.topic_prefix = prefix.to_string();
+    c.kafka.group_id = format!("{prefix}-group");
+    c.data_dir = data_dir.display().to_string();
+    c.ingest.batch_max_rows = 1000;
+    c.ingest.batch_max_wait_ms = 100;
+    c.serve.listen = "127.0.0.1:0".into();
+    c.validate().expect("test config is valid");
+    c
+}
+
+/// The SpamAssassin corpus directory installed by `scripts/setup`.
+pub fn corpus_dir() -> Result<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var("DRIFTWOOD_CORPUS_DIR")
+            .context("DRIFTWOOD_CORPUS_DIR is not set: run scripts/setup")?,
+    );
+    if !dir.join("spam-1").is_dir() {
+        bail!("{} has no corpus: run scripts/setup", dir.display());
+    }
+    Ok(dir)
+}

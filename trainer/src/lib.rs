@@ -1,0 +1,68 @@
+//! Training, tracking and the model registry for Driftwood.
+//!
+//! ```text
+//!  snapshot version ──► train::train ──► split by id hash ──► logreg (tch) fit / evaluate
+//!                            │                                        │
+//!                            ├─► store: run, params, step metrics     ├─► artifacts: safetensors + card.json
+//!                            └─► registry: model version ◄────────────┘   (reference profile for drift)
+//!  registry::promote ──► alias + audit record ──► ModelPromoted (control topic)
+//!  model::load ──► verified LoadedModel (what `serving` runs)
+//! ```
+//!
+//! * [`features`] — hashed n-gram features (pure);
+//! * [`logreg`] — the `logreg` family on libtorch;
+//! * [`card`] — the versioned model card;
+//! * [`metrics`] — accuracy, macro P/R/F1, confusion matrix;
+//! * [`store`] — the metadata-store trait and its embedded SQLite backend;
+//! * [`registry`] — resolving and promoting model versions;
+//! * [`model`] — loading a registered version, verifying its artifacts;
+//! * [`train`] — the training job.
+//!
+//! Architecture invariant: no HTTP here; `serving` calls [`model::load`] and owns the threads a
+//! model runs on.
+
+pub mod card;
+pub mod features;
+pub mod logreg;
+pub mod metrics;
+pub mod model;
+pub mod registry;
+pub mod store;
+pub mod train;
+
+/// Errors of training and the registry. `Input`/`NotFound` are the user's; `Artifact` means a
+/// model file is corrupt or does not match its registry entry (refused, never half-loaded);
+/// `Store`, `Snapshot` and `Control` are the services behind; `Torch` is libtorch.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("model artifact refused: {0}")]
+    Artifact(String),
+    #[error("metadata store: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Snapshot(#[from] stream::Error),
+    #[error(transparent)]
+    Control(#[from] ingest::Error),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io { path: path.display().to_string(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,210 @@
+//! `logreg`: hashed n-gram TF-IDF features into an EmbeddingBag-style linear layer
+//! (fastText-style: one weighted sum of bucket rows per document).
+
+use std::path::Path;
+
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::features::{HashingConfig, featurize};
+use crate::{Error, Result};
+
+/// Training parameters of `logreg`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRegParams {
+    pub hashing: HashingConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Stop when validation loss has not improved for this many epochs.
+    pub patience: usize,
+}
+
+/// A document as sparse tf features.
+pub type Doc = Vec<(u32, f32)>;
+
+/// The model: weights `[buckets, classes]`, bias, and the IDF vector (not trained).
+pub struct LogReg {
+    vs: nn::VarStore,
+    weight: Tensor,
+    bias: Tensor,
+    idf: Vec<f32>,
+    hashing: HashingConfig,
+    classes: usize,
+}
+
+impl LogReg {
+    fn new(hashing: HashingConfig, classes: usize) -> LogReg {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let buckets = hashing.buckets() as i64;
+        let weight = root.var("weight", &[buckets, classes as i64], nn::Init::Const(0.0));
+        let bias = root.var("bias", &[classes as i64], nn::Init::Const(0.0));
+        let _idf = root.zeros_no_train("idf", &[buckets]);
+        LogReg { vs, weight, bias, idf: vec![1.0; hashing.buckets()], hashing, classes }
+    }
+
+    pub fn hashing(&self) -> HashingConfig {
+        self.hashing
+    }
+
+    /// Featurizes a text into tf pairs.
+    pub fn featurize(hashing: &HashingConfig, text: &str) -> Doc {
+        let mut out = Vec::new();
+        featurize(hashing, text, &mut out);
+        out
+    }
+
+    /// Smoothed IDF over training documents: `ln((1 + n) / (1 + df)) + 1`.
+    fn fit_idf(&mut self, docs: &[&Doc]) {
+        let mut df = vec![0u32; self.hashing.buckets()];
+        for d in docs {
+            for (b, _) in d.iter() {
+                df[*b as usize] += 1;
+            }
+        }
+        let n = docs.len() as f32;
+        self.idf = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
+        let idf = Tensor::from_slice(&self.idf);
+        tch::no_grad(|| {
+            let mut vars = self.vs.variables();
+            vars.get_mut("idf").expect("idf variable exists").copy_(&idf);
+        });
+    }
+
+    /// `(indices, offsets, per-sample weights)` of a batch: tf·idf, L2-normalized per doc.
+    fn inputs(&self, docs: &[&Doc]) -> (Tensor, Tensor, Tensor) {
+        let total: usize = docs.iter().map(|d| d.len()).sum();
+        let mut indices = Vec::with_capacity(total);
+        let mut weights = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(docs.len());
+        for d in docs {
+            offsets.push(indices.len() as i64);
+            let start = weights.len();
+            for (b, tf) in d.iter() {
+                indices.push(i64::from(*b));
+                weights.push(tf * self.idf[*b as usize]);
+            }
+            let norm = weights[start..].iter().map(|w| w * w).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                for w in &mut weights[start..] {
+                    *w /= norm;
+                }
+            }
+        }
+        (Tensor::from_slice(&indices), Tensor::from_slice(&offsets), Tensor::from_slice(&weights))
+    }
+
+    fn logits(&self, docs: &[&Doc]) -> Tensor {
+        let (indices, offsets, weights) = self.inputs(docs);
+        let (sum, _, _, _) =
+            Tensor::embedding_bag(&self.weight, &indices, &offsets, false, 0, false, Some(&weights), false);
+        sum + &self.bias
+    }
+
+    /// Class probabilities per document.
+    pub fn predict_proba(&self, docs: &[&Doc]) -> Result<Vec<Vec<f32>>> {
+        if docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let probs = tch::no_grad(|| self.logits(docs).softmax(-1, Kind::Float));
+        let flat: Vec<f32> = Vec::<f32>::try_from(probs.flatten(0, -1))?;
+        Ok(flat.chunks(self.classes).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Mean cross-entropy of `docs` against `targets`.
+    fn loss(&self, docs: &[&Doc], targets: &[i64]) -> Tensor {
+        self.logits(docs).cross_entropy_for_logits(&Tensor::from_slice(targets))
+    }
+
+    /// Trains on `train`, early-stopping on `validation` loss; returns the model and the
+    /// validation loss per epoch.
+    pub fn fit(
+        params: &LogRegParams,
+        classes: usize,
+        train: &[(&Doc, i64)],
+        validation: &[(&Doc, i64)],
+    ) -> Result<(LogReg, Vec<f64>)> {
+        if train.is_empty() {
+            return Err(Error::Input("no training rows".into()));
+        }
+        tch::manual_seed(params.seed as i64);
+        let mut model = LogReg::new(params.hashing, classes);
+        let train_docs: Vec<&Doc> = train.iter().map(|(d, _)| *d).collect();
+        model.fit_idf(&train_docs);
+        let mut opt = nn::Adam { wd: params.weight_decay, ..Default::default() }
+            .build(&model.vs, params.learning_rate)?;
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut rng = SplitMix(params.seed);
+        let mut best: Option<(f64, Tensor, Tensor)> = None;
+        let mut since_best = 0;
+        let mut history = Vec::new();
+        for _epoch in 0..params.epochs {
+            rng.shuffle(&mut order);
+            for chunk in order.chunks(params.batch_size) {
+                let docs: Vec<&Doc> = chunk.iter().map(|&i| train[i].0).collect();
+                let targets: Vec<i64> = chunk.iter().map(|&i| train[i].1).collect();
+                let loss = model.loss(&docs, &targets);
+                opt.backward_step(&loss);
+            }
+            let eval_on = if validation.is_empty() { train } else { validation };
+            let docs: Vec<&Doc> = eval_on.iter().map(|(d, _)| *d).collect();
+            let targets: Vec<i64> = eval_on.iter().map(|(_, t)| *t).collect();
+            let val_loss = tch::no_grad(|| model.loss(&docs, &targets)).double_value(&[]);
+            history.push(val_loss);
+            if best.as_ref().is_none_or(|(b, _, _)| val_loss < *b) {
+                best = Some((val_loss, model.weight.detach().copy(), model.bias.detach().copy()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= params.patience {
+                    break;
+                }
+            }
+        }
+        if let Some((_, w, b)) = best {
+            tch::no_grad(|| {
+                model.weight.copy_(&w);
+                model.bias.copy_(&b);
+            });
+        }
+        Ok((model, history))
+    }
+
+    /// Writes the weights (with the IDF vector) as safetensors.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.vs.save(path)?;
+        Ok(())
+    }
+
+    /// Loads weights written by [`LogReg::save`], checking shapes against the card.
+    pub fn load(path: &Path, hashing: HashingConfig, classes: usize) -> Result<LogReg> {
+        let mut model = LogReg::new(hashing, classes);
+        model.vs.load(path).map_err(|e| Error::Artifact(format!("{}: {e}", path.display())))?;
+        let idf = model.vs.variables().get("idf").expect("idf variable exists").shallow_clone();
+        model.idf = Vec::<f32>::try_from(&idf)?;
+        Ok(model)
+    }
+}
+
+/// A small deterministic RNG for shuffling (SplitMix64).
+pub(crate) struct SplitMix(pub(crate) u64);
+
+impl SplitMix {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}

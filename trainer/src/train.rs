@@ -1,0 +1,338 @@
+//! The training job: one snapshot version in, one tracked run and one registered model out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::array::{Array, StringArray};
+use chrono::Utc;
+use drift::features::{text_features, with_confidence};
+use drift::profile::ReferenceProfile;
+use ingest::control::ControlProducer;
+use schemas::Split;
+use schemas::config::TrainConfig;
+use schemas::events::ControlEvent;
+use schemas::records::col;
+use stream::store::{Manifest, SnapshotStore};
+
+use crate::card::{CARD_FILE, CARD_FORMAT, DataRef, ModelCard, WEIGHTS_FILE};
+use crate::features::HashingConfig;
+use crate::logreg::{Doc, LogReg, LogRegParams};
+use crate::metrics::Evaluation;
+use crate::registry;
+use crate::store::{MetadataStore, ModelVersion, Run, RunStatus};
+use crate::{Error, Result};
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub dataset: String,
+    /// `latest`, `v<seq>`, a tag or a version id.
+    pub version: String,
+    pub params: TrainConfig,
+    pub data_dir: PathBuf,
+    /// Alias to point at the new version (e.g. `production`); `candidate` when `None`.
+    pub alias: Option<String>,
+    /// Who asked (for the audit record).
+    pub actor: String,
+}
+
+/// What a training run produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run: Run,
+    pub model: ModelVersion,
+    pub card: ModelCard,
+    pub evaluation: Evaluation,
+    /// Rows per split: train, validation, test; and rows without a usable label.
+    pub rows: [usize; 3],
+    pub unlabeled: usize,
+    pub seconds: f64,
+}
+
+/// Trains, evaluates, saves, tracks and registers a model.
+pub async fn train(
+    store: &dyn MetadataStore,
+    snapshots: &SnapshotStore,
+    req: &TrainRequest,
+    control: Option<&ControlProducer>,
+) -> Result<TrainOutcome> {
+    if req.params.model != "logreg" {
+        return Err(Error::Input(format!("unknown model family `{}` (available: logreg)", req.params.model)));
+    }
+    let manifest = snapshots.resolve(&req.dataset, &req.version)?;
+    let started = Utc::now();
+    let run_id = schemas::sha256_hex(
+        format!("{}:{}:{}", req.params.name, manifest.id, started.timestamp_nanos_opt().unwrap_or_default())
+            .as_bytes(),
+    )[..16]
+        .to_string();
+    let run = Run {
+        run_id: run_id.clone(),
+        experiment: req.params.name.clone(),
+        parent_run_id: None,
+        status: RunStatus::Running,
+        started_at: started,
+        ended_at: None,
+        params: params_of(&req.params),
+        metrics: BTreeMap::new(),
+        tags: BTreeMap::from([("dataset".into(), req.dataset.clone())]),
+        data_version: Some(manifest.id.clone()),
+        artifact_dir: None,
+    };
+    store.create_run(&run).await?;
+    let artifact_dir = req.data_dir.join("artifacts").join(&run_id);
+    let job = {
+        let snapshots = snapshots.clone();
+        let manifest = manifest.clone();
+        let params = req.params.clone();
+        let dir = artifact_dir.clone();
+        let run_id = run_id.clone();
+        tokio::task::spawn_blocking(move || fit_and_save(&snapshots, &manifest, &params, &dir, &run_id))
+    };
+    let fitted = match job.await.map_err(|e| Error::Internal(format!("training task failed: {e}")))? {
+        Ok(f) => f,
+        Err(e) => {
+            store.finish_run(&run_id, RunStatus::Failed, Utc::now()).await?;
+            return Err(e);
+        }
+    };
+    for (epoch, loss) in fitted.history.iter().enumerate() {
+        store
+            .log_metrics(&run_id, epoch as u64, &BTreeMap::from([("validation_loss".into(), *loss)]))
+            .await?;
+    }
+    store.log_metrics(&run_id, fitted.history.len() as u64, &fitted.card.metrics).await?;
+    store.set_run_artifacts(&run_id, &artifact_dir.display().to_string()).await?;
+    store.finish_run(&run_id, RunStatus::Finished, Utc::now()).await?;
+
+    let model = store
+        .register_model(ModelVersion {
+            name: req.params.name.clone(),
+            version: 0,
+            run_id: run_id.clone(),
+            family: fitted.card.family.clone(),
+            data_version: manifest.id.clone(),
+            spec_hash: manifest.spec_hash.clone(),
+            metrics: fitted.card.metrics.clone(),
+            artifact_dir: artifact_dir.display().to_string(),
+            artifact_sha256: fitted.card.weights_sha256.clone(),
+            created_at: Utc::now(),
+        })
+        .await?;
+    if let Some(control) = control {
+        let event = ControlEvent::RunFinished {
+            run_id: run_id.clone(),
+            experiment: req.params.name.clone(),
+            status: "finished".into(),
+            metrics: fitted.card.metrics.clone(),
+        };
+        if let Err(e) = control.send(event).await {
+            tracing::warn!(error = %e, "could not publish RunFinished");
+        }
+    }
+    let alias = req.alias.as_deref().unwrap_or(registry::CANDIDATE);
+    registry::promote(store, control, &model.name, model.version, alias, &req.actor, "trained").await?;
+    Ok(TrainOutcome {
+        run: store.get_run(&run_id).await?,
+        model,
+        card: fitted.card,
+        evaluation: fitted.evaluation,
+        rows: fitted.rows,
+        unlabeled: fitted.unlabeled,
+        seconds: fitted.seconds,
+    })
+}
+
+fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("model".into(), p.model.clone()),
+        ("epochs".into(), p.epochs.to_string()),
+        ("batch_size".into(), p.batch_size.to_string()),
+        ("learning_rate".into(), p.learning_rate.to_string()),
+        ("weight_decay".into(), p.weight_decay.to_string()),
+        ("hash_bits".into(), p.hash_bits.to_string()),
+        ("validation_fraction".into(), p.validation_fraction.to_string()),
+        ("test_fraction".into(), p.test_fraction.to_string()),
+        ("seed".into(), p.seed.to_string()),
+    ])
+}
+
+struct Fitted {
+    card: ModelCard,
+    evaluation: Evaluation,
+    history: Vec<f64>,
+    rows: [usize; 3],
+    unlabeled: usize,
+    seconds: f64,
+}
+
+struct Row {
+    text: String,
+    label: String,
+    split: Split,
+}
+
+/// Reads the labelled rows of a version, batch by batch.
+fn read_rows(
+    snapshots: &SnapshotStore,
+    manifest: &Manifest,
+    params: &TrainConfig,
+) -> Result<(Vec<Row>, usize)> {
+    let mut rows = Vec::new();
+    let mut unlabeled = 0;
+    for batch in snapshots.read(manifest) {
+        let batch = batch?;
+        let column = |name: &str| -> Result<StringArray> {
+            let idx = batch.schema().index_of(name).map_err(|e| Error::Input(e.to_string()))?;
+            batch
+                .column(idx)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| Error::Input(format!("column {name} is not a string column")))
+        };
+        let (ids, texts, labels) = (column(col::ID)?, column(col::TEXT)?, column(col::LABEL)?);
+        for i in 0..batch.num_rows() {
+            if labels.is_null(i) || labels.value(i).is_empty() {
+                unlabeled += 1;
+                continue;
+            }
+            rows.push(Row {
+                text: texts.value(i).to_string(),
+                label: labels.value(i).to_string(),
+                split: Split::of(ids.value(i), params.validation_fraction, params.test_fraction),
+            });
+        }
+    }
+    Ok((rows, unlabeled))
+}
+
+fn fit_and_save(
+    snapshots: &SnapshotStore,
+    manifest: &Manifest,
+    params: &TrainConfig,
+    dir: &Path,
+    run_id: &str,
+) -> Result<Fitted> {
+    let started = Instant::now();
+    if params.threads > 0 {
+        tch::set_num_threads(params.threads as i32);
+    }
+    let (rows, unlabeled) = read_rows(snapshots, manifest, params)?;
+    let labels: Vec<String> = rows
+        .iter()
+        .filter(|r| r.split == Split::Train)
+        .map(|r| r.label.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if labels.len() < 2 {
+        return Err(Error::Input(format!(
+            "version {} has {} distinct label(s) in its training split; need at least 2",
+            manifest.short_id(),
+            labels.len()
+        )));
+    }
+    let hashing = HashingConfig { bits: params.hash_bits, max_ngram: 2 };
+    let index: BTreeMap<&str, i64> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as i64)).collect();
+    let docs: Vec<Doc> = rows.iter().map(|r| LogReg::featurize(&hashing, &r.text)).collect();
+    let mut splits: [Vec<(&Doc, i64, usize)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut unknown_label = 0;
+    for (i, (r, d)) in rows.iter().zip(&docs).enumerate() {
+        let Some(&y) = index.get(r.label.as_str()) else {
+            unknown_label += 1;
+            continue;
+        };
+        let slot = match r.split {
+            Split::Train => 0,
+            Split::Validation => 1,
+            Split::Test => 2,
+        };
+        splits[slot].push((d, y, i));
+    }
+    let lr_params = LogRegParams {
+        hashing,
+        epochs: params.epochs,
+        batch_size: params.batch_size,
+        learning_rate: params.learning_rate,
+        weight_decay: params.weight_decay,
+        seed: params.seed,
+        patience: 2,
+    };
+    let (model, history) = LogReg::fit(&lr_params, labels.len(), &pairs(&splits[0]), &pairs(&splits[1]))?;
+
+    // Evaluate on the test split (validation if there is no test split).
+    let eval_split = if splits[2].is_empty() { &splits[1] } else { &splits[2] };
+    let eval_docs: Vec<&Doc> = eval_split.iter().map(|(d, _, _)| *d).collect();
+    let probs = model.predict_proba(&eval_docs)?;
+    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    let truth: Vec<usize> = eval_split.iter().map(|(_, y, _)| *y as usize).collect();
+    let evaluation = Evaluation::compute(&labels, &truth, &predicted);
+
+    // Reference profile over held-out rows (validation + test): what live traffic should match.
+    let mut held_out: Vec<(&Doc, usize)> =
+        splits[1].iter().chain(&splits[2]).map(|(d, _, i)| (*d, *i)).collect();
+    held_out.sort_by_key(|(_, i)| *i);
+    let held_docs: Vec<&Doc> = held_out.iter().map(|(d, _)| *d).collect();
+    let held_probs = model.predict_proba(&held_docs)?;
+    let feature_rows: Vec<_> = held_out
+        .iter()
+        .zip(&held_probs)
+        .map(|((_, i), p)| with_confidence(text_features(&rows[*i].text), p))
+        .collect();
+    let reference = ReferenceProfile::build(feature_rows.iter());
+
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    model.save(&weights)?;
+    let weights_sha256 = schemas::sha256_hex(&std::fs::read(&weights).map_err(Error::io(&weights))?);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut metrics = evaluation.flat("test");
+    metrics.insert("train_rows".into(), splits[0].len() as f64);
+    metrics.insert("train_seconds".into(), seconds);
+    metrics.insert(
+        "train_rows_per_second".into(),
+        splits[0].len() as f64 * history.len() as f64 / seconds.max(1e-9),
+    );
+    if let Some(last) = history.last() {
+        metrics.insert("validation_loss".into(), *last);
+    }
+    let card = ModelCard {
+        format_version: CARD_FORMAT,
+        family: "logreg".into(),
+        labels,
+        params: params_of(params).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+        hashing: Some(hashing),
+        spec_hash: manifest.spec_hash.clone(),
+        data: DataRef { dataset: manifest.dataset.clone(), version: manifest.id.clone() },
+        run_id: run_id.to_string(),
+        metrics,
+        evaluation: Some(evaluation.clone()),
+        reference,
+        weights_sha256,
+        created_at: Utc::now(),
+    };
+    let card_path = dir.join(CARD_FILE);
+    std::fs::write(&card_path, serde_json::to_vec_pretty(&card).expect("cards serialize"))
+        .map_err(Error::io(&card_path))?;
+    if unknown_label > 0 {
+        tracing::warn!(rows = unknown_label, "held-out rows with labels unseen in training were skipped");
+    }
+    Ok(Fitted {
+        card,
+        evaluation,
+        history,
+        rows: [splits[0].len(), splits[1].len(), splits[2].len()],
+        unlabeled,
+        seconds,
+    })
+}
+
+fn pairs<'a>(s: &[(&'a Doc, i64, usize)]) -> Vec<(&'a Doc, i64)> {
+    s.iter().map(|(d, y, _)| (*d, *y)).collect()
+}
+
+pub(crate) fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
