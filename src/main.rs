@@ -167,12 +167,28 @@ enum RunsCommand {
     Show { run_id: String },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let config = load_config(&cli)?;
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     init_logging(config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(cli, config))
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli, config)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
@@ -326,11 +342,11 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         Command::Runs(cmd) => runs(&config, cmd).await?,
         Command::Serve { no_scorer } => {
             let token = shutdown_token();
-            serve(&config, !no_scorer && config.serve.scorer, token).await?;
+            serve(&config, metadata(&config)?, !no_scorer && config.serve.scorer, token).await?;
         }
         Command::Drift { until_idle } => {
             let token = shutdown_token();
-            drift(&config, until_idle, token).await?;
+            drift(&config, metadata(&config)?.as_ref(), until_idle, token).await?;
         }
         Command::Up => up(&config).await?,
     }
@@ -485,9 +501,13 @@ async fn runs(config: &Config, cmd: RunsCommand) -> Result<()> {
     Ok(())
 }
 
-async fn serve(config: &Config, scorer: bool, token: CancellationToken) -> Result<()> {
+async fn serve(
+    config: &Config,
+    store: Arc<dyn MetadataStore>,
+    scorer: bool,
+    token: CancellationToken,
+) -> Result<()> {
     use serving::handle::{BatchingConfig, ModelHandle};
-    let store = metadata(config)?;
     let plan = plan(config)?;
     let batching = BatchingConfig {
         max_batch: config.serve.max_batch,
@@ -552,10 +572,14 @@ async fn serve(config: &Config, scorer: bool, token: CancellationToken) -> Resul
     Ok(())
 }
 
-async fn drift(config: &Config, until_idle: bool, token: CancellationToken) -> Result<()> {
-    let store = metadata(config)?;
+async fn drift(
+    config: &Config,
+    store: &dyn MetadataStore,
+    until_idle: bool,
+    token: CancellationToken,
+) -> Result<()> {
     let (name, alias) = (&config.serve.model, &config.serve.alias);
-    let mv = trainer::registry::resolve(store.as_ref(), name, alias).await?;
+    let mv = trainer::registry::resolve(store, name, alias).await?;
     let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
     let watch = drift::monitor::Watch {
         model: mv.name.clone(),
@@ -580,6 +604,7 @@ async fn drift(config: &Config, until_idle: bool, token: CancellationToken) -> R
 
 async fn up(config: &Config) -> Result<()> {
     let token = shutdown_token();
+    let store = metadata(config)?;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     let snapshot = {
@@ -593,10 +618,9 @@ async fn up(config: &Config) -> Result<()> {
         })
     };
     let drift_task = {
-        let (config, token) = (config.clone(), token.clone());
+        let (config, token, store) = (config.clone(), token.clone(), store.clone());
         tokio::spawn(async move {
             // Wait for a served model, then watch; restart when the alias moves.
-            let store = metadata(&config)?;
             while !token.is_cancelled() {
                 let current = store.get_alias(&config.serve.model, &config.serve.alias).await?;
                 if current.is_none() {
@@ -621,13 +645,13 @@ async fn up(config: &Config) -> Result<()> {
                         }
                     })
                 };
-                drift(&config, false, child).await?;
+                drift(&config, store.as_ref(), false, child).await?;
                 watcher.abort();
             }
             anyhow::Ok(())
         })
     };
-    let serve_result = serve(config, config.serve.scorer, token.clone()).await;
+    let serve_result = serve(config, store, config.serve.scorer, token.clone()).await;
     token.cancel();
     snapshot.await??;
     drift_task.await??;

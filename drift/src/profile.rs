@@ -12,6 +12,10 @@ pub const PROFILE_FORMAT: u32 = 1;
 /// Bins per numeric feature.
 pub const DEFAULT_BINS: usize = 10;
 
+/// Fixed bins of the prediction confidence: its quantiles collapse near 1.0 for a confident
+/// model, which would make PSI hypersensitive to tiny shifts.
+pub const CONFIDENCE_EDGES: [f64; 6] = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99];
+
 /// Largest sample kept per feature.
 pub const SAMPLE_SIZE: usize = 1000;
 
@@ -51,6 +55,16 @@ impl FeatureProfile {
         Some(FeatureProfile { edges, fractions, count: n as u64, mean, sample })
     }
 
+    /// Profiles `values` against fixed `edges` (for bounded features whose quantiles collapse,
+    /// such as a saturated confidence).
+    pub fn with_edges(values: &[f64], edges: &[f64]) -> Option<FeatureProfile> {
+        let mut p = FeatureProfile::build(values, 2)?;
+        p.edges = edges.to_vec();
+        let counts = bin_counts(&p.edges, values.iter().copied().filter(|v| v.is_finite()));
+        p.fractions = counts.iter().map(|&c| c as f64 / p.count as f64).collect();
+        Some(p)
+    }
+
     /// PSI of live values against this profile; `None` for an empty window.
     pub fn psi(&self, live: impl IntoIterator<Item = f64>) -> Option<f64> {
         psi(&self.fractions, &bin_counts(&self.edges, live))
@@ -75,7 +89,13 @@ impl ReferenceProfile {
         }
         let features = columns
             .into_iter()
-            .filter_map(|(k, vs)| FeatureProfile::build(&vs, DEFAULT_BINS).map(|p| (k, p)))
+            .filter_map(|(k, vs)| {
+                let profile = match k.as_str() {
+                    crate::features::name::CONFIDENCE => FeatureProfile::with_edges(&vs, &CONFIDENCE_EDGES),
+                    _ => FeatureProfile::build(&vs, DEFAULT_BINS),
+                };
+                profile.map(|p| (k, p))
+            })
             .collect();
         ReferenceProfile { format_version: PROFILE_FORMAT, features }
     }
@@ -97,6 +117,17 @@ mod tests {
         let shifted = p.psi(values.iter().map(|v| v + 500.0)).unwrap();
         assert!(shifted > 1.0, "{shifted}");
         assert_eq!(p.sample.len(), SAMPLE_SIZE);
+    }
+
+    #[test]
+    fn fixed_edges_for_confidence() {
+        let values: Vec<f64> = (0..100).map(|i| if i < 90 { 0.999 } else { 0.75 }).collect();
+        let p = FeatureProfile::with_edges(&values, &CONFIDENCE_EDGES).unwrap();
+        assert_eq!(p.fractions.len(), 7);
+        assert!((p.fractions[6] - 0.9).abs() < 1e-12 && (p.fractions[2] - 0.1).abs() < 1e-12);
+        // A tiny shift within the top bin is no drift.
+        let live = values.iter().map(|v| if *v > 0.99 { 0.9999 } else { *v });
+        assert!(p.psi(live).unwrap() < 0.01);
     }
 
     #[test]

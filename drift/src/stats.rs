@@ -1,7 +1,9 @@
 //! Statistics over plain slices — no I/O.
 
-/// Smoothing for empty bins: a bin's fraction is `(count + ε) / (n + k·ε)` with `ε = 0.5`
-/// (a Jeffreys-style pseudo-count), so PSI stays finite when a window leaves a bin empty.
+/// Smoothing for empty bins: a live bin's fraction is `(count + ε) / (n + k·ε)` with `ε = 0.5`
+/// (a Jeffreys-style pseudo-count), and the reference fraction `e` is smoothed the same way as
+/// if it were observed on `n` records, `(e·n + ε) / (n + k·ε)`. PSI stays finite when either side
+/// leaves a bin empty, and identical distributions give exactly 0.
 pub const PSI_PSEUDO_COUNT: f64 = 0.5;
 
 /// The bin of `v` among sorted interior `edges` (k−1 edges make k bins); values equal to an
@@ -37,7 +39,7 @@ pub fn psi(expected: &[f64], counts: &[u64]) -> Option<f64> {
         .zip(counts)
         .map(|(&e, &c)| {
             let a = (c as f64 + PSI_PSEUDO_COUNT) / denom;
-            let e = e.max(1e-6);
+            let e = (e * n as f64 + PSI_PSEUDO_COUNT) / denom;
             (a - e) * (a / e).ln()
         })
         .sum::<f64>();
@@ -61,14 +63,17 @@ mod tests {
     #[test]
     fn psi_values() {
         let e = [0.25, 0.25, 0.25, 0.25];
-        // Identical distribution: ~0 (smoothing only).
-        assert!(psi(&e, &[250, 250, 250, 250]).unwrap() < 1e-9);
+        // Identical distribution: exactly 0.
+        assert_eq!(psi(&e, &[250, 250, 250, 250]).unwrap(), 0.0);
+        // An empty reference bin stays finite.
+        assert!(psi(&[0.5, 0.5, 0.0], &[50, 50, 0]).unwrap() < 1e-12);
         // Everything in one bin: large.
         let shifted = psi(&e, &[1000, 0, 0, 0]).unwrap();
         assert!(shifted > 2.0, "{shifted}");
-        // A moderate shift, by hand: a = (400.5, 300.5, 200.5, 100.5)/1002.
+        // A moderate shift, by hand: a = (400.5, 300.5, 200.5, 100.5)/1002, e = 250.5/1002.
         let a: Vec<f64> = [400.5, 300.5, 200.5, 100.5].iter().map(|c| c / 1002.0).collect();
-        let by_hand: f64 = a.iter().map(|a| (a - 0.25) * (a / 0.25).ln()).sum();
+        let e1 = 250.5 / 1002.0;
+        let by_hand: f64 = a.iter().map(|a| (a - e1) * (a / e1).ln()).sum();
         assert!((psi(&e, &[400, 300, 200, 100]).unwrap() - by_hand).abs() < 1e-12);
         assert_eq!(psi(&e, &[0, 0, 0, 0]), None);
         assert_eq!(psi(&e, &[1, 2]), None);
