@@ -46,6 +46,10 @@ enum Command {
         /// Keep following the topic, committing periodically, until Ctrl-C.
         #[arg(long)]
         follow: bool,
+        /// Share the partitions with other snapshot workers through a consumer group (implies
+        /// --follow).
+        #[arg(long)]
+        group: bool,
         /// Tag to record in the versions this run commits.
         #[arg(long)]
         tag: Vec<String>,
@@ -135,6 +139,59 @@ enum DataCommand {
     Tag {
         tag: String,
         version: String,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Rows added, removed and changed (by id) from version A to version B.
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Example ids to show per kind.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+    },
+    /// Write a version's Parquet files and manifest into a directory.
+    Checkout {
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Upload versions and the objects the remote lacks.
+    Push {
+        /// Remote URL (default: snapshot.remote).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Push up to this version (default: all).
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Download the versions and objects the local store lacks.
+    Pull {
+        #[arg(long)]
+        remote: Option<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Remove objects no version references.
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-hash every object of a version.
+    Verify {
+        #[arg(default_value = "latest")]
+        version: String,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Join the labels published on text.labels onto the latest version (a new version).
+    Label {
         #[arg(long)]
         dataset: Option<String>,
     },
@@ -252,6 +309,13 @@ fn plan(config: &Config) -> Result<Arc<CleanPlan>> {
     Ok(Arc::new(CleanPlan::compile(spec)?))
 }
 
+fn remote_url(config: &Config, remote: Option<String>) -> Result<String> {
+    match remote.unwrap_or_else(|| config.snapshot.remote.clone()) {
+        r if r.is_empty() => bail!("no remote: pass --remote URL or set snapshot.remote"),
+        r => Ok(r),
+    }
+}
+
 fn data_dir(config: &Config) -> PathBuf {
     PathBuf::from(&config.data_dir)
 }
@@ -273,9 +337,10 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             println!("topics ready: {}", topics.all().join(", "));
         }
         Command::Publish(args) => publish(&config, args).await?,
-        Command::Snapshot { follow, tag } => {
+        Command::Snapshot { follow, group, tag } => {
             let store = SnapshotStore::open(&data_dir(&config))?;
-            let mut opts = SnapshotOptions::from_config(&config, !follow);
+            let mut opts = SnapshotOptions::from_config(&config, !follow && !group);
+            opts.group = group;
             opts.tags = tag;
             let control = control(&config)?;
             let report =
@@ -296,11 +361,11 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             }
             let dead: u64 = report.dead.values().sum();
             println!(
-                "read {} records, {} dropped by cleaning, {} dead letters {:?}",
-                report.records, report.filtered, dead, report.dead
+                "read {} records, {} dropped by cleaning, {} duplicates, {} dead letters {:?}",
+                report.records, report.filtered, report.duplicates, dead, report.dead
             );
         }
-        Command::Data(cmd) => data(&config, cmd)?,
+        Command::Data(cmd) => data(&config, cmd).await?,
         Command::Train { data, dataset, model, alias } => {
             let mut params = config.train.clone();
             if let Some(m) = model {
@@ -385,7 +450,7 @@ async fn publish(config: &Config, args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-fn data(config: &Config, cmd: DataCommand) -> Result<()> {
+async fn data(config: &Config, cmd: DataCommand) -> Result<()> {
     let store = SnapshotStore::open(&data_dir(config))?;
     let default = || config.snapshot.dataset.clone();
     match cmd {
@@ -426,6 +491,80 @@ fn data(config: &Config, cmd: DataCommand) -> Result<()> {
             let d = dataset.unwrap_or_else(default);
             let m = store.tag(&d, &tag, &version)?;
             println!("tagged {d} v{} {} as {tag}", m.seq, m.short_id());
+        }
+        DataCommand::Diff { a, b, dataset, examples } => {
+            let d = dataset.unwrap_or_else(default);
+            let (ma, mb) = (store.resolve(&d, &a)?, store.resolve(&d, &b)?);
+            let diff = stream::diff::diff(&store, &ma, &mb, examples).await?;
+            println!(
+                "{d} v{} → v{}: +{} added, -{} removed, ~{} changed, {} unchanged",
+                ma.seq, mb.seq, diff.added, diff.removed, diff.changed, diff.unchanged
+            );
+            for (what, ids) in [
+                ("added", &diff.examples_added),
+                ("removed", &diff.examples_removed),
+                ("changed", &diff.examples_changed),
+            ] {
+                if !ids.is_empty() {
+                    println!("  {what}: {}", ids.join(", "));
+                }
+            }
+        }
+        DataCommand::Checkout { version, out, dataset } => {
+            let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
+            let files = store.checkout(&m, &out)?;
+            println!(
+                "checked out v{} {} ({} rows) into {}: {} files",
+                m.seq,
+                m.short_id(),
+                m.rows,
+                out.display(),
+                files.len()
+            );
+        }
+        DataCommand::Push { remote, version, dataset } => {
+            let d = dataset.unwrap_or_else(default);
+            let url = remote_url(config, remote)?;
+            let upto = version.map(|v| store.resolve(&d, &v)).transpose()?;
+            let r = stream::remote::Remote::open(&url)?.push(&store, &d, upto.as_ref()).await?;
+            println!(
+                "pushed {d} to {url}: {} versions, {} objects ({} bytes), {} objects already there",
+                r.versions, r.objects, r.bytes, r.skipped
+            );
+        }
+        DataCommand::Pull { remote, dataset } => {
+            let d = dataset.unwrap_or_else(default);
+            let url = remote_url(config, remote)?;
+            let r = stream::remote::Remote::open(&url)?.pull(&store, &d).await?;
+            println!(
+                "pulled {d} from {url}: {} versions, {} objects ({} bytes), {} objects already here",
+                r.versions, r.objects, r.bytes, r.skipped
+            );
+        }
+        DataCommand::Gc { dry_run } => {
+            let r = store.gc(dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!("{verb} {} unreferenced objects ({} bytes), kept {}", r.removed, r.bytes, r.kept);
+        }
+        DataCommand::Verify { version, dataset } => {
+            let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
+            store.verify(&m)?;
+            println!("v{} {}: {} objects verified", m.seq, m.short_id(), m.files.len());
+        }
+        DataCommand::Label { dataset } => {
+            let d = dataset.unwrap_or_else(default);
+            let r = stream::labels::join_labels(config, &store, &d, &shutdown_token()).await?;
+            match &r.version {
+                Some(m) => println!(
+                    "{} labels read ({} dead letters); {} rows labeled; committed {d} v{} {}",
+                    r.labels_read,
+                    r.dead,
+                    r.rows_labeled,
+                    m.seq,
+                    m.short_id()
+                ),
+                None => println!("no new labels on {}", config.topics().labels),
+            }
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! offset ranges every record in them is accounted for — as a row or as a dead letter.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -13,6 +14,7 @@ use futures::future::try_join_all;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -28,6 +30,15 @@ use crate::{Error, Result};
 
 /// How long one poll waits before checking cancellation and the idle condition.
 const POLL: Duration = Duration::from_millis(250);
+
+/// A following reader returns an empty batch after this long without records.
+pub const QUIET: Duration = Duration::from_secs(1);
+
+/// An until-idle reader is caught up only after this long without any record or end-of-
+/// partition event: tansu 0.6 reports the high watermark (in ListOffsets *and* in fetch
+/// responses) as the base offset of the last record batch + 1, so partition EOF can arrive
+/// while a large batch's records are still to come.
+pub const SETTLE: Duration = Duration::from_millis(1500);
 
 /// Micro-batch limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,22 +146,207 @@ impl DeadLetters {
     }
 }
 
+/// Where a partition assigned by the group should start: `Some(next offset)` from the caller's
+/// own bookkeeping (e.g. a snapshot manifest), or `None` for the group's committed offset.
+#[derive(Clone)]
+pub struct OffsetSource(pub Arc<dyn Fn(i32) -> Option<i64> + Send + Sync>);
+
+impl std::fmt::Debug for OffsetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OffsetSource")
+    }
+}
+
 /// Where a reader starts and when it stops.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Mode {
     /// Explicit assignment of every partition, starting at the given next offsets (partitions
     /// not listed start at the beginning). With `until_idle`, the reader ends once it has
-    /// reached the high watermarks seen at start.
+    /// reached the end of every partition as seen at start.
     Assigned { start: BTreeMap<i32, i64>, until_idle: bool },
     /// Consumer-group subscription; offsets are committed with [`BatchReader::commit`].
     Group { group_id: String },
+    /// Consumer-group subscription where each newly assigned partition starts at the offset
+    /// `offsets` gives (the group's committed offsets are not used).
+    GroupAt { group_id: String, offsets: OffsetSource },
+}
+
+/// Resume offsets a reader has not reached yet, per partition.
+///
+/// tansu 0.6 answers a fetch only with record batches whose base offset is at or after the
+/// fetch offset, so resuming inside a batch would skip the rest of it. A reader therefore
+/// fetches from `resume_rewind` records earlier, skips records before the resume offset, and
+/// if the first record it sees is still past the resume offset (a larger batch), seeks back
+/// twice as far, down to offset 0.
+#[derive(Debug, Default)]
+pub struct Resume {
+    rewind: i64,
+    wants: std::sync::Mutex<BTreeMap<i32, Want>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    want: i64,
+    from: i64,
+}
+
+/// What to do with a record just read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Take,
+    /// Before the resume offset: already processed.
+    Skip,
+    /// Past the resume offset on the first read: seek the partition back to this offset.
+    Rewind(i64),
+}
+
+impl Resume {
+    pub fn new(rewind: i64) -> Self {
+        Resume { rewind: rewind.max(0), wants: Default::default() }
+    }
+
+    fn wants(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Want>> {
+        self.wants.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The offset to fetch `partition` from in order to resume at `want`.
+    pub fn start(&self, partition: i32, want: i64) -> i64 {
+        let from = (want - self.rewind).max(0);
+        if from < want {
+            self.wants().insert(partition, Want { want, from });
+        } else {
+            self.wants().remove(&partition);
+        }
+        from
+    }
+
+    /// Forgets `partition` (revoked).
+    pub fn forget(&self, partition: i32) {
+        self.wants().remove(&partition);
+    }
+
+    /// Judges the record at `offset` of `partition`.
+    pub fn check(&self, partition: i32, offset: i64) -> Verdict {
+        let mut wants = self.wants();
+        let Some(w) = wants.get_mut(&partition) else { return Verdict::Take };
+        if offset < w.want {
+            return Verdict::Skip;
+        }
+        if offset == w.want || w.from == 0 {
+            // Reached, or a genuine gap (compaction, transaction markers) seen from offset 0.
+            wants.remove(&partition);
+            return Verdict::Take;
+        }
+        let distance = ((w.want - w.from) * 2).max(1);
+        w.from = (w.want - distance).max(0);
+        tracing::warn!(
+            partition,
+            offset,
+            resume = w.want,
+            from = w.from,
+            "the broker skipped past the resume offset; fetching from further back"
+        );
+        Verdict::Rewind(w.from)
+    }
+}
+
+/// The consumer context: applies [`OffsetSource`] (or the group's committed offsets) through
+/// [`Resume`] when the group assigns partitions.
+pub struct ReaderContext {
+    topic: String,
+    offsets: Option<OffsetSource>,
+    resume: Resume,
+}
+
+impl ReaderContext {
+    /// Where each newly assigned partition resumes: the caller's offsets, else the group's
+    /// committed ones; rewritten to fetch offsets through [`Resume`].
+    fn resume_assigned(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let wanted: Vec<(i32, i64)> = match &self.offsets {
+            Some(source) => partitions.iter().filter_map(|&p| (source.0)(p).map(|o| (p, o))).collect(),
+            None => match consumer.committed_offsets(tpl.clone(), METADATA_TIMEOUT) {
+                Ok(committed) => committed
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    // librdkafka then starts at the committed offsets itself, unrewound.
+                    tracing::warn!(error = %e, "could not read the group's committed offsets");
+                    Vec::new()
+                }
+            },
+        };
+        for (p, want) in wanted {
+            let from = self.resume.start(p, want);
+            let _ = tpl.set_partition_offset(&self.topic, p, Offset::Offset(from));
+        }
+    }
+}
+
+impl rdkafka::ClientContext for ReaderContext {}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {
+    fn rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr as E;
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let result = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.resume_assigned(consumer, tpl);
+                tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
+                if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(topic = %self.topic, ?partitions, "partitions revoked");
+                partitions.iter().for_each(|&p| self.resume.forget(p));
+                if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "applying a rebalance failed");
+        }
+    }
+}
+
+/// Applies [`Resume::check`] to a record just read: `true` to process it; otherwise it is
+/// dropped (and on [`Verdict::Rewind`] the partition is sought back).
+fn take(consumer: &StreamConsumer<ReaderContext>, topic: &str, partition: i32, offset: i64) -> Result<bool> {
+    match consumer.context().resume.check(partition, offset) {
+        Verdict::Take => Ok(true),
+        Verdict::Skip => Ok(false),
+        Verdict::Rewind(from) => {
+            consumer
+                .seek(topic, partition, Offset::Offset(from), Duration::from_secs(10))
+                .map_err(Error::kafka(format!("seeking {topic}/{partition} back")))?;
+            Ok(false)
+        }
+    }
 }
 
 /// Reads `topic` in micro-batches. Without a dead-letter sink, undecodable records are only
 /// returned in [`ConsumedBatch::rejected`] (the scorer reports them; the snapshot job owns the
 /// dead-letter topic).
 pub struct BatchReader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ReaderContext>,
     topic: String,
     limits: BatchLimits,
     dead: Option<DeadLetters>,
@@ -160,6 +356,8 @@ pub struct BatchReader {
     positions: BTreeMap<i32, i64>,
     /// Partitions whose end was reached (partition EOF) since their last record.
     at_eof: std::collections::BTreeSet<i32>,
+    /// When the last record or end-of-partition event arrived.
+    last_activity: Instant,
 }
 
 impl BatchReader {
@@ -179,6 +377,7 @@ impl BatchReader {
             idle_target,
             positions,
             at_eof: Default::default(),
+            last_activity: Instant::now(),
         })
     }
 
@@ -189,17 +388,20 @@ impl BatchReader {
     }
 
     fn idle(&self) -> bool {
-        idle(&self.idle_target, &self.positions, &self.at_eof)
+        idle(&self.idle_target, &self.positions, &self.at_eof, self.last_activity)
     }
 
     /// The next micro-batch, `None` when cancelled or (with `until_idle`) caught up.
-    /// A batch may hold zero rows when all its records were dead letters.
+    /// A batch may hold zero rows when all its records were dead letters, and a reader that
+    /// follows a topic returns an empty batch after [`QUIET`] without records, so callers can
+    /// act on time (e.g. commit) without cancelling a read in progress.
     pub async fn next_batch(&mut self, cancel: &CancellationToken) -> Result<Option<ConsumedBatch>> {
         let mut builder = RawBatchBuilder::new();
         let mut letters: Vec<DeadLetter> = Vec::new();
         let mut ranges: BTreeMap<i32, OffsetRange> = BTreeMap::new();
         let mut bytes = 0u64;
         let mut deadline: Option<Instant> = None;
+        let started = Instant::now();
         loop {
             if builder.rows() >= self.limits.max_rows || builder.bytes() >= self.limits.max_bytes {
                 break;
@@ -208,6 +410,9 @@ impl BatchReader {
                 return Ok(None);
             }
             if !ranges.is_empty() && self.idle() {
+                break;
+            }
+            if ranges.is_empty() && self.idle_target.is_none() && started.elapsed() >= QUIET {
                 break;
             }
             let wait = match deadline {
@@ -225,11 +430,16 @@ impl BatchReader {
                 Err(_elapsed) => continue,
                 Ok(Err(KafkaError::PartitionEOF(p))) => {
                     self.at_eof.insert(p);
+                    self.last_activity = Instant::now();
                     continue;
                 }
                 Ok(Err(e)) => return Err(Error::kafka(format!("reading {}", self.topic))(e)),
                 Ok(Ok(m)) => m,
             };
+            self.last_activity = Instant::now();
+            if !take(&self.consumer, &self.topic, msg.partition(), msg.offset())? {
+                continue;
+            }
             self.at_eof.remove(&msg.partition());
             deadline.get_or_insert_with(|| Instant::now() + self.limits.max_wait);
             let at = Provenance {
@@ -270,29 +480,52 @@ impl BatchReader {
     pub fn commit(&self, ranges: &BTreeMap<i32, OffsetRange>) -> Result<()> {
         commit_ranges(&self.consumer, &self.topic, ranges)
     }
+
+    /// Continues `partition` at `offset` if it is still assigned to this reader (after another
+    /// writer committed past what this one read). Returns whether it was.
+    pub fn seek(&mut self, partition: i32, offset: i64) -> Result<bool> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(Error::kafka("reading the assignment"))?
+            .elements()
+            .iter()
+            .any(|e| e.partition() == partition);
+        if !assigned {
+            return Ok(false);
+        }
+        let from = self.consumer.context().resume.start(partition, offset);
+        self.consumer
+            .seek(&self.topic, partition, Offset::Offset(from), Duration::from_secs(10))
+            .map_err(Error::kafka(format!("seeking {}/{partition}", self.topic)))?;
+        self.positions.insert(partition, offset);
+        Ok(true)
+    }
 }
 
-/// Caught up: every partition has reached the watermark seen at start *and* reported its end
-/// (partition EOF) after its last record.
+/// Caught up: every partition has reached the watermark seen at start, reported its end
+/// (partition EOF) after its last record, and nothing arrived for [`SETTLE`].
 fn idle(
     targets: &Option<BTreeMap<i32, i64>>,
     positions: &BTreeMap<i32, i64>,
     at_eof: &std::collections::BTreeSet<i32>,
+    last_activity: Instant,
 ) -> bool {
     targets.as_ref().is_some_and(|targets| {
-        targets.iter().all(|(p, t)| {
-            let pos = positions.get(p).copied().unwrap_or(0);
-            pos >= *t && at_eof.contains(p)
-        })
+        last_activity.elapsed() >= SETTLE
+            && targets.iter().all(|(p, t)| {
+                let pos = positions.get(p).copied().unwrap_or(0);
+                pos >= *t && at_eof.contains(p)
+            })
     })
 }
 
-type Opened = (StreamConsumer, BTreeMap<i32, i64>, Option<BTreeMap<i32, i64>>);
+type Opened = (StreamConsumer<ReaderContext>, BTreeMap<i32, i64>, Option<BTreeMap<i32, i64>>);
 
 /// A consumer on `topic` in `mode`, with its start positions and (until-idle) targets.
 async fn open_consumer(kafka: &KafkaConfig, topic: &str, mode: Mode) -> Result<Opened> {
     let group = match &mode {
-        Mode::Group { group_id } => group_id.clone(),
+        Mode::Group { group_id } | Mode::GroupAt { group_id, .. } => group_id.clone(),
         Mode::Assigned { .. } => format!("{}.reader", kafka.group_id),
     };
     let mut cfg = client_config(kafka);
@@ -309,21 +542,33 @@ async fn open_consumer(kafka: &KafkaConfig, topic: &str, mode: Mode) -> Result<O
         // partition is where librdkafka reports partition EOF.
         cfg.set("enable.partition.eof", "true");
     }
-    let consumer: StreamConsumer = cfg.create().map_err(Error::kafka("creating a consumer"))?;
+    let offsets = match &mode {
+        Mode::GroupAt { offsets, .. } => Some(offsets.clone()),
+        _ => None,
+    };
+    let context =
+        ReaderContext { topic: topic.to_string(), offsets, resume: Resume::new(kafka.resume_rewind) };
+    let consumer: StreamConsumer<ReaderContext> =
+        cfg.create_with_context(context).map_err(Error::kafka("creating a consumer"))?;
     match mode {
-        Mode::Group { .. } => {
+        Mode::Group { .. } | Mode::GroupAt { .. } => {
             consumer.subscribe(&[topic]).map_err(Error::kafka(format!("subscribing to {topic}")))?;
             Ok((consumer, BTreeMap::new(), None))
         }
         Mode::Assigned { start, until_idle } => {
-            let (tpl, positions, targets) = assignment(kafka, topic, &start).await?;
+            let (tpl, positions, targets) =
+                assignment(kafka, topic, &start, &consumer.context().resume).await?;
             consumer.assign(&tpl).map_err(Error::kafka(format!("assigning partitions of {topic}")))?;
             Ok((consumer, positions, until_idle.then_some(targets)))
         }
     }
 }
 
-fn commit_ranges(consumer: &StreamConsumer, topic: &str, ranges: &BTreeMap<i32, OffsetRange>) -> Result<()> {
+fn commit_ranges(
+    consumer: &StreamConsumer<ReaderContext>,
+    topic: &str,
+    ranges: &BTreeMap<i32, OffsetRange>,
+) -> Result<()> {
     if ranges.is_empty() {
         return Ok(());
     }
@@ -343,16 +588,26 @@ pub struct RawMessage {
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
+    /// Headers, in order (e.g. the reason of a dead letter).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RawMessage {
+    /// The first header named `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
 }
 
 /// Reads a topic of the pipeline's own JSON payloads (scored records, labels, control events)
 /// in micro-batches of owned messages; the caller decodes them.
 pub struct MessageReader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ReaderContext>,
     topic: String,
     idle_target: Option<BTreeMap<i32, i64>>,
     positions: BTreeMap<i32, i64>,
     at_eof: std::collections::BTreeSet<i32>,
+    last_activity: Instant,
 }
 
 impl MessageReader {
@@ -364,11 +619,12 @@ impl MessageReader {
             idle_target,
             positions,
             at_eof: Default::default(),
+            last_activity: Instant::now(),
         })
     }
 
     fn idle(&self) -> bool {
-        idle(&self.idle_target, &self.positions, &self.at_eof)
+        idle(&self.idle_target, &self.positions, &self.at_eof, self.last_activity)
     }
 
     /// Up to `max` messages, waiting at most `max_wait` after the first; `None` when cancelled
@@ -404,11 +660,16 @@ impl MessageReader {
                 Err(_elapsed) => continue,
                 Ok(Err(KafkaError::PartitionEOF(p))) => {
                     self.at_eof.insert(p);
+                    self.last_activity = Instant::now();
                     continue;
                 }
                 Ok(Err(e)) => return Err(Error::kafka(format!("reading {}", self.topic))(e)),
                 Ok(Ok(m)) => m,
             };
+            self.last_activity = Instant::now();
+            if !take(&self.consumer, &self.topic, msg.partition(), msg.offset())? {
+                continue;
+            }
             self.at_eof.remove(&msg.partition());
             deadline.get_or_insert_with(|| Instant::now() + max_wait);
             let (partition, offset) = (msg.partition(), msg.offset());
@@ -423,6 +684,12 @@ impl MessageReader {
                 partition,
                 offset,
                 timestamp_ms: msg.timestamp().to_millis(),
+                headers: msg
+                    .headers()
+                    .map(|h| {
+                        h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()
+                    })
+                    .unwrap_or_default(),
             });
         }
         Ok(Some((out, ranges)))
@@ -440,27 +707,77 @@ async fn assignment(
     kafka: &KafkaConfig,
     topic: &str,
     start: &BTreeMap<i32, i64>,
+    resume: &Resume,
 ) -> Result<(TopicPartitionList, BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
-    let kafka = kafka.clone();
-    let topic = topic.to_string();
+    let kafka_ = kafka.clone();
+    let topic_ = topic.to_string();
     let start = start.clone();
-    tokio::task::spawn_blocking(move || {
+    let (positions, targets) = tokio::task::spawn_blocking(move || {
+        let (kafka, topic) = (kafka_, topic_);
         let client = metadata_client(&kafka)?;
-        let mut tpl = TopicPartitionList::new();
         let mut positions = BTreeMap::new();
         let mut targets = BTreeMap::new();
         for p in partitions(&client, &topic)? {
             let (low, high) = client
                 .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
                 .map_err(Error::kafka(format!("fetching watermarks of {topic}/{p}")))?;
-            let from = start.get(&p).copied().unwrap_or(low).max(low);
-            tpl.add_partition_offset(&topic, p, Offset::Offset(from))
-                .map_err(Error::kafka("building an assignment"))?;
-            positions.insert(p, from);
+            positions.insert(p, start.get(&p).copied().unwrap_or(low).max(low));
             targets.insert(p, high);
         }
-        Ok((tpl, positions, targets))
+        Ok::<_, Error>((positions, targets))
     })
     .await
-    .map_err(|e| Error::Internal(format!("watermark task failed: {e}")))?
+    .map_err(|e| Error::Internal(format!("watermark task failed: {e}")))??;
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &want) in &positions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(resume.start(p, want)))
+            .map_err(Error::kafka("building an assignment"))?;
+    }
+    Ok((tpl, positions, targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_skips_up_to_the_offset_then_takes_everything() {
+        let r = Resume::new(100);
+        assert_eq!(r.start(0, 250), 150);
+        assert_eq!(r.check(0, 150), Verdict::Skip);
+        assert_eq!(r.check(0, 249), Verdict::Skip);
+        assert_eq!(r.check(0, 250), Verdict::Take);
+        assert_eq!(r.check(0, 251), Verdict::Take);
+        // Other partitions are untouched.
+        assert_eq!(r.check(1, 0), Verdict::Take);
+    }
+
+    #[test]
+    fn resume_rewinds_twice_as_far_when_the_broker_skips_past() {
+        let r = Resume::new(100);
+        assert_eq!(r.start(0, 1000), 900);
+        assert_eq!(r.check(0, 1200), Verdict::Rewind(800));
+        assert_eq!(r.check(0, 1200), Verdict::Rewind(600));
+        assert_eq!(r.check(0, 700), Verdict::Skip);
+        assert_eq!(r.check(0, 1000), Verdict::Take);
+    }
+
+    #[test]
+    fn resume_accepts_a_gap_seen_from_offset_zero() {
+        let r = Resume::new(100);
+        assert_eq!(r.start(0, 60), 0);
+        assert_eq!(r.check(0, 70), Verdict::Take);
+        assert_eq!(r.check(0, 5), Verdict::Take, "nothing is pending any more");
+    }
+
+    #[test]
+    fn no_rewind_means_no_bookkeeping() {
+        let r = Resume::new(0);
+        assert_eq!(r.start(3, 42), 42);
+        assert_eq!(r.check(3, 99), Verdict::Take);
+        let r = Resume::new(10);
+        r.start(3, 42);
+        r.forget(3);
+        assert_eq!(r.check(3, 0), Verdict::Take);
+    }
 }

@@ -80,6 +80,13 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of topics Driftwood creates.
     pub replication_factor: i32,
+    /// How many records before a resume offset a reader starts fetching (and skips up to the
+    /// resume offset). tansu 0.6 only returns record batches whose *base* offset is at or
+    /// after the fetch offset, so fetching from inside a batch silently skips the rest of that
+    /// batch (or returns nothing for the last one); starting a batch earlier avoids that. If
+    /// the first record read is still past the resume offset the reader doubles the distance.
+    /// 0 on Apache Kafka, which returns the containing batch.
+    pub resume_rewind: i64,
     /// Extra librdkafka properties passed through verbatim (e.g. `security.protocol`).
     pub client: BTreeMap<String, String>,
 }
@@ -129,6 +136,8 @@ pub struct SnapshotConfig {
     pub commit_max_rows: usize,
     /// ...or after this many seconds with at least one new row.
     pub commit_interval_secs: u64,
+    /// Default remote of `data push`/`data pull`: `file:///dir` or `s3://bucket/prefix`.
+    pub remote: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -208,6 +217,7 @@ impl Default for KafkaConfig {
             group_id: "driftwood".into(),
             partitions: 4,
             replication_factor: 1,
+            resume_rewind: 10_000,
             client: BTreeMap::new(),
         }
     }
@@ -228,7 +238,12 @@ impl Default for IngestConfig {
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig { dataset: "text".into(), commit_max_rows: 100_000, commit_interval_secs: 30 }
+        SnapshotConfig {
+            dataset: "text".into(),
+            commit_max_rows: 100_000,
+            commit_interval_secs: 30,
+            remote: String::new(),
+        }
     }
 }
 
@@ -329,6 +344,9 @@ impl Config {
         }
         if self.kafka.replication_factor < 1 {
             return Err(invalid("kafka.replication_factor", "must be at least 1"));
+        }
+        if self.kafka.resume_rewind < 0 {
+            return Err(invalid("kafka.resume_rewind", "must not be negative"));
         }
         positive("ingest.max_record_bytes", self.ingest.max_record_bytes)?;
         positive("ingest.batch_max_rows", self.ingest.batch_max_rows)?;

@@ -141,10 +141,16 @@ pub enum DeadReason {
     BadField,
     /// The text holds nothing but whitespace.
     BlankText,
+    /// A valid record that the cleaning plan dropped (empty after cleaning, or outside the
+    /// length limits); the value is the record as read, in JSON.
+    Filtered,
+    /// A valid record whose cleaned text is already in the dataset (the plan's `dedupe` step);
+    /// the value is the record as read, in JSON.
+    Duplicate,
 }
 
 impl DeadReason {
-    pub const ALL: [DeadReason; 9] = [
+    pub const ALL: [DeadReason; 11] = [
         DeadReason::EmptyValue,
         DeadReason::InvalidUtf8,
         DeadReason::TooLarge,
@@ -154,6 +160,8 @@ impl DeadReason {
         DeadReason::TextNotString,
         DeadReason::BadField,
         DeadReason::BlankText,
+        DeadReason::Filtered,
+        DeadReason::Duplicate,
     ];
 
     pub fn code(self) -> &'static str {
@@ -167,6 +175,8 @@ impl DeadReason {
             DeadReason::TextNotString => "text_not_string",
             DeadReason::BadField => "bad_field",
             DeadReason::BlankText => "blank_text",
+            DeadReason::Filtered => "filtered",
+            DeadReason::Duplicate => "duplicate",
         }
     }
 

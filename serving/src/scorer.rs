@@ -64,6 +64,9 @@ impl Scorer {
         let producer = ingest::kafka::producer(&self.config.kafka, &self.config.ingest)?;
         let mut report = ScorerReport::default();
         while let Some(consumed) = reader.next_batch(cancel).await? {
+            if consumed.ranges.is_empty() {
+                continue; // a quiet period
+            }
             // Wait for a model before consuming further (readiness gate).
             while self.model.info().is_none() {
                 if cancel.is_cancelled() {

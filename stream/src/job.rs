@@ -1,34 +1,42 @@
 //! The snapshot job: consume `text.raw`, clean, write Parquet objects, commit versions.
 //!
 //! Exactly-once into snapshots without broker transactions: the offsets a version consumed are
-//! part of its manifest, committed atomically with the objects; on start the job resumes from
-//! the latest manifest's offsets. A crash between consuming and committing loses nothing (the
-//! records are read again) and duplicates nothing (the uncommitted objects are never
-//! referenced). Dead letters are acknowledged before the batch is counted, so they are
-//! at-least-once on the dead-letter topic.
+//! part of its manifest, committed atomically with the objects; a worker starts each partition
+//! at the latest manifest's offset. Rows are written to one object per partition, so the store
+//! can refuse a partition range another worker already committed (after a rebalance, or a
+//! concurrent run) without losing the others; the job then continues that partition where the
+//! latest version ends. A crash between consuming and committing loses nothing (the records
+//! are read again) and duplicates nothing (uncommitted objects are never referenced). Dead
+//! letters are acknowledged before a batch counts, so they are at-least-once on the dead-letter
+//! topic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::{Array, BooleanArray, Int32Array, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
 use chrono::Utc;
-use ingest::consume::{BatchLimits, BatchReader, DeadLetters, Mode, OffsetRange};
+use ingest::consume::{BatchLimits, BatchReader, DeadLetter, DeadLetters, Mode, OffsetRange, OffsetSource};
 use ingest::control::ControlProducer;
 use schemas::Config;
 use schemas::events::ControlEvent;
-use schemas::records::clean_schema;
+use schemas::records::{DeadReason, clean_schema, col};
 use tokio_util::sync::CancellationToken;
 
-use crate::clean::CleanPlan;
-use crate::store::{Draft, Manifest, ObjectWriter, SnapshotStore, SourceOffsets};
+use crate::clean::{CleanPlan, content_hash};
+use crate::store::{Draft, DraftPart, Manifest, ObjectWriter, SnapshotStore, SourceOffsets};
 use crate::{Error, Result};
 
 /// How a snapshot run behaves.
 #[derive(Debug, Clone)]
 pub struct SnapshotOptions {
-    /// Stop once caught up with the topic's end as seen at start (one version); otherwise
-    /// follow the topic until cancelled, committing periodically.
+    /// Stop once caught up with the topic's end as seen at start; otherwise follow the topic
+    /// until cancelled, committing periodically.
     pub until_idle: bool,
+    /// Share the partitions with other workers through a consumer group
+    /// (`<group_id>.snapshot`) instead of reading every partition.
+    pub group: bool,
     pub commit_max_rows: usize,
     pub commit_interval: Duration,
     /// Tags recorded in the manifests this run commits.
@@ -39,6 +47,7 @@ impl SnapshotOptions {
     pub fn from_config(config: &Config, until_idle: bool) -> Self {
         SnapshotOptions {
             until_idle,
+            group: false,
             commit_max_rows: config.snapshot.commit_max_rows,
             commit_interval: Duration::from_secs(config.snapshot.commit_interval_secs),
             tags: Vec::new(),
@@ -52,10 +61,14 @@ pub struct SnapshotReport {
     pub commits: Vec<Manifest>,
     /// Records read from the topic (valid ones, before cleaning filters).
     pub records: u64,
-    /// Rows the cleaning plan dropped.
+    /// Rows the cleaning plan's filters dropped (sent to the dead-letter topic as `filtered`).
     pub filtered: u64,
+    /// Rows dropped as duplicates of a text already in the dataset.
+    pub duplicates: u64,
     /// Dead letters, by reason code.
     pub dead: BTreeMap<String, u64>,
+    /// Partition ranges refused because another writer had committed them.
+    pub rejected: u64,
 }
 
 /// Runs the snapshot job for `config.snapshot.dataset`.
@@ -68,132 +81,349 @@ pub async fn run_snapshot(
     cancel: &CancellationToken,
 ) -> Result<SnapshotReport> {
     let topics = config.topics();
-    let dataset = &config.snapshot.dataset;
-    let latest = store.latest(dataset)?;
+    let dataset = config.snapshot.dataset.clone();
+    let latest = store.latest(&dataset)?;
     if let Some(m) = &latest
         && m.spec_hash != plan.hash()
     {
         return Err(Error::Conflict(format!(
             "dataset `{dataset}` was cleaned with spec {} but the configured plan is {}; \
-                 set snapshot.dataset to a new name or restore the spec",
+             set snapshot.dataset to a new name or restore the spec",
             &m.spec_hash[..12],
             &plan.hash()[..12]
         )));
     }
-    let start = latest.as_ref().map(|m| m.resume_offsets(&topics.raw)).unwrap_or_default();
+    let mut seen = match (&latest, plan.dedupe()) {
+        (Some(m), true) => content_hashes(store, m)?,
+        _ => HashSet::new(),
+    };
+    let mode = if opts.group {
+        let (store, dataset, topic) = (store.clone(), dataset.clone(), topics.raw.clone());
+        let offsets = OffsetSource(Arc::new(move |p| match store.latest(&dataset) {
+            Ok(m) => m.and_then(|m| m.resume_offsets(&topic).get(&p).copied()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the latest manifest; starting at the group offset");
+                None
+            }
+        }));
+        Mode::GroupAt { group_id: format!("{}.snapshot", config.kafka.group_id), offsets }
+    } else {
+        let start = latest.as_ref().map(|m| m.resume_offsets(&topics.raw)).unwrap_or_default();
+        Mode::Assigned { start, until_idle: opts.until_idle }
+    };
     let producer = ingest::kafka::producer(&config.kafka, &config.ingest)?;
     let dead = DeadLetters::new(producer, topics.dead.clone());
     let mut reader = BatchReader::new(
         &config.kafka,
         &topics.raw,
-        Mode::Assigned { start, until_idle: opts.until_idle },
+        mode,
         BatchLimits::from(&config.ingest),
-        Some(dead),
+        Some(dead.clone()),
     )
     .await?;
 
+    let ctx = Commit { store, topic: &topics.raw, dataset: &dataset, plan: &plan, opts, control };
     let mut report = SnapshotReport::default();
-    let mut pending = Pending::new(store)?;
+    let mut pending = Pending::default();
     let mut last_commit = Instant::now();
-    while let Some(consumed) = reader.next_batch(cancel).await? {
-        report.records += consumed.batch.num_rows() as u64;
+    loop {
+        // In follow mode an empty batch comes back when the topic is quiet, so the commit
+        // interval is honoured without cancelling a read in progress.
+        let Some(consumed) = reader.next_batch(cancel).await? else { break };
+        report.records += consumed.batch_rows() as u64;
         for (reason, n) in &consumed.dead {
             *report.dead.entry(reason.code().to_string()).or_default() += n;
         }
         let rows = consumed.batch_rows();
-        let (task_plan, batch) = (plan.clone(), consumed.batch);
-        let kept = tokio::task::spawn_blocking(move || task_plan.apply(&batch)?.kept())
+        let (task_plan, batch) = (plan.clone(), consumed.batch.clone());
+        let cleaned = tokio::task::spawn_blocking(move || task_plan.apply(&batch))
             .await
             .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))??;
-        report.filtered += (rows - kept.num_rows()) as u64;
-        pending.writer.write(&kept)?;
-        pending.add_ranges(&consumed.ranges);
-        let due = pending.writer.rows() as usize >= opts.commit_max_rows
-            || (!opts.until_idle && last_commit.elapsed() >= opts.commit_interval);
-        if due {
-            if let Some(m) = pending.commit(store, &topics.raw, dataset, &plan, opts, control).await? {
-                report.commits.push(m);
+        let mut letters = filtered_letters(&consumed.batch, &cleaned, &topics.raw)?;
+        let kept = cleaned.kept()?;
+        let before_dedupe = kept.num_rows();
+        let kept = if plan.dedupe() {
+            let unique = pending.dedupe(&kept, &seen)?;
+            if unique.true_count() < kept.num_rows() {
+                let raw_kept = filter_record_batch(&consumed.batch, &cleaned.keep)?;
+                letters.extend(dead_rows(&raw_kept, &topics.raw, |i| {
+                    (!unique.value(i)).then(|| {
+                        (DeadReason::Duplicate, "the cleaned text is already in the dataset".to_string())
+                    })
+                })?);
             }
-            pending = Pending::new(store)?;
+            filter_record_batch(&kept, &unique)?
+        } else {
+            kept
+        };
+        if !letters.is_empty() {
+            dead.send_all(&letters).await?;
+            for l in &letters {
+                *report.dead.entry(l.reason.code().to_string()).or_default() += 1;
+            }
+        }
+        report.duplicates += (before_dedupe - kept.num_rows()) as u64;
+        report.filtered += (rows - before_dedupe) as u64;
+        pending.add(store, &kept, &consumed.ranges)?;
+        let due = pending.rows() >= opts.commit_max_rows
+            || (!opts.until_idle && !pending.is_empty() && last_commit.elapsed() >= opts.commit_interval);
+        if due {
+            ctx.commit(std::mem::take(&mut pending), &mut seen, &mut reader, &mut report).await?;
             last_commit = Instant::now();
         }
     }
-    if let Some(m) = pending.commit(store, &topics.raw, dataset, &plan, opts, control).await? {
-        report.commits.push(m);
-    }
+    ctx.commit(pending, &mut seen, &mut reader, &mut report).await?;
     Ok(report)
 }
 
-/// Rows and offsets consumed since the last commit.
+/// Dead letters for the rows the plan's filters dropped.
+fn filtered_letters(
+    raw: &RecordBatch,
+    cleaned: &crate::clean::CleanOutput,
+    topic: &str,
+) -> Result<Vec<DeadLetter>> {
+    if cleaned.keep.true_count() == raw.num_rows() {
+        return Ok(Vec::new());
+    }
+    let cleaned_texts = strings(&cleaned.batch, col::TEXT)?;
+    dead_rows(raw, topic, |i| {
+        (!cleaned.keep.value(i)).then(|| {
+            let n = cleaned_texts.value(i).chars().count();
+            let detail = if n == 0 {
+                "empty after cleaning".to_string()
+            } else {
+                format!("{n} characters after cleaning, outside the spec's length limits")
+            };
+            (DeadReason::Filtered, detail)
+        })
+    })
+}
+
+/// Dead letters for the rows of `raw` (raw schema) that `verdict` rejects: the record as
+/// read, in JSON, keyed by id.
+fn dead_rows(
+    raw: &RecordBatch,
+    topic: &str,
+    verdict: impl Fn(usize) -> Option<(DeadReason, String)>,
+) -> Result<Vec<DeadLetter>> {
+    let ids = strings(raw, col::ID)?;
+    let texts = strings(raw, col::TEXT)?;
+    let labels = strings(raw, col::LABEL)?;
+    let partitions = raw
+        .column(raw.schema().index_of(col::PARTITION)?)
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .ok_or_else(|| Error::Internal("kafka_partition is not Int32".into()))?;
+    let offsets = raw
+        .column(raw.schema().index_of(col::OFFSET)?)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .ok_or_else(|| Error::Internal("kafka_offset is not Int64".into()))?;
+    let mut out = Vec::new();
+    for i in 0..raw.num_rows() {
+        let Some((reason, detail)) = verdict(i) else { continue };
+        let record = serde_json::json!({
+            "id": ids.value(i),
+            "text": texts.value(i),
+            "label": labels.is_valid(i).then(|| labels.value(i)),
+        });
+        out.push(DeadLetter {
+            key: Some(ids.value(i).as_bytes().to_vec()),
+            value: serde_json::to_vec(&record).expect("JSON serializes"),
+            reason,
+            detail,
+            source_topic: topic.to_string(),
+            partition: partitions.value(i),
+            offset: offsets.value(i),
+        });
+    }
+    Ok(out)
+}
+
+/// The content hashes of a version's texts (for deduplication across runs).
+fn content_hashes(store: &SnapshotStore, m: &Manifest) -> Result<HashSet<u64>> {
+    let mut out = HashSet::with_capacity(m.rows as usize);
+    for batch in store.read(m) {
+        let batch = batch?;
+        for text in strings(&batch, col::TEXT)?.iter().flatten() {
+            out.insert(content_hash(text));
+        }
+    }
+    Ok(out)
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    let idx = batch.schema().index_of(name)?;
+    batch
+        .column(idx)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::Internal(format!("column {name} is not Utf8")))
+}
+
+/// Rows and offsets of one partition since the last commit.
+struct PartitionPending {
+    writer: Option<ObjectWriter>,
+    range: OffsetRange,
+    hashes: Vec<u64>,
+}
+
+/// Everything consumed since the last commit, per partition.
+#[derive(Default)]
 struct Pending {
-    writer: ObjectWriter,
-    ranges: BTreeMap<i32, OffsetRange>,
+    parts: BTreeMap<i32, PartitionPending>,
 }
 
 impl Pending {
-    fn new(store: &SnapshotStore) -> Result<Pending> {
-        Ok(Pending { writer: store.object_writer(clean_schema())?, ranges: BTreeMap::new() })
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
     }
 
-    fn add_ranges(&mut self, ranges: &BTreeMap<i32, OffsetRange>) {
+    fn rows(&self) -> usize {
+        self.parts.values().map(|p| p.writer.as_ref().map_or(0, |w| w.rows() as usize)).sum()
+    }
+
+    /// Which rows to keep: those whose text was not seen in the dataset, in this pending data,
+    /// or earlier in the batch.
+    fn dedupe(&self, batch: &RecordBatch, seen: &HashSet<u64>) -> Result<BooleanArray> {
+        let pending: HashSet<u64> = self.parts.values().flat_map(|p| p.hashes.iter().copied()).collect();
+        let mut in_batch = HashSet::new();
+        let texts = strings(batch, col::TEXT)?;
+        let keep: BooleanArray = texts
+            .iter()
+            .map(|t| {
+                let h = content_hash(t.unwrap_or_default());
+                Some(!seen.contains(&h) && !pending.contains(&h) && in_batch.insert(h))
+            })
+            .collect();
+        Ok(keep)
+    }
+
+    /// Adds kept rows (split by partition) and the consumed ranges.
+    fn add(
+        &mut self,
+        store: &SnapshotStore,
+        kept: &RecordBatch,
+        ranges: &BTreeMap<i32, OffsetRange>,
+    ) -> Result<()> {
         for (p, r) in ranges {
-            self.ranges
+            self.parts
                 .entry(*p)
                 .and_modify(|e| {
-                    e.first = e.first.min(r.first);
-                    e.next = e.next.max(r.next);
+                    e.range.first = e.range.first.min(r.first);
+                    e.range.next = e.range.next.max(r.next);
                 })
-                .or_insert(*r);
+                .or_insert(PartitionPending { writer: None, range: *r, hashes: Vec::new() });
         }
+        if kept.num_rows() == 0 {
+            return Ok(());
+        }
+        let idx = kept.schema().index_of(col::PARTITION)?;
+        let partitions = kept
+            .column(idx)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(|| Error::Internal("kafka_partition is not Int32".into()))?;
+        let texts = strings(kept, col::TEXT)?;
+        for p in partitions.values().iter().copied().collect::<std::collections::BTreeSet<i32>>() {
+            let mask: BooleanArray = partitions.iter().map(|v| Some(v == Some(p))).collect();
+            let rows = filter_record_batch(kept, &mask)?;
+            let part = self.parts.get_mut(&p).ok_or_else(|| {
+                Error::Internal(format!("a row of partition {p} outside the consumed ranges"))
+            })?;
+            if part.writer.is_none() {
+                part.writer = Some(store.object_writer(clean_schema())?);
+            }
+            part.writer.as_mut().expect("just created").write(&rows)?;
+            for (i, v) in partitions.iter().enumerate() {
+                if v == Some(p) {
+                    part.hashes.push(content_hash(texts.value(i)));
+                }
+            }
+        }
+        Ok(())
     }
+}
 
+/// What a commit needs to know.
+struct Commit<'a> {
+    store: &'a SnapshotStore,
+    topic: &'a str,
+    dataset: &'a str,
+    plan: &'a CleanPlan,
+    opts: &'a SnapshotOptions,
+    control: Option<&'a ControlProducer>,
+}
+
+impl Commit<'_> {
     /// Commits a version when anything was consumed (even if every record was dropped or dead,
-    /// so the offsets move on).
+    /// so the offsets move on). Ranges another writer already committed are dropped and their
+    /// partitions continued where the latest version ends.
     async fn commit(
-        self,
-        store: &SnapshotStore,
-        topic: &str,
-        dataset: &str,
-        plan: &CleanPlan,
-        opts: &SnapshotOptions,
-        control: Option<&ControlProducer>,
-    ) -> Result<Option<Manifest>> {
-        if self.ranges.is_empty() {
-            return Ok(None);
+        &self,
+        pending: Pending,
+        seen: &mut HashSet<u64>,
+        reader: &mut BatchReader,
+        report: &mut SnapshotReport,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
         }
-        let file = self.writer.finish()?;
+        let mut parts = Vec::new();
+        let mut hashes: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+        for (p, part) in pending.parts {
+            let file = match part.writer {
+                Some(w) => w.finish()?,
+                None => None,
+            };
+            hashes.insert(p, part.hashes);
+            parts.push(DraftPart {
+                consumed: Some(SourceOffsets {
+                    topic: self.topic.to_string(),
+                    partition: p,
+                    first: part.range.first,
+                    next: part.range.next,
+                }),
+                file,
+            });
+        }
         let draft = Draft {
-            dataset: dataset.to_string(),
-            spec_hash: plan.hash().to_string(),
+            dataset: self.dataset.to_string(),
+            spec_hash: self.plan.hash().to_string(),
             schema: clean_schema(),
-            new_files: file.into_iter().collect(),
-            consumed: self
-                .ranges
-                .iter()
-                .map(|(p, r)| SourceOffsets {
-                    topic: topic.to_string(),
-                    partition: *p,
-                    first: r.first,
-                    next: r.next,
-                })
-                .collect(),
-            tags: opts.tags.clone(),
+            parts,
+            tags: self.opts.tags.clone(),
+            replace_files: false,
         };
-        let store = store.clone();
-        let manifest = tokio::task::spawn_blocking(move || store.commit(draft, Utc::now()))
+        let store = self.store.clone();
+        let committed = tokio::task::spawn_blocking(move || store.commit(draft, Utc::now()))
             .await
             .map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
+        for r in &committed.rejected {
+            report.rejected += 1;
+            hashes.remove(&r.consumed.partition);
+            let continued = reader.seek(r.consumed.partition, r.resume_at)?;
+            tracing::warn!(
+                partition = r.consumed.partition,
+                first = r.consumed.first,
+                resume_at = r.resume_at,
+                continued,
+                "another writer committed this range first; dropped it"
+            );
+        }
+        seen.extend(hashes.into_values().flatten());
+        let Some(manifest) = committed.manifest else { return Ok(()) };
         tracing::info!(
-            dataset,
+            dataset = self.dataset,
             version = manifest.short_id(),
             seq = manifest.seq,
             rows_added = manifest.added.rows,
             rows = manifest.rows,
             "snapshot committed"
         );
-        if let Some(control) = control {
+        if let Some(control) = self.control {
             let event = ControlEvent::SnapshotCommitted {
-                dataset: dataset.to_string(),
+                dataset: self.dataset.to_string(),
                 version: manifest.id.clone(),
                 parent: manifest.parent.clone(),
                 rows_added: manifest.added.rows,
@@ -204,6 +434,7 @@ impl Pending {
                 tracing::warn!(error = %e, "could not publish SnapshotCommitted");
             }
         }
-        Ok(Some(manifest))
+        report.commits.push(manifest);
+        Ok(())
     }
 }

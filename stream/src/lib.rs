@@ -13,13 +13,19 @@
 //!   compiled plan runs in the snapshot job and in the online scorer;
 //! * [`store`] — the snapshot store: content-addressed Parquet objects and one JSON manifest per
 //!   version (id = hash of the manifest), committed atomically with the Kafka offsets consumed;
-//! * [`job`] — the snapshot job: consume, clean, write, commit; resumes from the last manifest.
+//! * [`job`] — the snapshot job: consume, clean, write, commit; resumes from the last manifest;
+//! * [`labels`] — late ground truth from `text.labels` joined onto a version by id;
+//! * [`diff`] — row-level differences between versions, by id (DataFusion);
+//! * [`remote`] — push/pull of versions and objects to a directory or S3-compatible remote.
 //!
 //! Architecture invariant: this crate knows nothing about models; it depends on `ingest` for
 //! reading Kafka and on `schemas` for the record schemas, never on libtorch.
 
 pub mod clean;
+pub mod diff;
 pub mod job;
+pub mod labels;
+pub mod remote;
 pub mod store;
 
 /// Errors of cleaning and the snapshot store. `Spec`/`NotFound`/`Conflict` are the user's
@@ -49,6 +55,9 @@ pub enum Error {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error(transparent)]
     Ingest(#[from] ingest::Error),
+    /// A remote store failed or refused (external; often transient).
+    #[error("remote: {0}")]
+    Remote(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -117,15 +117,41 @@ impl Manifest {
     }
 }
 
+/// One part of a commit: the rows read from one partition range (if any were kept) and the
+/// range itself. Parts are accepted or rejected one by one (see [`SnapshotStore::commit`]).
+#[derive(Debug, Clone)]
+pub struct DraftPart {
+    pub consumed: Option<SourceOffsets>,
+    pub file: Option<FileEntry>,
+}
+
 /// A commit to make: new objects and the offsets they came from.
 #[derive(Debug, Clone)]
 pub struct Draft {
     pub dataset: String,
     pub spec_hash: String,
     pub schema: SchemaRef,
-    pub new_files: Vec<FileEntry>,
-    pub consumed: Vec<SourceOffsets>,
+    pub parts: Vec<DraftPart>,
     pub tags: Vec<String>,
+    /// The new files replace the parent's (a rewrite such as a label join) instead of adding
+    /// to them.
+    pub replace_files: bool,
+}
+
+/// A part refused because another writer already committed (some of) its range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub consumed: SourceOffsets,
+    /// Where the partition continues in the latest version: re-read from here.
+    pub resume_at: i64,
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The new version, `None` when every part was rejected.
+    pub manifest: Option<Manifest>,
+    pub rejected: Vec<Rejected>,
 }
 
 /// The snapshot store under a data dir.
@@ -293,12 +319,18 @@ impl SnapshotStore {
         Ok(ObjectWriter { store: self.clone(), tmp, writer: Some(writer), rows: 0 })
     }
 
-    /// Commits a new version of `draft.dataset` on top of the latest one (atomically; retried
-    /// on a concurrent commit).
-    pub fn commit(&self, draft: Draft, now: DateTime<Utc>) -> Result<Manifest> {
+    /// Commits a new version of `draft.dataset` on top of the latest one, atomically.
+    ///
+    /// Offsets must continue the parent's: a part whose range starts before the partition's
+    /// `next` in the parent (another writer — after a rebalance or a concurrent run — already
+    /// committed those records) is rejected, its object left unreferenced, and reported with the
+    /// offset to resume from. This is what keeps several workers, restarts and rebalances from
+    /// ever committing a record twice. A concurrent commit of the same sequence number makes
+    /// this retry on the new parent.
+    pub fn commit(&self, draft: Draft, now: DateTime<Utc>) -> Result<Committed> {
         let versions_dir = self.dataset_dir(&draft.dataset).join("versions");
         fs::create_dir_all(&versions_dir).map_err(Error::io(&versions_dir))?;
-        for f in &draft.new_files {
+        for f in draft.parts.iter().filter_map(|p| p.file.as_ref()) {
             if !self.object_path(&f.hash).is_file() {
                 return Err(Error::Internal(format!("object {} was not written", f.hash)));
             }
@@ -310,13 +342,17 @@ impl SnapshotStore {
             {
                 return Err(Error::Conflict(format!(
                     "dataset `{}` was cleaned with spec {} but this plan is {}; \
-                         write to another dataset (snapshot.dataset) or keep the spec",
+                     write to another dataset (snapshot.dataset) or keep the spec",
                     draft.dataset,
-                    &p.spec_hash[..12],
+                    &p.spec_hash[..12.min(p.spec_hash.len())],
                     &draft.spec_hash[..12.min(draft.spec_hash.len())]
                 )));
             }
-            let manifest = build_manifest(parent.as_ref(), &draft, now);
+            let (accepted, rejected) = split_by_continuity(parent.as_ref(), &draft.parts);
+            if accepted.is_empty() {
+                return Ok(Committed { manifest: None, rejected });
+            }
+            let manifest = build_manifest(parent.as_ref(), &draft, &accepted, now);
             let tmp = self.tmp_dir().join(format!("manifest-{}-{}.json", std::process::id(), unique()));
             write_synced(&tmp, &serde_json::to_vec_pretty(&manifest).expect("serializable"))?;
             let target = versions_dir.join(format!("{:020}.json", manifest.seq));
@@ -325,7 +361,7 @@ impl SnapshotStore {
             match linked {
                 Ok(()) => {
                     sync_dir(&versions_dir)?;
-                    return Ok(manifest);
+                    return Ok(Committed { manifest: Some(manifest), rejected });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&target)(e)),
@@ -360,6 +396,115 @@ impl SnapshotStore {
         Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(READ_BATCH_ROWS).build()?)
     }
 
+    pub fn has_object(&self, hash: &str) -> bool {
+        self.object_path(hash).is_file()
+    }
+
+    /// Stores an object received from elsewhere, after checking that `data` hashes to `hash`.
+    pub fn put_object(&self, hash: &str, data: &[u8]) -> Result<()> {
+        let got = schemas::sha256_hex(data);
+        if got != hash {
+            return Err(Error::Corrupt(format!("received object {hash} hashes to {got}")));
+        }
+        let tmp = self.tmp_dir().join(format!("obj-{}-{}.parquet", std::process::id(), unique()));
+        write_synced(&tmp, data)?;
+        let target = self.object_path(hash);
+        let dir = target.parent().expect("objects have a parent dir");
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        fs::rename(&tmp, &target).map_err(Error::io(&target))?;
+        sync_dir(dir)
+    }
+
+    /// Parses and verifies a manifest received from elsewhere.
+    pub fn verify_manifest_bytes(&self, bytes: &[u8]) -> Result<Manifest> {
+        parse_manifest(bytes, "received manifest")
+    }
+
+    /// Adds a verified manifest received from elsewhere at its sequence number (never
+    /// overwriting one).
+    pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
+        if m.compute_id() != m.id {
+            return Err(Error::Corrupt(format!("manifest {} does not match its id", m.short_id())));
+        }
+        for f in &m.files {
+            if !self.has_object(&f.hash) {
+                return Err(Error::Internal(format!("object {} is missing", f.hash)));
+            }
+        }
+        let dir = self.dataset_dir(&m.dataset).join("versions");
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let tmp = self.tmp_dir().join(format!("manifest-{}-{}.json", std::process::id(), unique()));
+        write_synced(&tmp, &serde_json::to_vec_pretty(m).expect("serializable"))?;
+        let target = dir.join(format!("{:020}.json", m.seq));
+        let linked = fs::hard_link(&tmp, &target);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_dir(&dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(Error::Conflict(format!("version {} of `{}` already exists locally", m.seq, m.dataset)))
+            }
+            Err(e) => Err(Error::io(&target)(e)),
+        }
+    }
+
+    /// Removes objects no version of any dataset references, and stale temporary files.
+    /// With `dry_run`, only reports what would go.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        let mut referenced = std::collections::HashSet::new();
+        for d in self.datasets()? {
+            for m in self.versions(&d)? {
+                referenced.extend(m.files.into_iter().map(|f| f.hash));
+            }
+        }
+        let mut report = GcReport::default();
+        let objects = self.objects_dir();
+        for shard in fs::read_dir(&objects).map_err(Error::io(&objects))? {
+            let shard = shard.map_err(Error::io(&objects))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(Error::io(&shard))? {
+                let path = entry.map_err(Error::io(&shard))?.path();
+                let Some(hash) =
+                    path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".parquet"))
+                else {
+                    continue;
+                };
+                if referenced.contains(hash) {
+                    report.kept += 1;
+                    continue;
+                }
+                report.removed += 1;
+                report.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if !dry_run {
+                    fs::remove_file(&path).map_err(Error::io(&path))?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Materializes a version in `out`: its Parquet files (hard links where possible) and its
+    /// manifest, like `dvc checkout` into a workspace.
+    pub fn checkout(&self, m: &Manifest, out: &Path) -> Result<Vec<PathBuf>> {
+        fs::create_dir_all(out).map_err(Error::io(out))?;
+        let mut written = Vec::new();
+        for (i, f) in m.files.iter().enumerate() {
+            let src = self.object_path(&f.hash);
+            let dst = out.join(format!("part-{i:05}.parquet"));
+            let _ = fs::remove_file(&dst);
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst).map_err(Error::io(&dst))?;
+            }
+            written.push(dst);
+        }
+        let manifest = out.join("manifest.json");
+        fs::write(&manifest, serde_json::to_vec_pretty(m).expect("serializable"))
+            .map_err(Error::io(&manifest))?;
+        written.push(manifest);
+        Ok(written)
+    }
+
     /// Re-hashes every object of a version; an error names the first corrupt one.
     pub fn verify(&self, manifest: &Manifest) -> Result<()> {
         for f in &manifest.files {
@@ -376,13 +521,40 @@ impl SnapshotStore {
     }
 }
 
-fn build_manifest(parent: Option<&Manifest>, draft: &Draft, now: DateTime<Utc>) -> Manifest {
-    let mut files = parent.map(|p| p.files.clone()).unwrap_or_default();
-    files.extend(draft.new_files.iter().cloned());
+/// Splits parts into those that continue the parent's offsets and those that overlap them.
+fn split_by_continuity(parent: Option<&Manifest>, parts: &[DraftPart]) -> (Vec<DraftPart>, Vec<Rejected>) {
+    let next: BTreeMap<(&str, i32), i64> = parent
+        .map(|p| p.sources.iter().map(|s| ((s.topic.as_str(), s.partition), s.next)).collect())
+        .unwrap_or_default();
+    let mut accepted = Vec::new();
+    let mut rejected = Vec::new();
+    for part in parts {
+        match &part.consumed {
+            Some(c) => match next.get(&(c.topic.as_str(), c.partition)) {
+                Some(&n) if c.first < n => rejected.push(Rejected { consumed: c.clone(), resume_at: n }),
+                _ => accepted.push(part.clone()),
+            },
+            None => accepted.push(part.clone()),
+        }
+    }
+    (accepted, rejected)
+}
+
+fn build_manifest(
+    parent: Option<&Manifest>,
+    draft: &Draft,
+    parts: &[DraftPart],
+    now: DateTime<Utc>,
+) -> Manifest {
+    let new_files: Vec<FileEntry> = parts.iter().filter_map(|p| p.file.clone()).collect();
+    let consumed: Vec<SourceOffsets> = parts.iter().filter_map(|p| p.consumed.clone()).collect();
+    let mut files =
+        if draft.replace_files { Vec::new() } else { parent.map(|p| p.files.clone()).unwrap_or_default() };
+    files.extend(new_files.iter().cloned());
     let mut sources: BTreeMap<(String, i32), SourceOffsets> = parent
         .map(|p| p.sources.iter().map(|s| ((s.topic.clone(), s.partition), s.clone())).collect())
         .unwrap_or_default();
-    for c in &draft.consumed {
+    for c in &consumed {
         sources
             .entry((c.topic.clone(), c.partition))
             .and_modify(|s| {
@@ -391,7 +563,12 @@ fn build_manifest(parent: Option<&Manifest>, draft: &Draft, now: DateTime<Utc>) 
             })
             .or_insert_with(|| c.clone());
     }
-    let added_rows: u64 = draft.new_files.iter().map(|f| f.rows).sum();
+    let parent_rows = parent.map_or(0, |p| p.rows);
+    let added_rows: u64 = if draft.replace_files {
+        new_files.iter().map(|f| f.rows).sum::<u64>().saturating_sub(parent_rows)
+    } else {
+        new_files.iter().map(|f| f.rows).sum()
+    };
     let mut m = Manifest {
         format_version: MANIFEST_FORMAT,
         id: String::new(),
@@ -415,8 +592,8 @@ fn build_manifest(parent: Option<&Manifest>, draft: &Draft, now: DateTime<Utc>) 
         sources: sources.into_values().collect(),
         added: Added {
             rows: added_rows,
-            files: draft.new_files.iter().map(|f| f.hash.clone()).collect(),
-            consumed: draft.consumed.clone(),
+            files: new_files.iter().map(|f| f.hash.clone()).collect(),
+            consumed,
         },
         tags: draft.tags.clone(),
     };
@@ -426,25 +603,36 @@ fn build_manifest(parent: Option<&Manifest>, draft: &Draft, now: DateTime<Utc>) 
 
 fn read_manifest(path: &Path) -> Result<Manifest> {
     let bytes = fs::read(path).map_err(Error::io(path))?;
+    parse_manifest(&bytes, &path.display().to_string())
+}
+
+fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest> {
     #[derive(Deserialize)]
     struct Version {
         format_version: u32,
     }
-    let v: Version = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Corrupt(format!("{} is not a manifest: {e}", path.display())))?;
+    let v: Version = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Corrupt(format!("{what} is not a manifest: {e}")))?;
     if v.format_version > MANIFEST_FORMAT {
         return Err(Error::Corrupt(format!(
-            "{} has manifest format {}, this build reads up to {MANIFEST_FORMAT}; upgrade driftwood",
-            path.display(),
+            "{what} has manifest format {}, this build reads up to {MANIFEST_FORMAT}; upgrade driftwood",
             v.format_version
         )));
     }
-    let m: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Corrupt(format!("{} is not a manifest: {e}", path.display())))?;
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Corrupt(format!("{what} is not a manifest: {e}")))?;
     if m.compute_id() != m.id {
-        return Err(Error::Corrupt(format!("{}: content does not match id {}", path.display(), m.id)));
+        return Err(Error::Corrupt(format!("{what}: content does not match id {}", m.id)));
     }
     Ok(m)
+}
+
+/// What `gc` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub kept: usize,
+    pub removed: usize,
+    pub bytes: u64,
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -570,16 +758,19 @@ mod tests {
             dataset: "ds".into(),
             spec_hash: "0123456789abcdef".into(),
             schema: clean_schema(),
-            new_files: vec![f],
-            consumed: vec![SourceOffsets {
-                topic: "t".into(),
-                partition,
-                first,
-                next: first + ids.len() as i64,
+            parts: vec![DraftPart {
+                consumed: Some(SourceOffsets {
+                    topic: "t".into(),
+                    partition,
+                    first,
+                    next: first + ids.len() as i64,
+                }),
+                file: Some(f),
             }],
             tags: vec![],
+            replace_files: false,
         };
-        store.commit(draft, Utc::now()).unwrap()
+        store.commit(draft, Utc::now()).unwrap().manifest.expect("accepted")
     }
 
     fn ids_of(store: &SnapshotStore, m: &Manifest) -> Vec<String> {
@@ -653,10 +844,55 @@ mod tests {
             dataset: "ds".into(),
             spec_hash: "fedcba9876543210".into(),
             schema: clean_schema(),
-            new_files: vec![],
-            consumed: vec![],
+            parts: vec![],
             tags: vec![],
+            replace_files: false,
         };
         assert!(matches!(store.commit(draft, Utc::now()), Err(Error::Conflict(_))));
+    }
+
+    #[test]
+    fn overlapping_ranges_are_rejected_part_by_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        commit(&store, &["a", "b"], 0, 0); // partition 0: [0, 2)
+        let part = |ids: &[&str], partition: i32, first: i64| {
+            let mut w = store.object_writer(clean_schema()).unwrap();
+            w.write(&records(ids)).unwrap();
+            DraftPart {
+                consumed: Some(SourceOffsets {
+                    topic: "t".into(),
+                    partition,
+                    first,
+                    next: first + ids.len() as i64,
+                }),
+                file: w.finish().unwrap(),
+            }
+        };
+        // A second writer re-read partition 0 from the start (stale offsets) and read partition 1.
+        let draft = Draft {
+            dataset: "ds".into(),
+            spec_hash: "0123456789abcdef".into(),
+            schema: clean_schema(),
+            parts: vec![part(&["a", "b", "c"], 0, 0), part(&["x"], 1, 0)],
+            tags: vec![],
+            replace_files: false,
+        };
+        let out = store.commit(draft, Utc::now()).unwrap();
+        let m = out.manifest.unwrap();
+        assert_eq!(ids_of(&store, &m), ["a", "b", "x"], "partition 0's overlap is not committed twice");
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!((out.rejected[0].consumed.partition, out.rejected[0].resume_at), (0, 2));
+        // Continuing from the resume point is accepted.
+        let draft = Draft {
+            dataset: "ds".into(),
+            spec_hash: "0123456789abcdef".into(),
+            schema: clean_schema(),
+            parts: vec![part(&["c"], 0, 2)],
+            tags: vec![],
+            replace_files: false,
+        };
+        let m = store.commit(draft, Utc::now()).unwrap().manifest.unwrap();
+        assert_eq!(ids_of(&store, &m), ["a", "b", "x", "c"]);
     }
 }

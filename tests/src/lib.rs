@@ -115,3 +115,72 @@ pub fn corpus_dir() -> Result<PathBuf> {
     }
     Ok(dir)
 }
+
+/// The `driftwood` binary built next to the test executables (`scripts/test` builds it first).
+pub fn driftwood_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/driftwood
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("driftwood"))
+        .context("cannot locate the target dir")?;
+    if !bin.is_file() {
+        bail!("{} is missing: run `cargo build` first (scripts/test does)", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The Python of the venv made by `scripts/setup` (with confluent-kafka, pyarrow, ...).
+pub fn python() -> Result<PathBuf> {
+    let p = PathBuf::from(
+        std::env::var("DRIFTWOOD_PYTHON").context("DRIFTWOOD_PYTHON is not set: run scripts/setup")?,
+    );
+    if !p.is_file() {
+        bail!("{} is missing: run scripts/setup", p.display());
+    }
+    Ok(p)
+}
+
+/// Environment variables that point a `driftwood` subprocess at `config`.
+pub fn env_for(config: &Config) -> Vec<(String, String)> {
+    vec![
+        ("DRIFTWOOD_KAFKA_BROKERS".into(), config.kafka.brokers.clone()),
+        ("DRIFTWOOD_KAFKA_TOPIC_PREFIX".into(), config.kafka.topic_prefix.clone()),
+        ("DRIFTWOOD_KAFKA_GROUP_ID".into(), config.kafka.group_id.clone()),
+        ("DRIFTWOOD_DATA_DIR".into(), config.data_dir.clone()),
+        ("DRIFTWOOD_INGEST_BATCH_MAX_ROWS".into(), config.ingest.batch_max_rows.to_string()),
+        ("DRIFTWOOD_INGEST_BATCH_MAX_WAIT_MS".into(), config.ingest.batch_max_wait_ms.to_string()),
+        ("DRIFTWOOD_INGEST_MAX_RECORD_BYTES".into(), config.ingest.max_record_bytes.to_string()),
+        ("DRIFTWOOD_SNAPSHOT_COMMIT_MAX_ROWS".into(), config.snapshot.commit_max_rows.to_string()),
+        ("DRIFTWOOD_SNAPSHOT_COMMIT_INTERVAL_SECS".into(), config.snapshot.commit_interval_secs.to_string()),
+    ]
+}
+
+/// A text made of letters only, unique per `i` (numbers would be normalised away by the
+/// cleaning plan and then deduplicated).
+pub fn unique_text(i: usize) -> String {
+    let mut n = i;
+    let mut word = String::new();
+    loop {
+        word.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    format!("synthetic record {word} about nothing in particular, {word} again")
+}
+
+/// Every message of `topic` up to its end as seen now, read by explicit assignment.
+pub async fn read_all(config: &Config, topic: &str) -> Result<Vec<ingest::consume::RawMessage>> {
+    use ingest::consume::{MessageReader, Mode};
+    let mode = Mode::Assigned { start: Default::default(), until_idle: true };
+    let mut reader = MessageReader::new(&config.kafka, topic, mode).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut out = Vec::new();
+    while let Some((messages, _)) = reader.next(10_000, Duration::from_millis(100), &cancel).await? {
+        out.extend(messages);
+    }
+    Ok(out)
+}

@@ -82,6 +82,10 @@ pub enum Step {
     },
     /// Drop records whose cleaned text is empty.
     DropEmpty,
+    /// Keep only the first record of each cleaned text (by a 64-bit content hash) in a
+    /// dataset. Stateful, so applied by the snapshot job across batches and restarts; the
+    /// online scorer still scores every record.
+    Dedupe,
 }
 
 fn default_url_token() -> String {
@@ -111,6 +115,7 @@ impl Default for CleanSpec {
                 Step::CollapseWhitespace,
                 Step::MaxLength { chars: 20_000, drop: false },
                 Step::DropEmpty,
+                Step::Dedupe,
             ],
         }
     }
@@ -171,6 +176,11 @@ pub struct CleanPlan {
     text_index: usize,
 }
 
+/// The 64-bit content hash used by [`Step::Dedupe`] (xxh3 of the cleaned text).
+pub fn content_hash(text: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
 /// The result of running a plan on a batch: every input row with its cleaned text, and which
 /// rows the filters keep. The scorer needs the dropped rows too (it reports them as skipped).
 #[derive(Debug, Clone)]
@@ -216,6 +226,7 @@ impl CleanPlan {
                     filters.push(col(c::TEXT).not_eq(lit("")));
                     continue;
                 }
+                Step::Dedupe => continue,
             };
             text_expr = ScalarUDF::new_from_impl(TextUdf::new(op)).call(vec![text_expr]);
         }
@@ -235,6 +246,11 @@ impl CleanPlan {
 
     pub fn spec(&self) -> &CleanSpec {
         &self.spec
+    }
+
+    /// Whether the spec asks for content deduplication (done by the snapshot job).
+    pub fn dedupe(&self) -> bool {
+        self.spec.steps.contains(&Step::Dedupe)
     }
 
     /// The canonical hash of the spec this plan was compiled from.
