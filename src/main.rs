@@ -90,7 +90,9 @@ enum Command {
         #[arg(long)]
         until_idle: bool,
     },
-    /// Run snapshot (follow), serve + scorer and drift together in one process.
+    /// Retrain, gate and promote on RetrainRequested events (the closed loop's trainer).
+    Retrainer,
+    /// Run snapshot (follow), serve + scorer, drift and the retrainer in one process.
     Up,
 }
 
@@ -407,11 +409,16 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         Command::Runs(cmd) => runs(&config, cmd).await?,
         Command::Serve { no_scorer } => {
             let token = shutdown_token();
-            serve(&config, metadata(&config)?, !no_scorer && config.serve.scorer, token).await?;
+            let metrics = serving::metrics::Metrics::new();
+            serve(&config, metadata(&config)?, metrics, !no_scorer && config.serve.scorer, token).await?;
         }
         Command::Drift { until_idle } => {
             let token = shutdown_token();
-            drift(&config, metadata(&config)?.as_ref(), until_idle, token).await?;
+            drift(&config, metadata(&config)?, None, until_idle, token).await?;
+        }
+        Command::Retrainer => {
+            let token = shutdown_token();
+            retrainer(&config, metadata(&config)?, token).await?;
         }
         Command::Up => up(&config).await?,
     }
@@ -643,6 +650,7 @@ async fn runs(config: &Config, cmd: RunsCommand) -> Result<()> {
 async fn serve(
     config: &Config,
     store: Arc<dyn MetadataStore>,
+    metrics: serving::metrics::Metrics,
     scorer: bool,
     token: CancellationToken,
 ) -> Result<()> {
@@ -654,7 +662,6 @@ async fn serve(
         queue: 1024,
     };
     let handle = ModelHandle::start(None, plan.clone(), batching)?;
-    let metrics = serving::metrics::Metrics::new();
     let (predlog, predlog_task) =
         serving::predlog::PredictionLog::start(store.clone(), metrics.clone(), token.clone());
     let (name, alias) = (config.serve.model.clone(), config.serve.alias.clone());
@@ -713,30 +720,101 @@ async fn serve(
 
 async fn drift(
     config: &Config,
-    store: &dyn MetadataStore,
+    store: Arc<dyn MetadataStore>,
+    registry: Option<&prometheus::Registry>,
     until_idle: bool,
     token: CancellationToken,
 ) -> Result<()> {
     let (name, alias) = (&config.serve.model, &config.serve.alias);
-    let mv = trainer::registry::resolve(store, name, alias).await?;
+    let mv = trainer::registry::resolve(store.as_ref(), name, alias).await?;
     let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
-    let watch = drift::monitor::Watch {
-        model: mv.name.clone(),
-        version: mv.version,
-        reference: card.reference,
-        window: config.drift.window,
-        psi_threshold: config.drift.psi_threshold,
-    };
+    let watch = watch_of(&mv.name, mv.version, card);
+    let references: drift::monitor::References = Arc::new(move |model: String, version: u32| {
+        let store = store.clone();
+        Box::pin(async move {
+            let mv = store.get_model_version(&model, version).await.ok()?;
+            trainer::model::read_card(Path::new(&mv.artifact_dir)).ok().map(|c| watch_of(&model, version, c))
+        })
+    });
+    let d = &config.drift;
     println!(
-        "watching {} v{} (window {} records, PSI threshold {})",
-        mv.name, mv.version, config.drift.window, config.drift.psi_threshold
+        "watching {} v{} (windows of {} records; PSI > {}, KS p < {} with D >= {}, {} consecutive windows)",
+        mv.name, mv.version, d.window, d.psi_threshold, d.ks_p_value, d.ks_min_effect, d.consecutive
     );
-    drift::monitor::run_monitor(config, watch, until_idle, &token, |r| {
-        let psi: Vec<String> = r.psi.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        let flag =
-            if r.drifting.is_empty() { String::new() } else { format!("  DRIFT: {}", r.drifting.join(",")) };
-        println!("window {:>3} ({} records): PSI {}{}", r.index, r.records, psi.join(", "), flag);
-    })
+    let control = if d.publish_events && !until_idle { Some(control(config)?) } else { None };
+    let metrics = registry.map(drift::metrics::DriftMetrics::register).transpose()?;
+    drift::monitor::run_monitor(
+        config,
+        watch,
+        references,
+        until_idle,
+        drift::monitor::Outputs { control: control.as_ref(), metrics: metrics.as_ref() },
+        &token,
+        |r, decision| {
+            let psi: Vec<String> = r.psi.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            let ks: Vec<String> = r.ks.iter().map(|(k, v)| format!("{k} {:.3}", v.d)).collect();
+            let mut flag = String::new();
+            if !r.signals.is_empty() {
+                let names: Vec<String> =
+                    r.signals.iter().map(|s| format!("{} {}", s.feature, s.statistic)).collect();
+                flag = format!("  drifting: {}", names.join(", "));
+            }
+            if decision.retrain {
+                flag.push_str("  → RetrainRequested");
+            }
+            println!(
+                "v{} window {:>3} ({} records): PSI {} | KS D {}{}",
+                r.version,
+                r.index,
+                r.records,
+                psi.join(", "),
+                ks.join(", "),
+                flag
+            );
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// What the drift monitor watches for a model version: its card's reference profile and test
+/// accuracy.
+fn watch_of(model: &str, version: u32, card: trainer::card::ModelCard) -> drift::monitor::Watch {
+    drift::monitor::Watch {
+        model: model.to_string(),
+        version,
+        reference_accuracy: card.metrics.get("test_accuracy").copied(),
+        reference: card.reference,
+    }
+}
+
+async fn retrainer(config: &Config, store: Arc<dyn MetadataStore>, token: CancellationToken) -> Result<()> {
+    let snapshots = SnapshotStore::open(&data_dir(config))?;
+    let control = control(config)?;
+    let retrainer = trainer::retrain::Retrainer {
+        data_dir: data_dir(config),
+        base: config.train.clone(),
+        policy: config.retrain.clone(),
+        actor: "retrainer".into(),
+    };
+    println!("retrainer: waiting for RetrainRequested on {}", config.topics().control);
+    trainer::retrain::run_retrainer(
+        config,
+        &retrainer,
+        store.as_ref(),
+        &snapshots,
+        Some(&control),
+        &token,
+        |o| {
+            println!(
+                "retrain {} v{}: {} ({})",
+                o.model,
+                o.production,
+                if o.promoted { "promoted" } else { "declined" },
+                o.reason
+            );
+        },
+    )
     .await?;
     Ok(())
 }
@@ -756,43 +834,31 @@ async fn up(config: &Config) -> Result<()> {
             anyhow::Ok(())
         })
     };
+    let metrics = serving::metrics::Metrics::new();
     let drift_task = {
-        let (config, token, store) = (config.clone(), token.clone(), store.clone());
+        let (config, token, store, registry) =
+            (config.clone(), token.clone(), store.clone(), metrics.registry.clone());
         tokio::spawn(async move {
-            // Wait for a served model, then watch; restart when the alias moves.
+            // Wait for a served model; the monitor then follows newer versions by itself.
             while !token.is_cancelled() {
-                let current = store.get_alias(&config.serve.model, &config.serve.alias).await?;
-                if current.is_none() {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    continue;
+                if store.get_alias(&config.serve.model, &config.serve.alias).await?.is_some() {
+                    return drift(&config, store, Some(&registry), false, token).await;
                 }
-                let child = token.child_token();
-                let watcher = {
-                    let (store, config, child) = (store.clone(), config.clone(), child.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                            let now = store
-                                .get_alias(&config.serve.model, &config.serve.alias)
-                                .await
-                                .ok()
-                                .flatten();
-                            if now != current || child.is_cancelled() {
-                                child.cancel();
-                                return;
-                            }
-                        }
-                    })
-                };
-                drift(&config, store.as_ref(), false, child).await?;
-                watcher.abort();
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
             anyhow::Ok(())
         })
     };
-    let serve_result = serve(config, store, config.serve.scorer, token.clone()).await;
+    let retrain_task = {
+        let (config, token, store) = (config.clone(), token.clone(), store.clone());
+        tokio::spawn(async move {
+            if config.retrain.enabled { retrainer(&config, store, token).await } else { anyhow::Ok(()) }
+        })
+    };
+    let serve_result = serve(config, store, metrics, config.serve.scorer, token.clone()).await;
     token.cancel();
     snapshot.await??;
     drift_task.await??;
+    retrain_task.await??;
     serve_result
 }

@@ -12,12 +12,14 @@
 //!   compute, so they cannot disagree;
 //! * [`profile`] — reference profiles: quantile bins, bin fractions and a bounded sample;
 //! * [`stats`] — pure statistics over slices (PSI with smoothing);
-//! * [`monitor`] — the async adapter: consumes the scored topic, windows, reports.
+//! * [`monitor`] — windows, decisions, and the async adapter over the scored topic;
+//! * [`metrics`] — the monitor's Prometheus gauges and counters.
 //!
 //! Architecture invariant: no libtorch here, and the statistics do no I/O; the monitor receives
 //! the reference profile from its caller (which reads it from the model card).
 
 pub mod features;
+pub mod metrics;
 pub mod monitor;
 pub mod profile;
 pub mod stats;

@@ -76,6 +76,9 @@ impl FeatureProfile {
 pub struct ReferenceProfile {
     pub format_version: u32,
     pub features: BTreeMap<String, FeatureProfile>,
+    /// Share of each predicted class on the reference rows (chi-square against live windows).
+    #[serde(default)]
+    pub classes: BTreeMap<String, f64>,
 }
 
 impl ReferenceProfile {
@@ -97,7 +100,30 @@ impl ReferenceProfile {
                 profile.map(|p| (k, p))
             })
             .collect();
-        ReferenceProfile { format_version: PROFILE_FORMAT, features }
+        ReferenceProfile { format_version: PROFILE_FORMAT, features, classes: BTreeMap::new() }
+    }
+
+    /// Records the share of each predicted class.
+    pub fn with_classes<'a>(mut self, predicted: impl IntoIterator<Item = &'a str>) -> ReferenceProfile {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for label in predicted {
+            *counts.entry(label.to_string()).or_default() += 1;
+        }
+        let n: u64 = counts.values().sum();
+        self.classes = counts.into_iter().map(|(k, c)| (k, c as f64 / n.max(1) as f64)).collect();
+        self
+    }
+}
+
+impl FeatureProfile {
+    /// The fine KS grid: the distinct values of the sorted reference sample, and the
+    /// reference CDF at each (share of the sample at or below it).
+    pub fn ks_grid(&self) -> (Vec<f64>, Vec<f64>) {
+        let mut edges = self.sample.clone();
+        edges.dedup();
+        let n = self.sample.len().max(1) as f64;
+        let cdf = edges.iter().map(|e| self.sample.partition_point(|v| v <= e) as f64 / n).collect();
+        (edges, cdf)
     }
 }
 

@@ -58,6 +58,7 @@ pub struct Config {
     pub train: TrainConfig,
     pub serve: ServeConfig,
     pub drift: DriftConfig,
+    pub retrain: RetrainConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,8 +190,47 @@ pub struct ServeConfig {
 pub struct DriftConfig {
     /// Records per (tumbling) window.
     pub window: usize,
-    /// PSI above which a feature is reported as drifting.
+    /// Also close a window after this many seconds (0: by count only)...
+    pub window_secs: u64,
+    /// ...if it holds at least this many records.
+    pub min_records: usize,
+    /// PSI above which a feature is drifting.
     pub psi_threshold: f64,
+    /// PSI above which a shift is worth a log line (and the class-mix PSI a chi-square needs).
+    pub psi_warn: f64,
+    /// KS: drifting when the p-value is below this...
+    pub ks_p_value: f64,
+    /// ...and D is at least this large (a large window makes tiny shifts significant).
+    pub ks_min_effect: f64,
+    /// Chi-square of the predicted classes: drifting below this p-value.
+    pub chi_square_p_value: f64,
+    /// Concept drift: a window's accuracy on labelled records (inline `label`s, or late ones
+    /// from text.labels joined by id) drifting when more than this below the model's test
+    /// accuracy...
+    pub accuracy_drop: f64,
+    /// ...over at least this many labelled records.
+    pub min_labelled: usize,
+    /// The label join keeps at most this many unmatched predictions and labels...
+    pub label_join_capacity: usize,
+    /// ...each for at most this long.
+    pub label_ttl_secs: u64,
+    /// Drift is confirmed after this many consecutive drifting windows.
+    pub consecutive: usize,
+    /// After a retrain request, this many windows pass before the next one.
+    pub cooldown_windows: usize,
+    /// Publish DriftDetected / RetrainRequested on the control topic.
+    pub publish_events: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrainConfig {
+    /// Retrain on RetrainRequested (`driftwood retrainer`, and in `driftwood up`).
+    pub enabled: bool,
+    /// Promote the candidate only if its holdout accuracy beats production's by this much.
+    pub margin: f64,
+    /// Fewer recent labelled holdout rows than this: no retrain (not enough evidence).
+    pub min_holdout: usize,
 }
 
 impl Default for Config {
@@ -205,6 +245,7 @@ impl Default for Config {
             train: TrainConfig::default(),
             serve: ServeConfig::default(),
             drift: DriftConfig::default(),
+            retrain: RetrainConfig::default(),
         }
     }
 }
@@ -279,9 +320,31 @@ impl Default for ServeConfig {
     }
 }
 
+impl Default for RetrainConfig {
+    fn default() -> Self {
+        RetrainConfig { enabled: true, margin: 0.01, min_holdout: 50 }
+    }
+}
+
 impl Default for DriftConfig {
     fn default() -> Self {
-        DriftConfig { window: 500, psi_threshold: 0.2 }
+        DriftConfig {
+            window: 500,
+            window_secs: 0,
+            min_records: 100,
+            psi_threshold: 0.2,
+            psi_warn: 0.1,
+            ks_p_value: 0.01,
+            ks_min_effect: 0.1,
+            chi_square_p_value: 0.01,
+            accuracy_drop: 0.05,
+            min_labelled: 50,
+            label_join_capacity: 100_000,
+            label_ttl_secs: 86_400,
+            consecutive: 2,
+            cooldown_windows: 10,
+            publish_events: true,
+        }
     }
 }
 
@@ -382,6 +445,19 @@ impl Config {
         positive("serve.max_batch", self.serve.max_batch)?;
         positive("serve.max_request_texts", self.serve.max_request_texts)?;
         positive("drift.window", self.drift.window)?;
+        positive("drift.consecutive", self.drift.consecutive)?;
+        for (key, v) in [
+            ("drift.ks_p_value", self.drift.ks_p_value),
+            ("drift.chi_square_p_value", self.drift.chi_square_p_value),
+            ("drift.ks_min_effect", self.drift.ks_min_effect),
+        ] {
+            if !(v > 0.0 && v < 1.0) {
+                return Err(invalid(key, "must be between 0 and 1"));
+            }
+        }
+        if !(self.retrain.margin.is_finite() && self.retrain.margin >= 0.0) {
+            return Err(invalid("retrain.margin", "must be 0 or more"));
+        }
         if self.drift.psi_threshold.is_nan() || self.drift.psi_threshold <= 0.0 {
             return Err(invalid("drift.psi_threshold", "must be greater than 0"));
         }

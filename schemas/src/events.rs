@@ -53,6 +53,16 @@ pub enum ControlEvent {
         version: u32,
         reason: String,
     },
+    /// The outcome of a retrain request: a candidate promoted, or declined with the reason.
+    RetrainFinished {
+        model: String,
+        /// The production version the request was about.
+        production: u32,
+        candidate: Option<u32>,
+        promoted: bool,
+        reason: String,
+        metrics: BTreeMap<String, f64>,
+    },
 }
 
 impl ControlEvent {
@@ -63,6 +73,7 @@ impl ControlEvent {
             ControlEvent::ModelPromoted { .. } => "ModelPromoted",
             ControlEvent::DriftDetected { .. } => "DriftDetected",
             ControlEvent::RetrainRequested { .. } => "RetrainRequested",
+            ControlEvent::RetrainFinished { .. } => "RetrainFinished",
         }
     }
 }
@@ -135,8 +146,14 @@ impl ControlMessage {
     }
 }
 
-const KNOWN_KINDS: [&str; 5] =
-    ["SnapshotCommitted", "RunFinished", "ModelPromoted", "DriftDetected", "RetrainRequested"];
+const KNOWN_KINDS: [&str; 6] = [
+    "SnapshotCommitted",
+    "RunFinished",
+    "ModelPromoted",
+    "DriftDetected",
+    "RetrainRequested",
+    "RetrainFinished",
+];
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //!        ScoredRecord ◄── [serving] ◄── model ◄── [trainer] ◄── snapshot ┘
 //!             │
 //!             └─► [drift] ─► ControlEvent (DriftDetected, RetrainRequested) ─► control topic
+//!                                      [trainer] retrain, gate, promote ◄─────────┘
 //! ```
 //!
 //! * [`records`] — the Arrow schemas of raw and cleaned records, and the JSON payloads on the

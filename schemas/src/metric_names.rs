@@ -10,3 +10,11 @@ pub const SERVING_MODEL_VERSION: &str = "driftwood_serving_model_version";
 pub const SCORER_RECORDS_TOTAL: &str = "driftwood_scorer_records_total";
 pub const SCORER_ERRORS_TOTAL: &str = "driftwood_scorer_errors_total";
 pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "driftwood_prediction_log_dropped_total";
+/// Gauge: the last window's value per feature and statistic (`psi`, `ks`, `chi_square`).
+pub const DRIFT_STATISTIC: &str = "driftwood_drift_statistic";
+/// Gauge: the model version the drift monitor is watching.
+pub const DRIFT_MODEL_VERSION: &str = "driftwood_drift_model_version";
+pub const DRIFT_WINDOWS_TOTAL: &str = "driftwood_drift_windows_total";
+/// Confirmed drift signals, by feature and statistic.
+pub const DRIFT_DETECTED_TOTAL: &str = "driftwood_drift_detected_total";
+pub const DRIFT_RETRAIN_REQUESTS_TOTAL: &str = "driftwood_drift_retrain_requests_total";

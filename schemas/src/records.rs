@@ -71,6 +71,27 @@ pub struct LabelRecord {
     pub label: String,
 }
 
+impl LabelRecord {
+    /// Decodes a label payload: a JSON object with non-empty `id` and `label` (strings, or
+    /// integers taken as their decimal text).
+    pub fn decode(value: Option<&[u8]>) -> Result<LabelRecord, (DeadReason, String)> {
+        let value = value
+            .filter(|v| !v.is_empty())
+            .ok_or((DeadReason::EmptyValue, "record has no value".to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(value)
+            .map_err(|e| (DeadReason::MalformedJson, format!("invalid JSON: {e}")))?;
+        let obj =
+            v.as_object().ok_or((DeadReason::NotAnObject, "a label must be a JSON object".to_string()))?;
+        let field = |name: &str| match obj.get(name) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            Some(_) => Err((DeadReason::BadField, format!("`{name}` must be a non-empty string"))),
+            None => Err((DeadReason::BadField, format!("a label record needs `{name}`"))),
+        };
+        Ok(LabelRecord { id: field("id")?, label: field("label")? })
+    }
+}
+
 /// Format version of [`ScoredRecord`] payloads.
 pub const SCORED_FORMAT_VERSION: u32 = 1;
 
@@ -98,6 +119,9 @@ pub struct ScoredRecord {
     pub model_version: u32,
     /// Predicted label; `None` when skipped.
     pub label: Option<String>,
+    /// The ground-truth label the raw record carried, if any (for windowed accuracy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth: Option<String>,
     /// Probability per label, in the model's label order.
     pub probabilities: BTreeMap<String, f32>,
     /// Drift features of the cleaned text (name → value).

@@ -110,6 +110,7 @@ impl Scorer {
         };
         let ids = strings(col::ID)?;
         let texts = strings(col::TEXT)?;
+        let truths = strings(col::LABEL)?;
         let partitions = b
             .column(b.schema().index_of(col::PARTITION).map_err(|e| Error::Internal(e.to_string()))?)
             .as_any()
@@ -152,6 +153,7 @@ impl Scorer {
                 model: model.clone(),
                 model_version: version,
                 label: None,
+                truth: truths.is_valid(i).then(|| truths.value(i).to_string()),
                 probabilities: BTreeMap::new(),
                 features: text_features(texts.value(i)),
                 partition: partitions.value(i),
@@ -202,6 +204,7 @@ impl Scorer {
                 model: model.clone(),
                 model_version: version,
                 label: None,
+                truth: None,
                 probabilities: BTreeMap::new(),
                 features: BTreeMap::new(),
                 partition: r.partition,

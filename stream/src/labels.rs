@@ -17,28 +17,12 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use ingest::consume::{DeadLetter, DeadLetters, MessageReader, Mode};
 use schemas::Config;
-use schemas::records::{DeadReason, LabelRecord, clean_schema};
+use schemas::records::{LabelRecord, clean_schema};
 use tokio_util::sync::CancellationToken;
 
 use crate::diff::register_version;
 use crate::store::{Draft, DraftPart, Manifest, SnapshotStore, SourceOffsets};
 use crate::{Error, Result};
-
-/// Decodes one label record.
-pub fn decode_label(value: Option<&[u8]>) -> Result<LabelRecord, (DeadReason, String)> {
-    let value =
-        value.filter(|v| !v.is_empty()).ok_or((DeadReason::EmptyValue, "record has no value".to_string()))?;
-    let v: serde_json::Value = serde_json::from_slice(value)
-        .map_err(|e| (DeadReason::MalformedJson, format!("invalid JSON: {e}")))?;
-    let obj = v.as_object().ok_or((DeadReason::NotAnObject, "a label must be a JSON object".to_string()))?;
-    let field = |name: &str| match obj.get(name) {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        Some(_) => Err((DeadReason::BadField, format!("`{name}` must be a non-empty string"))),
-        None => Err((DeadReason::BadField, format!("a label record needs `{name}`"))),
-    };
-    Ok(LabelRecord { id: field("id")?, label: field("label")? })
-}
 
 /// Casts a query result back to a declared schema (DataFusion reads strings as `Utf8View`).
 pub fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
@@ -85,7 +69,7 @@ pub async fn join_labels(
     while let Some((messages, ranges)) = reader.next(10_000, Duration::from_millis(200), cancel).await? {
         let mut letters = Vec::new();
         for m in messages {
-            match decode_label(m.value.as_deref()) {
+            match LabelRecord::decode(m.value.as_deref()) {
                 Ok(l) => {
                     report.labels_read += 1;
                     let rank = (m.timestamp_ms.unwrap_or(0), m.offset);

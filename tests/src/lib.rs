@@ -142,19 +142,26 @@ pub fn python() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Environment variables that point a `driftwood` subprocess at `config`.
+/// Environment variables that point a `driftwood` subprocess at `config`: the whole
+/// configuration, written as TOML into the data dir.
 pub fn env_for(config: &Config) -> Vec<(String, String)> {
-    vec![
-        ("DRIFTWOOD_KAFKA_BROKERS".into(), config.kafka.brokers.clone()),
-        ("DRIFTWOOD_KAFKA_TOPIC_PREFIX".into(), config.kafka.topic_prefix.clone()),
-        ("DRIFTWOOD_KAFKA_GROUP_ID".into(), config.kafka.group_id.clone()),
-        ("DRIFTWOOD_DATA_DIR".into(), config.data_dir.clone()),
-        ("DRIFTWOOD_INGEST_BATCH_MAX_ROWS".into(), config.ingest.batch_max_rows.to_string()),
-        ("DRIFTWOOD_INGEST_BATCH_MAX_WAIT_MS".into(), config.ingest.batch_max_wait_ms.to_string()),
-        ("DRIFTWOOD_INGEST_MAX_RECORD_BYTES".into(), config.ingest.max_record_bytes.to_string()),
-        ("DRIFTWOOD_SNAPSHOT_COMMIT_MAX_ROWS".into(), config.snapshot.commit_max_rows.to_string()),
-        ("DRIFTWOOD_SNAPSHOT_COMMIT_INTERVAL_SECS".into(), config.snapshot.commit_interval_secs.to_string()),
-    ]
+    let path = std::path::Path::new(&config.data_dir).join("driftwood.test.toml");
+    let text = toml::to_string(config).expect("configs serialize");
+    std::fs::create_dir_all(&config.data_dir).expect("data dir");
+    std::fs::write(&path, text).expect("writing the test config");
+    vec![("DRIFTWOOD_CONFIG".into(), path.display().to_string())]
+}
+
+/// Publishes `records` to `topic` and checks every one was acknowledged.
+pub async fn publish(config: &Config, topic: &str, records: Vec<ingest::source::Outgoing>) -> Result<()> {
+    let producer = ingest::kafka::producer(&config.kafka, &config.ingest)?;
+    let progress = ingest::publish::progress_bar(None, "test");
+    let n = records.len() as u64;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let s =
+        ingest::publish::publish(&producer, topic, records.into_iter().map(Ok), &progress, &cancel).await?;
+    anyhow::ensure!(s.sent == n && s.failed == 0, "publish: {s}");
+    Ok(())
 }
 
 /// A text made of letters only, unique per `i` (numbers would be normalised away by the
@@ -183,4 +190,38 @@ pub async fn read_all(config: &Config, topic: &str) -> Result<Vec<ingest::consum
         out.extend(messages);
     }
     Ok(out)
+}
+
+/// A deterministic Fisher–Yates shuffle (xorshift seeded by `seed`).
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Runs the drift monitor over `config`'s scored topic to its end, for version 1 of `model`
+/// trained with `card`; returns each window with its decision.
+pub async fn drift_windows(
+    config: &Config,
+    model: &str,
+    card: &trainer::card::ModelCard,
+) -> Result<Vec<(drift::monitor::WindowReport, drift::monitor::Decision)>> {
+    let watch = drift::monitor::Watch {
+        model: model.to_string(),
+        version: 1,
+        reference: card.reference.clone(),
+        reference_accuracy: card.metrics.get("test_accuracy").copied(),
+    };
+    let references: drift::monitor::References = std::sync::Arc::new(|_, _| Box::pin(async { None }));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut windows = Vec::new();
+    drift::monitor::run_monitor(config, watch, references, true, Default::default(), &cancel, |r, d| {
+        windows.push((r.clone(), d.clone()))
+    })
+    .await?;
+    Ok(windows)
 }

@@ -9,29 +9,12 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use ingest::source::Outgoing;
-use schemas::Config;
 use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::job::{SnapshotOptions, run_snapshot};
 use stream::store::{Manifest, SnapshotStore};
-use tests::{Tansu, config_for, driftwood_bin, env_for, python, read_all, unique_text};
+use tests::{Tansu, config_for, driftwood_bin, env_for, publish, python, read_all, unique_text};
 use tokio_util::sync::CancellationToken;
-
-async fn publish(config: &Config, topic: &str, records: Vec<Outgoing>) -> anyhow::Result<()> {
-    let producer = ingest::kafka::producer(&config.kafka, &config.ingest)?;
-    let pb = ingest::publish::progress_bar(None, "test");
-    let n = records.len() as u64;
-    let s = ingest::publish::publish(
-        &producer,
-        topic,
-        records.into_iter().map(Ok),
-        &pb,
-        &CancellationToken::new(),
-    )
-    .await?;
-    anyhow::ensure!(s.sent == n && s.failed == 0, "publish: {s}");
-    Ok(())
-}
 
 fn records(range: std::ops::Range<usize>) -> Vec<Outgoing> {
     range

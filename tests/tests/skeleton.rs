@@ -33,8 +33,10 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
 
     // 1. Publish the corpus (period 1) plus records that must become dead letters.
-    let corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
+    let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
     assert_eq!(corpus.len(), 3000);
+    // Live traffic interleaves ham and spam (the corpus is grouped by folder).
+    tests::shuffle(&mut corpus, 7);
     let mut outgoing: Vec<ingest::Result<Outgoing>> =
         corpus.iter().map(|r| Ok(Outgoing::from_record(r))).collect();
     let bad: Vec<&[u8]> =
@@ -183,19 +185,13 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
     assert_eq!(skipped_invalid, 5);
 
     // 6. Drift: PSI per window against the training reference; period-1 data is not drifting.
-    let watch = drift::monitor::Watch {
-        model: "spam".into(),
-        version: 1,
-        reference: trained.card.reference.clone(),
-        window: 500,
-        psi_threshold: 0.2,
-    };
-    let mut reports = Vec::new();
-    drift::monitor::run_monitor(&config, watch, true, &cancel, |r| reports.push(r.clone())).await?;
+    let reports: Vec<_> =
+        tests::drift_windows(&config, "spam", &trained.card).await?.into_iter().map(|(r, _)| r).collect();
     assert_eq!(reports.len(), 6);
     for r in &reports {
         assert!(r.psi.contains_key("chars"), "{r:?}");
         assert!(r.psi["chars"] < 0.2, "period-1 traffic should not drift: {r:?}");
+        assert!(r.signals.is_empty(), "period-1 traffic should not drift: {r:?}");
     }
 
     stop.cancel();

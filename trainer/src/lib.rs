@@ -7,6 +7,7 @@
 //!                            └─► registry: model version ◄────────────┘   (reference profile for drift)
 //!  registry::promote ──► alias + audit record ──► ModelPromoted (control topic)
 //!  model::load ──► verified LoadedModel (what `serving` runs)
+//!  RetrainRequested ──► retrain: candidate on latest data ──► gate on recent holdout ──► promote?
 //! ```
 //!
 //! * [`features`] — hashed n-gram features (pure);
@@ -16,7 +17,8 @@
 //! * [`store`] — the metadata-store trait and its embedded SQLite backend;
 //! * [`registry`] — resolving and promoting model versions;
 //! * [`model`] — loading a registered version, verifying its artifacts;
-//! * [`train`] — the training job.
+//! * [`train`] — the training job;
+//! * [`retrain`] — the closed loop: retrain on request, gate, promote, report.
 //!
 //! Architecture invariant: no HTTP here; `serving` calls [`model::load`] and owns the threads a
 //! model runs on.
@@ -27,6 +29,7 @@ pub mod logreg;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod retrain;
 pub mod store;
 pub mod train;
 

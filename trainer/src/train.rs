@@ -144,6 +144,26 @@ pub async fn train(
     })
 }
 
+/// The training configuration recorded in a run's params (as [`params_of`] wrote them), over
+/// `base` for anything missing.
+pub fn config_from_params(params: &BTreeMap<String, String>, base: &TrainConfig) -> TrainConfig {
+    fn get<T: std::str::FromStr>(params: &BTreeMap<String, String>, key: &str, default: T) -> T {
+        params.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+    TrainConfig {
+        model: params.get("model").cloned().unwrap_or_else(|| base.model.clone()),
+        epochs: get(params, "epochs", base.epochs),
+        batch_size: get(params, "batch_size", base.batch_size),
+        learning_rate: get(params, "learning_rate", base.learning_rate),
+        weight_decay: get(params, "weight_decay", base.weight_decay),
+        hash_bits: get(params, "hash_bits", base.hash_bits),
+        validation_fraction: get(params, "validation_fraction", base.validation_fraction),
+        test_fraction: get(params, "test_fraction", base.test_fraction),
+        seed: get(params, "seed", base.seed),
+        ..base.clone()
+    }
+}
+
 fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("model".into(), p.model.clone()),
@@ -173,6 +193,17 @@ struct Row {
     split: Split,
 }
 
+/// A string column of a snapshot batch.
+pub(crate) fn string_column(batch: &arrow::array::RecordBatch, name: &str) -> Result<StringArray> {
+    let idx = batch.schema().index_of(name).map_err(|e| Error::Input(e.to_string()))?;
+    batch
+        .column(idx)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| Error::Input(format!("column {name} is not a string column")))
+}
+
 /// Reads the labelled rows of a version, batch by batch.
 fn read_rows(
     snapshots: &SnapshotStore,
@@ -183,15 +214,7 @@ fn read_rows(
     let mut unlabeled = 0;
     for batch in snapshots.read(manifest) {
         let batch = batch?;
-        let column = |name: &str| -> Result<StringArray> {
-            let idx = batch.schema().index_of(name).map_err(|e| Error::Input(e.to_string()))?;
-            batch
-                .column(idx)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .ok_or_else(|| Error::Input(format!("column {name} is not a string column")))
-        };
+        let column = |name| string_column(&batch, name);
         let (ids, texts, labels) = (column(col::ID)?, column(col::TEXT)?, column(col::LABEL)?);
         for i in 0..batch.num_rows() {
             if labels.is_null(i) || labels.value(i).is_empty() {
@@ -281,7 +304,8 @@ fn fit_and_save(
         .zip(&held_probs)
         .map(|((_, i), p)| with_confidence(text_features(&rows[*i].text), p))
         .collect();
-    let reference = ReferenceProfile::build(feature_rows.iter());
+    let reference = ReferenceProfile::build(feature_rows.iter())
+        .with_classes(held_probs.iter().map(|p| labels[argmax(p)].as_str()));
 
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let weights = dir.join(WEIGHTS_FILE);

@@ -1,0 +1,325 @@
+//! The closed loop on real parts: drift in live text is caught, a retrain happens by itself,
+//! the better model is promoted and hot-reloaded while the REST API keeps answering — and
+//! traffic without drift raises nothing.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ingest::source::{self, Outgoing};
+use schemas::Split;
+use schemas::events::{ControlEvent, ControlMessage, Decoded};
+use schemas::records::RawRecord;
+use stream::clean::{CleanPlan, CleanSpec};
+use tests::{Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, publish, read_all, shuffle};
+use tokio_util::sync::CancellationToken;
+use trainer::store::{MetadataStore, SqliteStore};
+
+fn outgoing(records: &[RawRecord]) -> Vec<Outgoing> {
+    records.iter().map(Outgoing::from_record).collect()
+}
+
+fn run(bin: &std::path::Path, config: &schemas::Config, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(bin).args(args).envs(env_for(config)).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "driftwood {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn events(messages: &[ingest::consume::RawMessage]) -> Vec<ControlEvent> {
+    messages
+        .iter()
+        .filter_map(|m| match ControlMessage::decode(m.value.as_deref()?) {
+            Ok(Decoded::Event(e)) => Some(e.event),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Accuracy of a registered version on labelled raw records (cleaned by the plan first).
+fn accuracy(
+    store_version: &trainer::store::ModelVersion,
+    plan: &CleanPlan,
+    rows: &[RawRecord],
+) -> anyhow::Result<f64> {
+    let model = trainer::model::load(store_version)?;
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let cleaned = plan.clean_texts(&texts)?;
+    let (mut right, mut total) = (0usize, 0usize);
+    for (row, text) in rows.iter().zip(&cleaned) {
+        let Some(text) = text else { continue };
+        let p = model.predict(&[text.as_str()])?;
+        let best = p[0].iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+        total += 1;
+        right += usize::from(model.labels()[best] == *row.label.as_deref().unwrap_or_default());
+    }
+    Ok(right as f64 / total.max(1) as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<()> {
+    let broker = Tansu::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut config = config_for(&broker.brokers, dir.path(), "loop");
+    config.snapshot.commit_interval_secs = 1;
+    config.drift.window = 500;
+    config.drift.consecutive = 2;
+    config.drift.cooldown_windows = 1000;
+    config.retrain.margin = 0.001;
+    config.retrain.min_holdout = 30;
+    config.serve.listen = format!("127.0.0.1:{}", free_port()?);
+    let topics = config.topics();
+    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+    let bin = driftwood_bin()?;
+
+    // Period 1: snapshot, train, promote.
+    let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
+    shuffle(&mut period1, 11);
+    publish(&config, &topics.raw, outgoing(&period1)).await?;
+    run(&bin, &config, &["snapshot"])?;
+    run(&bin, &config, &["train", "--alias", "production"])?;
+
+    // Everything runs in one `driftwood up`.
+    let log = std::fs::File::create(dir.path().join("up.log"))?;
+    let mut up =
+        Command::new(&bin).arg("up").envs(env_for(&config)).stdout(Stdio::null()).stderr(log).spawn()?;
+    let base = format!("http://{}", config.serve.listen);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        anyhow::ensure!(Instant::now() < deadline, "the API never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Wait until period 1 is scored, so period 2 starts on a window boundary (3000 = 6 × 500).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read_all(&config, &topics.scored).await?.len() < period1.len() {
+        anyhow::ensure!(Instant::now() < deadline, "period 1 was not scored in time");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Clients keep calling the API through the swap.
+    let stop = CancellationToken::new();
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let versions_seen = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, u64>::new()));
+    let client = {
+        let (stop, ok, failed, versions_seen, http, base) =
+            (stop.clone(), ok.clone(), failed.clone(), versions_seen.clone(), http.clone(), base.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let body = serde_json::json!({"texts": ["win a free prize now, click here", "meeting notes attached"]});
+                match http.post(format!("{base}/v1/predict")).json(&body).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(v) = r.json::<serde_json::Value>().await {
+                            let version = v["version"].as_u64().unwrap_or_default();
+                            *versions_seen.lock().expect("lock").entry(version).or_default() += 1;
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // Period 2, with its labels.
+    let mut period2 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_2)?;
+    shuffle(&mut period2, 12);
+    publish(&config, &topics.raw, outgoing(&period2)).await?;
+
+    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let promoted = loop {
+        let current = meta.get_alias("spam", "production").await?;
+        if current.is_some_and(|v| v > 1) {
+            break current.expect("checked");
+        }
+        if Instant::now() > deadline {
+            let _ = up.kill();
+            let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            anyhow::bail!("no retrained model was promoted in time; up.log ends:\n{tail}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    // Let the server pick the new version up under load.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !versions_seen.lock().expect("lock").contains_key(&u64::from(promoted)) {
+        anyhow::ensure!(Instant::now() < deadline, "the API never served v{promoted}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    client.await?;
+    // The monitor's gauges and counters are on the same /metrics.
+    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    assert!(metrics.contains(r#"driftwood_drift_statistic{feature="chars",statistic="psi"}"#), "{metrics}");
+    assert!(metrics.contains("driftwood_drift_retrain_requests_total 1"), "{metrics}");
+    assert!(metrics.contains("driftwood_drift_detected_total{"), "{metrics}");
+    let _ = Command::new("kill").args(["-TERM", &up.id().to_string()]).status();
+    let _ = up.wait();
+
+    // The events tell the story: drift within two windows of period 2, a request, a promotion.
+    let control = events(&read_all(&config, &topics.control).await?);
+    let requested: Vec<u64> = control
+        .iter()
+        .filter_map(|e| match e {
+            ControlEvent::DriftDetected { version: 1, window, .. } => Some(*window),
+            _ => None,
+        })
+        .collect();
+    let first = *requested.first().expect("drift was detected");
+    assert!((6..=7).contains(&first), "period 2 starts at window 6; drift confirmed at window {first}");
+    assert!(control.iter().any(|e| matches!(e, ControlEvent::RetrainRequested { version: 1, .. })));
+    let finished = control
+        .iter()
+        .find_map(|e| match e {
+            ControlEvent::RetrainFinished { promoted: true, metrics, candidate, .. } => {
+                Some((metrics, *candidate))
+            }
+            _ => None,
+        })
+        .expect("a RetrainFinished event for the promotion");
+    assert_eq!(finished.1, Some(promoted));
+    assert!(finished.0["candidate_accuracy"] > finished.0["production_accuracy"], "{:?}", finished.0);
+
+    // Independently: on a period-2 holdout (the test split by id, never trained on), the
+    // promoted model beats the old one.
+    let plan = CleanPlan::compile(CleanSpec::default())?;
+    let holdout: Vec<RawRecord> = period2
+        .iter()
+        .filter(|r| {
+            Split::of(&r.id, config.train.validation_fraction, config.train.test_fraction) == Split::Test
+        })
+        .cloned()
+        .collect();
+    let old = meta.get_model_version("spam", 1).await?;
+    let new = meta.get_model_version("spam", promoted).await?;
+    let (old_acc, new_acc) = (accuracy(&old, &plan, &holdout)?, accuracy(&new, &plan, &holdout)?);
+    eprintln!(
+        "period-2 holdout ({} rows): v1 accuracy {old_acc:.4}, v{promoted} {new_acc:.4}",
+        holdout.len()
+    );
+    assert!(new_acc > old_acc, "v{promoted} {new_acc} should beat v1 {old_acc}");
+
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "REST during the loop: {ok} ok, {failed} failed, versions {:?}",
+        versions_seen.lock().expect("lock")
+    );
+    assert_eq!(failed, 0, "no request may fail during the swap");
+    assert!(ok > 50);
+    let audit = meta.audit_log(50).await?;
+    assert!(audit.iter().any(|a| a.action == "retrain.promoted"), "{audit:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_out_traffic_raises_no_drift_over_twenty_windows() -> anyhow::Result<()> {
+    let broker = Tansu::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = config_for(&broker.brokers, dir.path(), "quiet");
+    let topics = config.topics();
+    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+    let cancel = CancellationToken::new();
+
+    // Train on period 1 in-process.
+    let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
+    shuffle(&mut period1, 21);
+    publish(&config, &topics.raw, outgoing(&period1)).await?;
+    let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
+    let store = stream::store::SnapshotStore::open(dir.path())?;
+    let opts = stream::job::SnapshotOptions::from_config(&config, true);
+    stream::job::run_snapshot(&config, plan.clone(), &store, &opts, None, &cancel).await?;
+    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(dir.path())?);
+    let req = trainer::train::TrainRequest {
+        dataset: config.snapshot.dataset.clone(),
+        version: "latest".into(),
+        params: config.train.clone(),
+        data_dir: dir.path().to_path_buf(),
+        alias: Some("production".into()),
+        actor: "test".into(),
+    };
+    let trained = trainer::train::train(meta.as_ref(), &store, &req, None).await?;
+
+    // Live traffic: the held-out (validation + test) records, reshuffled and repeated under
+    // new ids, for 20 windows of 500.
+    let held_out: Vec<&RawRecord> = period1
+        .iter()
+        .filter(|r| {
+            Split::of(&r.id, config.train.validation_fraction, config.train.test_fraction) != Split::Train
+        })
+        .collect();
+    assert!(held_out.len() > 200, "{}", held_out.len());
+    let mut live: Vec<RawRecord> = Vec::new();
+    let mut round = 0;
+    while live.len() < 20 * config.drift.window {
+        let mut copy: Vec<RawRecord> =
+            held_out.iter().map(|r| RawRecord { id: format!("{}-{round}", r.id), ..(*r).clone() }).collect();
+        shuffle(&mut copy, 100 + round);
+        live.extend(copy);
+        round += 1;
+    }
+    live.truncate(20 * config.drift.window);
+    // Half the labels arrive late, on text.labels, instead of inline.
+    let mut late: Vec<Outgoing> = Vec::new();
+    for r in live.iter_mut().step_by(2) {
+        let label = r.label.take().expect("corpus records are labelled");
+        let value = serde_json::to_vec(&schemas::records::LabelRecord { id: r.id.clone(), label })?;
+        late.push(Outgoing { key: Some(r.id.clone().into_bytes()), value });
+    }
+    let inline = live.len() - late.len();
+    // Score only the live traffic: a fresh raw topic prefix keeps period 1 out of the windows.
+    let mut live_config = config.clone();
+    live_config.kafka.topic_prefix = "quiet-live".into();
+    let live_topics = live_config.topics();
+    ingest::kafka::ensure_topics(&live_config.kafka, &live_topics.all()).await?;
+    publish(&live_config, &live_topics.raw, outgoing(&live)).await?;
+    publish(&live_config, &live_topics.labels, late).await?;
+    let mv = trainer::registry::resolve(meta.as_ref(), "spam", "production").await?;
+    let handle = serving::handle::ModelHandle::start(
+        Some(trainer::model::load(&mv)?),
+        plan.clone(),
+        serving::handle::BatchingConfig { max_batch: 256, max_wait: Duration::from_millis(2), queue: 1024 },
+    )?;
+    let scorer = serving::scorer::Scorer {
+        config: live_config.clone(),
+        plan: plan.clone(),
+        model: handle,
+        metrics: serving::metrics::Metrics::new(),
+        predlog: None,
+    };
+    scorer.run(true, &cancel).await?;
+
+    let windows = tests::drift_windows(&live_config, "spam", &trained.card).await?;
+    assert_eq!(windows.len(), 20);
+    for (report, decision) in &windows {
+        assert!(decision.drift.is_empty() && !decision.retrain, "false alarm: {report:?}");
+    }
+    let signals: usize = windows.iter().map(|(r, _)| r.signals.len()).sum();
+    eprintln!("20 windows, {signals} single-window signals, no confirmed drift");
+    // Accuracy per window on inline and late labels, close to the model's test accuracy.
+    let labelled: u64 = windows.iter().filter_map(|(r, _)| r.accuracy).map(|a| a.labelled).sum();
+    assert!(labelled > inline as u64, "late labels were joined: {labelled} labelled, {inline} inline");
+    for (report, _) in &windows {
+        let a = report.accuracy.expect("every window has labelled records");
+        assert!(a.accuracy > 0.9, "{a:?}");
+    }
+    eprintln!("{labelled} labelled predictions ({inline} inline, the rest joined from text.labels)");
+    Ok(())
+}

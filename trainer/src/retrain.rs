@@ -1,0 +1,321 @@
+//! The trainer's side of the closed loop: on `RetrainRequested`, train a candidate on the
+//! latest data version with the production model's configuration, evaluate candidate and
+//! production on the same recent holdout, and promote the candidate only if it is better by a
+//! margin. Either way the outcome is a `RetrainFinished` event and an audit record.
+//!
+//! The recent holdout is the labelled rows of the latest version that the production model's
+//! version did not have, restricted to the test split (`Split::of` by id, so the candidate never
+//! trains on them).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use arrow::array::Array;
+use chrono::Utc;
+use ingest::consume::{MessageReader, Mode};
+use ingest::control::ControlProducer;
+use schemas::Split;
+use schemas::config::{RetrainConfig, TrainConfig};
+use schemas::events::{ControlEvent, ControlMessage, Decoded};
+use schemas::records::col;
+use serde::Serialize;
+use stream::store::{Manifest, SnapshotStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Evaluation;
+use crate::registry::{self, PRODUCTION};
+use crate::store::{AuditRecord, MetadataStore, ModelVersion};
+use crate::train::{TrainRequest, argmax, config_from_params, string_column, train};
+use crate::{Error, Result};
+
+/// What a retrain needs besides the request.
+#[derive(Debug, Clone)]
+pub struct Retrainer {
+    pub data_dir: PathBuf,
+    /// Defaults for training parameters the production run did not record.
+    pub base: TrainConfig,
+    pub policy: RetrainConfig,
+    pub actor: String,
+}
+
+/// The outcome of one retrain request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetrainOutcome {
+    pub model: String,
+    pub production: u32,
+    pub candidate: Option<u32>,
+    pub promoted: bool,
+    pub reason: String,
+    pub holdout_rows: usize,
+    pub production_accuracy: Option<f64>,
+    pub candidate_accuracy: Option<f64>,
+    pub data_version: Option<String>,
+}
+
+impl RetrainOutcome {
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::from([("holdout_rows".to_string(), self.holdout_rows as f64)]);
+        if let Some(a) = self.production_accuracy {
+            m.insert("production_accuracy".into(), a);
+        }
+        if let Some(a) = self.candidate_accuracy {
+            m.insert("candidate_accuracy".into(), a);
+        }
+        m
+    }
+}
+
+struct Labelled {
+    text: String,
+    label: String,
+}
+
+impl Retrainer {
+    /// Handles one request for `model`: retrain, gate, maybe promote; always reports.
+    pub async fn retrain(
+        &self,
+        store: &dyn MetadataStore,
+        snapshots: &SnapshotStore,
+        model: &str,
+        requested_reason: &str,
+        control: Option<&ControlProducer>,
+    ) -> Result<RetrainOutcome> {
+        let production = registry::resolve(store, model, PRODUCTION).await?;
+        let outcome = self.gate(store, snapshots, &production, requested_reason, control).await?;
+        let action = if outcome.promoted { "retrain.promoted" } else { "retrain.declined" };
+        store
+            .append_audit(&AuditRecord {
+                at: Utc::now(),
+                actor: self.actor.clone(),
+                action: action.into(),
+                details: serde_json::json!({ "request": requested_reason, "outcome": outcome }),
+            })
+            .await?;
+        if let Some(control) = control {
+            let event = ControlEvent::RetrainFinished {
+                model: model.to_string(),
+                production: outcome.production,
+                candidate: outcome.candidate,
+                promoted: outcome.promoted,
+                reason: outcome.reason.clone(),
+                metrics: outcome.metrics(),
+            };
+            if let Err(e) = control.send(event).await {
+                tracing::warn!(error = %e, "could not publish RetrainFinished");
+            }
+        }
+        tracing::info!(model, promoted = outcome.promoted, reason = %outcome.reason, "retrain finished");
+        Ok(outcome)
+    }
+
+    async fn gate(
+        &self,
+        store: &dyn MetadataStore,
+        snapshots: &SnapshotStore,
+        production: &ModelVersion,
+        requested_reason: &str,
+        control: Option<&ControlProducer>,
+    ) -> Result<RetrainOutcome> {
+        let card = crate::model::read_card(std::path::Path::new(&production.artifact_dir))?;
+        let dataset = card.data.dataset.clone();
+        let mut outcome = RetrainOutcome {
+            model: production.name.clone(),
+            production: production.version,
+            candidate: None,
+            promoted: false,
+            reason: String::new(),
+            holdout_rows: 0,
+            production_accuracy: None,
+            candidate_accuracy: None,
+            data_version: None,
+        };
+        let Some(latest) = snapshots.latest(&dataset)? else {
+            outcome.reason = format!("dataset `{dataset}` has no versions");
+            return Ok(outcome);
+        };
+        outcome.data_version = Some(latest.id.clone());
+        if latest.id == production.data_version {
+            outcome.reason = "no new data since the production model's version".into();
+            return Ok(outcome);
+        }
+        let run = store.get_run(&production.run_id).await?;
+        let params =
+            TrainConfig { name: production.name.clone(), ..config_from_params(&run.params, &self.base) };
+        let holdout = {
+            let (snapshots, latest, params) = (snapshots.clone(), latest.clone(), params.clone());
+            let old = snapshots.resolve(&dataset, &production.data_version).ok();
+            tokio::task::spawn_blocking(move || recent_holdout(&snapshots, old.as_ref(), &latest, &params))
+                .await
+                .map_err(|e| Error::Internal(format!("holdout task failed: {e}")))??
+        };
+        outcome.holdout_rows = holdout.len();
+        if holdout.len() < self.policy.min_holdout {
+            outcome.reason = format!(
+                "{} recent labelled holdout rows, fewer than retrain.min_holdout = {}",
+                holdout.len(),
+                self.policy.min_holdout
+            );
+            return Ok(outcome);
+        }
+        let trained = train(
+            store,
+            snapshots,
+            &TrainRequest {
+                dataset: dataset.clone(),
+                version: latest.id.clone(),
+                params,
+                data_dir: self.data_dir.clone(),
+                alias: None,
+                actor: self.actor.clone(),
+            },
+            control,
+        )
+        .await?;
+        outcome.candidate = Some(trained.model.version);
+        let (prod_mv, cand_mv) = (production.clone(), trained.model.clone());
+        let (production_eval, candidate_eval) = tokio::task::spawn_blocking(move || {
+            Ok::<_, Error>((evaluate(&prod_mv, &holdout)?, evaluate(&cand_mv, &holdout)?))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("evaluation task failed: {e}")))??;
+        outcome.production_accuracy = Some(production_eval.accuracy);
+        outcome.candidate_accuracy = Some(candidate_eval.accuracy);
+        let margin = self.policy.margin;
+        if candidate_eval.accuracy >= production_eval.accuracy + margin {
+            let reason = format!(
+                "retrain ({requested_reason}): holdout accuracy {:.4} vs {:.4} on {} rows",
+                candidate_eval.accuracy, production_eval.accuracy, outcome.holdout_rows
+            );
+            registry::promote(
+                store,
+                control,
+                &production.name,
+                trained.model.version,
+                PRODUCTION,
+                &self.actor,
+                &reason,
+            )
+            .await?;
+            outcome.promoted = true;
+            outcome.reason = format!(
+                "candidate v{} beats v{} by {:.4} (margin {margin})",
+                trained.model.version,
+                production.version,
+                candidate_eval.accuracy - production_eval.accuracy
+            );
+        } else {
+            outcome.reason = format!(
+                "candidate v{} accuracy {:.4} does not beat v{}'s {:.4} by the margin {margin}",
+                trained.model.version, candidate_eval.accuracy, production.version, production_eval.accuracy
+            );
+        }
+        Ok(outcome)
+    }
+}
+
+/// Labelled rows of `latest` that `old` does not have (by id), in the test split.
+fn recent_holdout(
+    snapshots: &SnapshotStore,
+    old: Option<&Manifest>,
+    latest: &Manifest,
+    params: &TrainConfig,
+) -> Result<Vec<Labelled>> {
+    let mut seen: HashSet<String> = HashSet::new();
+    if let Some(old) = old {
+        for batch in snapshots.read(old) {
+            let batch = batch?;
+            seen.extend(string_column(&batch, col::ID)?.iter().flatten().map(str::to_string));
+        }
+    }
+    let mut out = Vec::new();
+    for batch in snapshots.read(latest) {
+        let batch = batch?;
+        let (ids, texts, labels) = (
+            string_column(&batch, col::ID)?,
+            string_column(&batch, col::TEXT)?,
+            string_column(&batch, col::LABEL)?,
+        );
+        for i in 0..batch.num_rows() {
+            if labels.is_null(i) || labels.value(i).is_empty() || seen.contains(ids.value(i)) {
+                continue;
+            }
+            if Split::of(ids.value(i), params.validation_fraction, params.test_fraction) == Split::Test {
+                out.push(Labelled { text: texts.value(i).to_string(), label: labels.value(i).to_string() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Accuracy and friends of a registered version on labelled rows (labels it does not know
+/// count as errors).
+fn evaluate(version: &ModelVersion, rows: &[Labelled]) -> Result<Evaluation> {
+    let model = crate::model::load(version)?;
+    let labels = model.labels().to_vec();
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let mut predicted = Vec::with_capacity(rows.len());
+    for chunk in texts.chunks(512) {
+        predicted.extend(model.predict(chunk)?.iter().map(|p| argmax(p)));
+    }
+    let mut all_labels = labels.clone();
+    for r in rows {
+        if !all_labels.contains(&r.label) {
+            all_labels.push(r.label.clone());
+        }
+    }
+    let truth: Vec<usize> =
+        rows.iter().map(|r| all_labels.iter().position(|l| *l == r.label).expect("label listed")).collect();
+    Ok(Evaluation::compute(&all_labels, &truth, &predicted))
+}
+
+/// Listens on the control topic (consumer group `<group_id>.retrainer`) and handles each
+/// `RetrainRequested` for a model's current production version; requests about a version
+/// that production has already left are stale and skipped. Returns when cancelled.
+pub async fn run_retrainer(
+    config: &schemas::Config,
+    retrainer: &Retrainer,
+    store: &dyn MetadataStore,
+    snapshots: &SnapshotStore,
+    control: Option<&ControlProducer>,
+    cancel: &CancellationToken,
+    mut on_outcome: impl FnMut(&RetrainOutcome),
+) -> Result<()> {
+    let topic = config.topics().control;
+    let mode = Mode::Group { group_id: format!("{}.retrainer", config.kafka.group_id) };
+    let mut reader = MessageReader::new(&config.kafka, &topic, mode).await?;
+    while let Some((messages, ranges)) = reader.next(64, Duration::from_millis(200), cancel).await? {
+        // Coalesce: one retrain per model per batch of requests.
+        let mut requests: BTreeMap<String, (u32, String)> = BTreeMap::new();
+        for m in &messages {
+            let Some(value) = m.value.as_deref() else { continue };
+            match ControlMessage::decode(value) {
+                Ok(Decoded::Event(msg)) => {
+                    if let ControlEvent::RetrainRequested { model, version, reason } = msg.event {
+                        requests.insert(model, (version, reason));
+                    }
+                }
+                Ok(Decoded::Unknown { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, offset = m.offset, "undecodable control message skipped")
+                }
+            }
+        }
+        for (model, (version, reason)) in requests {
+            match store.get_alias(&model, PRODUCTION).await? {
+                Some(current) if current == version => {}
+                current => {
+                    tracing::info!(model, requested = version, ?current, "stale retrain request skipped");
+                    continue;
+                }
+            }
+            match retrainer.retrain(store, snapshots, &model, &reason, control).await {
+                Ok(outcome) => on_outcome(&outcome),
+                // A failed retrain (bad data, a broken artifact) must not stop the listener.
+                Err(e) => tracing::error!(model, error = %e, "retrain failed"),
+            }
+        }
+        reader.commit(&ranges)?;
+    }
+    Ok(())
+}
