@@ -418,7 +418,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         }
         Command::Retrainer => {
             let token = shutdown_token();
-            retrainer(&config, metadata(&config)?, token).await?;
+            retrainer(&config, metadata(&config)?, None, token).await?;
         }
         Command::Up => up(&config).await?,
     }
@@ -788,7 +788,22 @@ fn watch_of(model: &str, version: u32, card: trainer::card::ModelCard) -> drift:
     }
 }
 
-async fn retrainer(config: &Config, store: Arc<dyn MetadataStore>, token: CancellationToken) -> Result<()> {
+async fn retrainer(
+    config: &Config,
+    store: Arc<dyn MetadataStore>,
+    registry: Option<&prometheus::Registry>,
+    token: CancellationToken,
+) -> Result<()> {
+    let outcomes = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(schemas::metric_names::RETRAIN_TOTAL, "Retrain requests handled by outcome"),
+        &["outcome"],
+    )?;
+    for outcome in ["promoted", "declined", "failed"] {
+        outcomes.with_label_values(&[outcome]);
+    }
+    if let Some(registry) = registry {
+        registry.register(Box::new(outcomes.clone()))?;
+    }
     let snapshots = SnapshotStore::open(&data_dir(config))?;
     let control = control(config)?;
     let retrainer = trainer::retrain::Retrainer {
@@ -805,14 +820,16 @@ async fn retrainer(config: &Config, store: Arc<dyn MetadataStore>, token: Cancel
         &snapshots,
         Some(&control),
         &token,
-        |o| {
-            println!(
-                "retrain {} v{}: {} ({})",
-                o.model,
-                o.production,
-                if o.promoted { "promoted" } else { "declined" },
-                o.reason
-            );
+        |outcome| match outcome {
+            Ok(o) => {
+                let label = if o.promoted { "promoted" } else { "declined" };
+                outcomes.with_label_values(&[label]).inc();
+                println!("retrain {} v{}: {label} ({})", o.model, o.production, o.reason);
+            }
+            Err(e) => {
+                outcomes.with_label_values(&["failed"]).inc();
+                println!("retrain failed: {e}");
+            }
         },
     )
     .await?;
@@ -824,17 +841,22 @@ async fn up(config: &Config) -> Result<()> {
     let store = metadata(config)?;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+    // One registry for every component of this process, served on /metrics.
+    let metrics = serving::metrics::Metrics::new();
     let snapshot = {
         let (config, token) = (config.clone(), token.clone());
+        let snapshot_metrics = stream::metrics::SnapshotMetrics::register(&metrics.registry)?;
         tokio::spawn(async move {
             let store = SnapshotStore::open(&data_dir(&config))?;
             let control = control(&config)?;
-            let opts = SnapshotOptions::from_config(&config, false);
+            let opts = SnapshotOptions {
+                metrics: Some(snapshot_metrics),
+                ..SnapshotOptions::from_config(&config, false)
+            };
             run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &token).await?;
             anyhow::Ok(())
         })
     };
-    let metrics = serving::metrics::Metrics::new();
     let drift_task = {
         let (config, token, store, registry) =
             (config.clone(), token.clone(), store.clone(), metrics.registry.clone());
@@ -850,9 +872,14 @@ async fn up(config: &Config) -> Result<()> {
         })
     };
     let retrain_task = {
-        let (config, token, store) = (config.clone(), token.clone(), store.clone());
+        let (config, token, store, registry) =
+            (config.clone(), token.clone(), store.clone(), metrics.registry.clone());
         tokio::spawn(async move {
-            if config.retrain.enabled { retrainer(&config, store, token).await } else { anyhow::Ok(()) }
+            if config.retrain.enabled {
+                retrainer(&config, store, Some(&registry), token).await
+            } else {
+                anyhow::Ok(())
+            }
         })
     };
     let serve_result = serve(config, store, metrics, config.serve.scorer, token.clone()).await;

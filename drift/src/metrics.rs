@@ -46,9 +46,12 @@ impl DriftMetrics {
         self.model_version.set(i64::from(report.version));
         for (feature, v) in &report.psi {
             self.statistic.with_label_values(&[feature.as_str(), s::PSI]).set(*v);
+            // Known series from the first window on, so increase() reads 0, not nothing.
+            self.detected.with_label_values(&[feature.as_str(), s::PSI]);
         }
         for (feature, ks) in &report.ks {
             self.statistic.with_label_values(&[feature.as_str(), s::KS]).set(ks.d);
+            self.detected.with_label_values(&[feature.as_str(), s::KS]);
         }
         if let Some((stat, _)) = report.chi_square {
             self.statistic.with_label_values(&[PREDICTED_CLASS, s::CHI_SQUARE]).set(stat);

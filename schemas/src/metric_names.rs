@@ -18,3 +18,19 @@ pub const DRIFT_WINDOWS_TOTAL: &str = "driftwood_drift_windows_total";
 /// Confirmed drift signals, by feature and statistic.
 pub const DRIFT_DETECTED_TOTAL: &str = "driftwood_drift_detected_total";
 pub const DRIFT_RETRAIN_REQUESTS_TOTAL: &str = "driftwood_drift_retrain_requests_total";
+/// Records read from text.raw by the snapshot job (valid and dead).
+pub const INGEST_RECORDS_TOTAL: &str = "driftwood_ingest_records_total";
+pub const INGEST_BYTES_TOTAL: &str = "driftwood_ingest_bytes_total";
+/// Dead letters by reason code.
+pub const INGEST_DEAD_LETTERS_TOTAL: &str = "driftwood_ingest_dead_letters_total";
+pub const SNAPSHOT_COMMITS_TOTAL: &str = "driftwood_snapshot_commits_total";
+pub const SNAPSHOT_ROWS_ADDED_TOTAL: &str = "driftwood_snapshot_rows_added_total";
+/// Gauge: rows in the latest committed version.
+pub const SNAPSHOT_ROWS: &str = "driftwood_snapshot_rows";
+pub const SNAPSHOT_COMMIT_DURATION_SECONDS: &str = "driftwood_snapshot_commit_duration_seconds";
+/// Gauge: records between the snapshot job's position and the end of each partition.
+pub const SNAPSHOT_LAG_RECORDS: &str = "driftwood_snapshot_lag_records";
+/// Gauge: records between the scorer's position and the end of each partition.
+pub const SCORER_LAG_RECORDS: &str = "driftwood_scorer_lag_records";
+/// Retrain requests handled, by outcome (`promoted`, `declined`, `failed`).
+pub const RETRAIN_TOTAL: &str = "driftwood_retrain_total";

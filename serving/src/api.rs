@@ -67,9 +67,16 @@ impl IntoResponse for Error {
             }
             _ => self.to_string(),
         };
-        (status, Json(serde_json::json!({ "error": message, "error_type": error_type }))).into_response()
+        let mut response =
+            (status, Json(serde_json::json!({ "error": message, "error_type": error_type }))).into_response();
+        response.extensions_mut().insert(ErrorType(error_type));
+        response
     }
 }
+
+/// The `error_type` of an error response, for the errors counter.
+#[derive(Debug, Clone, Copy)]
+struct ErrorType(&'static str);
 
 async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
@@ -84,6 +91,9 @@ async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Resp
     let response = next.run(req).await;
     metrics.duration.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
     metrics.requests.with_label_values(&[route, response.status().as_str()]).inc();
+    if let Some(ErrorType(error_type)) = response.extensions().get::<ErrorType>() {
+        metrics.errors.with_label_values(&[error_type]).inc();
+    }
     response
 }
 

@@ -1,7 +1,7 @@
 //! The serving and scorer metrics, registered in one registry per process.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use schemas::metric_names as m;
 
@@ -14,6 +14,7 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub batch_size: HistogramVec,
     pub model_version: IntGauge,
+    pub scorer_lag: IntGaugeVec,
     pub scored: IntCounterVec,
     pub scorer_errors: IntCounterVec,
     pub log_dropped: IntCounterVec,
@@ -61,6 +62,18 @@ impl Metrics {
         let model_version = IntGauge::new(m::SERVING_MODEL_VERSION, "Version of the model being served")
             .expect("valid metric");
         registry.register(Box::new(model_version.clone())).expect("unique metric");
+        let scorer_lag = IntGaugeVec::new(
+            Opts::new(m::SCORER_LAG_RECORDS, "Records between the scorer's position and the partition end"),
+            &["partition"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(scorer_lag.clone())).expect("unique metric");
+        for status in ["scored", "skipped"] {
+            scored.with_label_values(&[status]);
+        }
+        for channel in ["rest", "stream"] {
+            log_dropped.with_label_values(&[channel]);
+        }
         Metrics {
             registry,
             requests,
@@ -68,6 +81,7 @@ impl Metrics {
             errors,
             batch_size,
             model_version,
+            scorer_lag,
             scored,
             scorer_errors,
             log_dropped,

@@ -41,6 +41,8 @@ pub struct SnapshotOptions {
     pub commit_interval: Duration,
     /// Tags recorded in the manifests this run commits.
     pub tags: Vec<String>,
+    /// Where to record ingest and snapshot metrics.
+    pub metrics: Option<crate::metrics::SnapshotMetrics>,
 }
 
 impl SnapshotOptions {
@@ -51,9 +53,13 @@ impl SnapshotOptions {
             commit_max_rows: config.snapshot.commit_max_rows,
             commit_interval: Duration::from_secs(config.snapshot.commit_interval_secs),
             tags: Vec::new(),
+            metrics: None,
         }
     }
 }
+
+/// How often the job refreshes its lag metric.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -126,10 +132,25 @@ pub async fn run_snapshot(
     let mut report = SnapshotReport::default();
     let mut pending = Pending::default();
     let mut last_commit = Instant::now();
+    let mut last_lag: Option<Instant> = None;
     loop {
         // In follow mode an empty batch comes back when the topic is quiet, so the commit
         // interval is honoured without cancelling a read in progress.
         let Some(consumed) = reader.next_batch(cancel).await? else { break };
+        if let Some(m) = &opts.metrics {
+            m.records.inc_by((consumed.batch_rows() + consumed.rejected.len()) as u64);
+            m.bytes.inc_by(consumed.bytes);
+            for (reason, n) in &consumed.dead {
+                m.dead_letters.with_label_values(&[reason.code()]).inc_by(*n);
+            }
+            if last_lag.is_none_or(|t| t.elapsed() >= LAG_INTERVAL) {
+                last_lag = Some(Instant::now());
+                match ingest::kafka::partition_ends(&config.kafka, &topics.raw).await {
+                    Ok(ends) => m.set_lag(&ends, reader.positions()),
+                    Err(e) => tracing::debug!(error = %e, "lag not updated"),
+                }
+            }
+        }
         report.records += consumed.batch_rows() as u64;
         for (reason, n) in &consumed.dead {
             *report.dead.entry(reason.code().to_string()).or_default() += n;
@@ -160,6 +181,9 @@ pub async fn run_snapshot(
             dead.send_all(&letters).await?;
             for l in &letters {
                 *report.dead.entry(l.reason.code().to_string()).or_default() += 1;
+                if let Some(m) = &opts.metrics {
+                    m.dead_letters.with_label_values(&[l.reason.code()]).inc();
+                }
             }
         }
         report.duplicates += (before_dedupe - kept.num_rows()) as u64;
@@ -396,9 +420,16 @@ impl Commit<'_> {
             replace_files: false,
         };
         let store = self.store.clone();
+        let started = Instant::now();
         let committed = tokio::task::spawn_blocking(move || store.commit(draft, Utc::now()))
             .await
             .map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
+        if let (Some(m), Some(manifest)) = (&self.opts.metrics, &committed.manifest) {
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            m.commits.inc();
+            m.rows_added.inc_by(manifest.added.rows);
+            m.rows.set(manifest.rows as i64);
+        }
         for r in &committed.rejected {
             report.rejected += 1;
             hashes.remove(&r.consumed.partition);

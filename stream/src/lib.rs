@@ -25,6 +25,7 @@ pub mod clean;
 pub mod diff;
 pub mod job;
 pub mod labels;
+pub mod metrics;
 pub mod remote;
 pub mod store;
 

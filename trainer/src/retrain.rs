@@ -279,7 +279,7 @@ pub async fn run_retrainer(
     snapshots: &SnapshotStore,
     control: Option<&ControlProducer>,
     cancel: &CancellationToken,
-    mut on_outcome: impl FnMut(&RetrainOutcome),
+    mut on_outcome: impl FnMut(Result<&RetrainOutcome, &Error>),
 ) -> Result<()> {
     let topic = config.topics().control;
     let mode = Mode::Group { group_id: format!("{}.retrainer", config.kafka.group_id) };
@@ -310,9 +310,12 @@ pub async fn run_retrainer(
                 }
             }
             match retrainer.retrain(store, snapshots, &model, &reason, control).await {
-                Ok(outcome) => on_outcome(&outcome),
+                Ok(outcome) => on_outcome(Ok(&outcome)),
                 // A failed retrain (bad data, a broken artifact) must not stop the listener.
-                Err(e) => tracing::error!(model, error = %e, "retrain failed"),
+                Err(e) => {
+                    tracing::error!(model, error = %e, "retrain failed");
+                    on_outcome(Err(&e));
+                }
             }
         }
         reader.commit(&ranges)?;
