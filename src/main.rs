@@ -326,6 +326,27 @@ fn metadata(config: &Config) -> Result<Arc<dyn MetadataStore>> {
     Ok(Arc::new(SqliteStore::in_data_dir(&data_dir(config))?))
 }
 
+/// Serves `registry` on `serve.metrics_listen` (if set) until `token` is cancelled.
+async fn metrics_endpoint(
+    config: &Config,
+    registry: prometheus::Registry,
+    token: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    if config.serve.metrics_listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(&config.serve.metrics_listen)
+        .await
+        .with_context(|| format!("binding serve.metrics_listen = {}", config.serve.metrics_listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics endpoint listening");
+    let t = token.clone();
+    Ok(Some(tokio::spawn(serving::api::serve(
+        listener,
+        serving::api::metrics_router(registry),
+        async move { t.cancelled().await },
+    ))))
+}
+
 fn control(config: &Config) -> Result<ingest::control::ControlProducer> {
     let producer = ingest::kafka::producer(&config.kafka, &config.ingest)?;
     Ok(ingest::control::ControlProducer::new(producer, config.topics().control))
@@ -345,9 +366,32 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             opts.group = group;
             opts.tags = tag;
             let control = control(&config)?;
-            let report =
-                run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &shutdown_token())
-                    .await?;
+            let token = shutdown_token();
+            let registry = prometheus::Registry::new();
+            opts.metrics = Some(stream::metrics::SnapshotMetrics::register(&registry)?);
+            let endpoint =
+                if opts.until_idle { None } else { metrics_endpoint(&config, registry, &token).await? };
+            // At a terminal: records read and rate, from the job's own counter.
+            let progress = ingest::publish::progress_bar(None, "snapshot: records read");
+            let ticker = opts.metrics.clone().map(|m| {
+                let (progress, token) = (progress.clone(), token.clone());
+                tokio::spawn(async move {
+                    while !token.is_cancelled() {
+                        progress.set_position(m.records.get());
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                })
+            });
+            let report = run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &token).await;
+            token.cancel();
+            if let Some(ticker) = ticker {
+                ticker.await?;
+            }
+            progress.finish_and_clear();
+            if let Some(endpoint) = endpoint {
+                endpoint.await??;
+            }
+            let report = report?;
             for m in &report.commits {
                 println!(
                     "committed {} v{} {}: +{} rows, {} rows in all",
@@ -384,7 +428,16 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let store = metadata(&config)?;
             let snapshots = SnapshotStore::open(&data_dir(&config))?;
             let control = control(&config)?;
-            let out = trainer::train::train(store.as_ref(), &snapshots, &req, Some(&control)).await?;
+            let progress = ingest::publish::progress_bar(None, "training");
+            progress.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .expect("valid template"),
+            );
+            progress.set_message(format!("training {} on {} {}", req.params.model, req.dataset, req.version));
+            progress.enable_steady_tick(Duration::from_millis(120));
+            let out = trainer::train::train(store.as_ref(), &snapshots, &req, Some(&control)).await;
+            progress.finish_and_clear();
+            let out = out?;
             let e = &out.evaluation;
             println!(
                 "run {}: trained {} v{} on {} ({} train / {} validation / {} test rows) in {:.1}s",
@@ -414,11 +467,26 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         }
         Command::Drift { until_idle } => {
             let token = shutdown_token();
-            drift(&config, metadata(&config)?, None, until_idle, token).await?;
+            let registry = prometheus::Registry::new();
+            let endpoint =
+                if until_idle { None } else { metrics_endpoint(&config, registry.clone(), &token).await? };
+            let result = drift(&config, metadata(&config)?, Some(&registry), until_idle, token.clone()).await;
+            token.cancel();
+            if let Some(endpoint) = endpoint {
+                endpoint.await??;
+            }
+            result?;
         }
         Command::Retrainer => {
             let token = shutdown_token();
-            retrainer(&config, metadata(&config)?, None, token).await?;
+            let registry = prometheus::Registry::new();
+            let endpoint = metrics_endpoint(&config, registry.clone(), &token).await?;
+            let result = retrainer(&config, metadata(&config)?, Some(&registry), token.clone()).await;
+            token.cancel();
+            if let Some(endpoint) = endpoint {
+                endpoint.await??;
+            }
+            result?;
         }
         Command::Up => up(&config).await?,
     }

@@ -36,6 +36,9 @@ PIPELINE = dashboard("driftwood-pipeline", "Driftwood / Pipeline overview", [
     ("Consumer lag", [("sum(driftwood_snapshot_lag_records)", "snapshot"),
                       ("sum(driftwood_scorer_lag_records)", "scorer")], "short"),
     ("Scored records", [("sum by (status) (rate(driftwood_scorer_records_total[1m]))", "{{status}}")], "ops"),
+    ("Scorer end-to-end latency", [
+        ("histogram_quantile(0.5, sum by (le) (rate(driftwood_scorer_end_to_end_seconds_bucket[5m])))", "p50"),
+        ("histogram_quantile(0.99, sum by (le) (rate(driftwood_scorer_end_to_end_seconds_bucket[5m])))", "p99")], "s"),
 ])
 
 SERVING = dashboard("driftwood-serving", "Driftwood / Serving", [
@@ -46,6 +49,7 @@ SERVING = dashboard("driftwood-serving", "Driftwood / Serving", [
     ("Errors by type", [("sum by (error_type) (rate(driftwood_serving_errors_total[5m]))", "{{error_type}}")], "ops"),
     ("Batch size (p50)", [("histogram_quantile(0.5, sum by (le, channel) (rate(driftwood_serving_batch_size_bucket[5m])))", "{{channel}}")], "short"),
     ("Model version served", [("driftwood_serving_model_version", "version")], "short"),
+    ("Model queue depth", [("driftwood_serving_queue_depth", "jobs waiting")], "short"),
     ("Prediction log drops", [("sum by (channel) (rate(driftwood_prediction_log_dropped_total[5m]))", "{{channel}}")], "ops"),
 ])
 

@@ -181,6 +181,9 @@ pub struct ServeConfig {
     pub max_wait_ms: u64,
     /// Largest number of texts in one predict request.
     pub max_request_texts: usize,
+    /// Where `snapshot --follow`, `drift` and `retrainer` (which have no REST API) serve
+    /// `/metrics`, e.g. `127.0.0.1:9101`; empty: not served.
+    pub metrics_listen: String,
     /// Run the Kafka scorer next to the API.
     pub scorer: bool,
 }
@@ -315,6 +318,7 @@ impl Default for ServeConfig {
             max_batch: 64,
             max_wait_ms: 2,
             max_request_texts: 256,
+            metrics_listen: String::new(),
             scorer: true,
         }
     }

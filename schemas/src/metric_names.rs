@@ -34,3 +34,8 @@ pub const SNAPSHOT_LAG_RECORDS: &str = "driftwood_snapshot_lag_records";
 pub const SCORER_LAG_RECORDS: &str = "driftwood_scorer_lag_records";
 /// Retrain requests handled, by outcome (`promoted`, `declined`, `failed`).
 pub const RETRAIN_TOTAL: &str = "driftwood_retrain_total";
+/// Gauge: jobs waiting for the model thread.
+pub const SERVING_QUEUE_DEPTH: &str = "driftwood_serving_queue_depth";
+/// Histogram: from a raw record's timestamp (event time if given, else produce time) to its
+/// scored record being acknowledged.
+pub const SCORER_END_TO_END_SECONDS: &str = "driftwood_scorer_end_to_end_seconds";

@@ -216,7 +216,24 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.model_version.set(state.model.info().map_or(0, |i| i64::from(i.version)));
+    state.metrics.queue_depth.set(state.model.queue_depth() as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// A router with only `GET /metrics`, rendering `registry` (for processes without the API).
+pub fn metrics_router(registry: prometheus::Registry) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut buf = Vec::new();
+                prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut buf)
+                    .expect("text encoding never fails");
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf)
+            }
+        }),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

@@ -105,6 +105,11 @@ impl ModelHandle {
         Ok(ModelHandle { tx, info })
     }
 
+    /// Jobs waiting for the model thread.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+
     /// The model currently served, if any.
     pub fn info(&self) -> Option<Arc<ModelInfo>> {
         self.info.read().expect("info lock").clone()

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub model_version: IntGauge,
     pub scorer_lag: IntGaugeVec,
+    pub queue_depth: IntGauge,
+    pub end_to_end: prometheus::Histogram,
     pub scored: IntCounterVec,
     pub scorer_errors: IntCounterVec,
     pub log_dropped: IntCounterVec,
@@ -68,6 +70,18 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(scorer_lag.clone())).expect("unique metric");
+        let queue_depth =
+            IntGauge::new(m::SERVING_QUEUE_DEPTH, "Jobs waiting for the model thread").expect("valid metric");
+        registry.register(Box::new(queue_depth.clone())).expect("unique metric");
+        let end_to_end = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                m::SCORER_END_TO_END_SECONDS,
+                "Raw record timestamp to scored record acknowledged",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(end_to_end.clone())).expect("unique metric");
         for status in ["scored", "skipped"] {
             scored.with_label_values(&[status]);
         }
@@ -82,6 +96,8 @@ impl Metrics {
             batch_size,
             model_version,
             scorer_lag,
+            queue_depth,
+            end_to_end,
             scored,
             scorer_errors,
             log_dropped,

@@ -46,6 +46,19 @@ pub struct Scorer {
 impl Scorer {
     /// Runs until cancelled (or, with `until_idle`, until the end of `text.raw` as seen at
     /// start, using explicit assignment from the beginning — for tests and one-off backfills).
+    /// Observes, per record of `batch`, the time from its timestamp to now.
+    fn observe_end_to_end(&self, batch: &arrow::array::RecordBatch) {
+        let Ok(idx) = batch.schema().index_of(col::TS) else { return };
+        let Some(ts) = batch.column(idx).as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>()
+        else {
+            return;
+        };
+        let now = Utc::now().timestamp_millis();
+        for t in ts.iter().flatten() {
+            self.metrics.end_to_end.observe((now - t).max(0) as f64 / 1000.0);
+        }
+    }
+
     pub async fn run(&self, until_idle: bool, cancel: &CancellationToken) -> Result<ScorerReport> {
         let topics = self.config.topics();
         let mode = if until_idle {
@@ -90,6 +103,7 @@ impl Scorer {
             }
             let records = self.score(&consumed.batch, &consumed.rejected).await?;
             send_all(&producer, &topics.scored, &records).await?;
+            self.observe_end_to_end(&consumed.batch);
             if !until_idle {
                 reader.commit(&consumed.ranges)?;
             }

@@ -229,6 +229,28 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
         lint.status.success() && problems.trim().is_empty(),
         "promtool check metrics reports:\n{problems}"
     );
+
+    // Commands without the REST API serve /metrics on serve.metrics_listen.
+    let mut standalone = config.clone();
+    standalone.serve.metrics_listen = format!("127.0.0.1:{}", free_port()?);
+    let _retrainer = Killed(
+        Command::new(&bin)
+            .arg("retrainer")
+            .envs(env_for(&standalone))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let url = format!("http://{}/metrics", standalone.serve.metrics_listen);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Ok(r) = http.get(&url).send().await {
+            break r.text().await?;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the retrainer never served /metrics");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(text.contains(r#"driftwood_retrain_total{outcome="promoted"} 0"#), "{text}");
     Ok(())
 }
 
