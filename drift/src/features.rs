@@ -8,6 +8,8 @@ pub mod name {
     pub const TOKENS: &str = "tokens";
     pub const NON_LETTER_SHARE: &str = "non_letter_share";
     pub const CONFIDENCE: &str = "confidence";
+    /// Share of words outside the model's training vocabulary.
+    pub const OOV_RATE: &str = "oov_rate";
 }
 
 /// Length in characters, whitespace-separated token count, and the share of characters that
@@ -27,6 +29,14 @@ pub fn text_features(text: &str) -> BTreeMap<String, f64> {
         (name::TOKENS.to_string(), tokens as f64),
         (name::NON_LETTER_SHARE.to_string(), if chars == 0 { 0.0 } else { other as f64 / chars as f64 }),
     ])
+}
+
+/// Adds the out-of-vocabulary rate, when the text has words.
+pub fn with_oov_rate(mut features: BTreeMap<String, f64>, oov_rate: Option<f64>) -> BTreeMap<String, f64> {
+    if let Some(r) = oov_rate {
+        features.insert(name::OOV_RATE.to_string(), r);
+    }
+    features
 }
 
 /// Adds the prediction's confidence (the largest class probability).

@@ -52,6 +52,8 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
     /// The cleaned text the model saw.
     pub cleaned: String,
+    /// Share of its words outside the model's training vocabulary.
+    pub oov_rate: Option<f64>,
 }
 
 /// A batch of answers and the model that produced them.
@@ -261,7 +263,13 @@ fn run_batch(model: &LoadedModel, plan: &CleanPlan, jobs: Vec<Job>) {
                         let p = probs.next()?;
                         let best =
                             p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-                        Some(Prediction { label: info.labels[best].clone(), probabilities: p, cleaned: c })
+                        let oov_rate = model.oov_rate(&c);
+                        Some(Prediction {
+                            label: info.labels[best].clone(),
+                            probabilities: p,
+                            cleaned: c,
+                            oov_rate,
+                        })
                     })
                     .collect();
                 let _ = reply.send(Ok(Answer { model: info.clone(), predictions, model_us }));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, Int32Array, Int64Array, StringArray};
 use chrono::Utc;
-use drift::features::{text_features, with_confidence};
+use drift::features::{text_features, with_confidence, with_oov_rate};
 use futures::future::try_join_all;
 use ingest::consume::{BatchLimits, BatchReader, Mode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -210,7 +210,10 @@ impl Scorer {
                         status: ScoreStatus::Scored,
                         label: Some(p.label.clone()),
                         probabilities: labels.iter().cloned().zip(p.probabilities.iter().copied()).collect(),
-                        features: with_confidence(base.features.clone(), &p.probabilities),
+                        features: with_oov_rate(
+                            with_confidence(base.features.clone(), &p.probabilities),
+                            p.oov_rate,
+                        ),
                         ..base
                     });
                 }

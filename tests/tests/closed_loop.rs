@@ -77,12 +77,17 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     let bin = driftwood_bin()?;
 
-    // Period 1: snapshot, train, promote.
+    // Period 1 is history: snapshotted from an earlier topic, trained on, promoted. (Live
+    // traffic is new text; replaying the training rows themselves would show as drift of the
+    // out-of-vocabulary rate, which is 0 on training rows by construction.)
+    let mut history = config.clone();
+    history.kafka.topic_prefix = "loop-history".into();
+    ingest::kafka::ensure_topics(&history.kafka, &history.topics().all()).await?;
     let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
     shuffle(&mut period1, 11);
-    publish(&config, &topics.raw, outgoing(&period1)).await?;
-    run(&bin, &config, &["snapshot"])?;
-    run(&bin, &config, &["train", "--alias", "production"])?;
+    publish(&history, &history.topics().raw, outgoing(&period1)).await?;
+    run(&bin, &history, &["snapshot"])?;
+    run(&bin, &history, &["train", "--alias", "production"])?;
 
     // Everything runs in one `driftwood up`.
     let log = std::fs::File::create(dir.path().join("up.log"))?;
@@ -95,13 +100,6 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
         anyhow::ensure!(Instant::now() < deadline, "the API never became ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Wait until period 1 is scored, so period 2 starts on a window boundary (3000 = 6 × 500).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while read_all(&config, &topics.scored).await?.len() < period1.len() {
-        anyhow::ensure!(Instant::now() < deadline, "period 1 was not scored in time");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-
     // Clients keep calling the API through the swap.
     let stop = CancellationToken::new();
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -184,7 +182,7 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
         })
         .collect();
     let first = *requested.first().expect("drift was detected");
-    assert!((6..=7).contains(&first), "period 2 starts at window 6; drift confirmed at window {first}");
+    assert!(first <= 1, "drift confirmed at window {first}, not within the first two windows of period 2");
     assert!(control.iter().any(|e| matches!(e, ControlEvent::RetrainRequested { version: 1, .. })));
     let finished = control
         .iter()

@@ -61,6 +61,12 @@ pub fn words(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The hashing buckets of a cleaned text's words (unigrams), in order.
+pub fn word_buckets<'a>(cfg: &HashingConfig, text: &'a str) -> impl Iterator<Item = u32> + 'a {
+    let mask = (cfg.buckets() - 1) as u64;
+    words(text).map(move |w| (fnv(FNV_OFFSET, w.as_bytes()) & mask) as u32)
+}
+
 /// Sparse features of one text: `(bucket, weight)` pairs, buckets unique and sorted.
 pub fn featurize(cfg: &HashingConfig, text: &str, out: &mut Vec<(u32, f32)>) {
     out.clear();

@@ -58,6 +58,18 @@ impl LogReg {
     }
 
     /// Smoothed IDF over training documents: `ln((1 + n) / (1 + df)) + 1`.
+    /// Share of the words of `text` never seen in training (their bucket had no document
+    /// frequency, so its idf is the largest possible); `None` for a text without words.
+    pub fn oov_rate(&self, text: &str) -> Option<f64> {
+        let unseen = self.idf.iter().copied().fold(f32::MIN, f32::max);
+        let (mut words, mut oov) = (0usize, 0usize);
+        for b in crate::features::word_buckets(&self.hashing, text) {
+            words += 1;
+            oov += usize::from(self.idf[b as usize] >= unseen);
+        }
+        (words > 0).then(|| oov as f64 / words as f64)
+    }
+
     fn fit_idf(&mut self, docs: &[&Doc]) {
         let mut df = vec![0u32; self.hashing.buckets()];
         for d in docs {
@@ -206,5 +218,32 @@ impl SplitMix {
             let j = (self.next() % (i as u64 + 1)) as usize;
             v.swap(i, j);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_vocabulary_words_are_those_never_seen_in_training() {
+        let hashing = HashingConfig { bits: 16, max_ngram: 2 };
+        let texts = ["cheap pills offer now", "meeting notes for monday", "cheap offer today"];
+        let docs: Vec<Doc> = texts.iter().map(|t| LogReg::featurize(&hashing, t)).collect();
+        let train: Vec<(&Doc, i64)> = docs.iter().zip([1, 0, 1]).collect();
+        let params = LogRegParams {
+            hashing,
+            epochs: 2,
+            batch_size: 2,
+            learning_rate: 0.1,
+            weight_decay: 0.0,
+            seed: 1,
+            patience: 2,
+        };
+        let (model, _) = LogReg::fit(&params, 2, &train, &train).expect("fits");
+        assert_eq!(model.oov_rate("cheap meeting notes"), Some(0.0));
+        assert_eq!(model.oov_rate("cheap zebra"), Some(0.5));
+        assert_eq!(model.oov_rate("quantum zebra"), Some(1.0));
+        assert_eq!(model.oov_rate("   "), None);
     }
 }

@@ -29,6 +29,13 @@ impl LoadedModel {
         &self.card.labels
     }
 
+    /// Share of a cleaned text's words outside the model's training vocabulary.
+    pub fn oov_rate(&self, text: &str) -> Option<f64> {
+        match &self.classifier {
+            Classifier::LogReg(m) => m.oov_rate(text),
+        }
+    }
+
     /// Class probabilities of cleaned texts.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         match &self.classifier {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arrow::array::{Array, StringArray};
 use chrono::Utc;
-use drift::features::{text_features, with_confidence};
+use drift::features::{text_features, with_confidence, with_oov_rate};
 use drift::profile::ReferenceProfile;
 use ingest::control::ControlProducer;
 use schemas::Split;
@@ -302,7 +302,9 @@ fn fit_and_save(
     let feature_rows: Vec<_> = held_out
         .iter()
         .zip(&held_probs)
-        .map(|((_, i), p)| with_confidence(text_features(&rows[*i].text), p))
+        .map(|((_, i), p)| {
+            with_oov_rate(with_confidence(text_features(&rows[*i].text), p), model.oov_rate(&rows[*i].text))
+        })
         .collect();
     let reference = ReferenceProfile::build(feature_rows.iter())
         .with_classes(held_probs.iter().map(|p| labels[argmax(p)].as_str()));
