@@ -79,17 +79,23 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<Ks> {
 /// PSI (reference-quantile bins) and two-sample KS of two raw samples, sorting each once:
 /// bin counts come from the sorted samples by binary search of the edges, D from one merge.
 pub fn compare_samples(reference: &[f64], live: &[f64], bins: usize) -> Option<(f64, Ks)> {
-    let mut a: Vec<f64> = reference.iter().copied().filter(|v| v.is_finite()).collect();
-    let mut b: Vec<f64> = live.iter().copied().filter(|v| v.is_finite()).collect();
-    if a.is_empty() || b.is_empty() || bins == 0 {
+    if bins == 0 {
         return None;
     }
-    radix_sort(&mut a);
-    radix_sort(&mut b);
+    // Both samples become sorted order-preserving keys, one per thread: comparisons on keys
+    // are comparisons on values (−0.0 is folded into 0.0 so the two compare equal).
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| sorted_keys(reference));
+        let b = sorted_keys(live);
+        (a.join().expect("sorting thread"), b)
+    });
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
     let n = a.len();
-    let mut edges: Vec<f64> = (1..bins).map(|i| a[i * n / bins]).collect();
+    let mut edges: Vec<u64> = (1..bins).map(|i| a[i * n / bins]).collect();
     edges.dedup();
-    let sorted_counts = |sorted: &[f64]| -> Vec<u64> {
+    let sorted_counts = |sorted: &[u64]| -> Vec<u64> {
         let mut cuts: Vec<usize> = edges.iter().map(|e| sorted.partition_point(|v| v <= e)).collect();
         cuts.push(sorted.len());
         let mut prev = 0;
@@ -107,12 +113,29 @@ pub fn compare_samples(reference: &[f64], live: &[f64], bins: usize) -> Option<(
     Some((value, Ks { d, p: ks_p_value(d, a.len() as u64, b.len() as u64) }))
 }
 
+/// The order-preserving key of a finite float (−0.0 and 0.0 share one).
+fn key_of(v: f64) -> u64 {
+    let bits = (v + 0.0).to_bits();
+    if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
+}
+
+fn value_of(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// The finite values of `values` as sorted keys.
+fn sorted_keys(values: &[f64]) -> Vec<u64> {
+    let mut keys: Vec<u64> = values.iter().filter(|v| v.is_finite()).map(|&v| key_of(v)).collect();
+    radix_sort_keys(&mut keys);
+    keys
+}
+
 /// `D` of two sorted samples, by one merge pass (ties advance both sides together).
-pub fn ks_statistic_sorted(a: &[f64], b: &[f64]) -> f64 {
+pub fn ks_statistic_sorted<T: PartialOrd + Copy>(a: &[T], b: &[T]) -> f64 {
     let (n, m) = (a.len() as f64, b.len() as f64);
     let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
     while i < a.len() && j < b.len() {
-        let x = a[i].min(b[j]);
+        let x = if a[i] <= b[j] { a[i] } else { b[j] };
         while i < a.len() && a[i] <= x {
             i += 1;
         }
@@ -244,31 +267,46 @@ pub fn chi_square(expected: &[f64], counts: &[u64]) -> Option<(f64, f64)> {
     Some((stat, (1.0 - dist.cdf(stat)).clamp(0.0, 1.0)))
 }
 
-/// Sorts floats by an LSD radix sort on their order-preserving bit patterns: six passes of
-/// 11-bit digits (a 16 KiB histogram per pass, histograms built in one read), skipping passes
-/// where every key has the same digit. O(n); several times faster than a comparison sort for
-/// large samples.
+/// Sorts floats by an LSD radix sort on their order-preserving bit patterns: four passes of
+/// 16-bit digits (histograms built in one read; measured faster here than six 11-bit passes),
+/// skipping passes where every key has the same digit. O(n); several times faster than a
+/// comparison sort for large samples.
 pub fn radix_sort(values: &mut [f64]) {
-    const BITS: usize = 11;
-    const BUCKETS: usize = 1 << BITS;
-    const PASSES: usize = 64_usize.div_ceil(BITS);
     if values.len() < 256 {
         values.sort_by(f64::total_cmp);
         return;
     }
-    let key = |v: f64| {
-        let bits = v.to_bits();
-        if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
-    };
-    let mut keys: Vec<u64> = values.iter().map(|&v| key(v)).collect();
-    let mut counts = vec![[0usize; BUCKETS]; PASSES];
-    for &k in &keys {
-        for (pass, c) in counts.iter_mut().enumerate() {
-            c[((k >> (pass * BITS)) as usize) & (BUCKETS - 1)] += 1;
+    let mut keys: Vec<u64> = values
+        .iter()
+        .map(|&v| {
+            let bits = v.to_bits();
+            if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
+        })
+        .collect();
+    radix_sort_keys(&mut keys);
+    for (v, k) in values.iter_mut().zip(keys) {
+        *v = value_of(k);
+    }
+}
+
+/// LSD radix sort of `u64` keys (see [`radix_sort`]).
+fn radix_sort_keys(keys: &mut Vec<u64>) {
+    const BITS: usize = 16;
+    const BUCKETS: usize = 1 << BITS;
+    const PASSES: usize = 64_usize.div_ceil(BITS);
+    if keys.len() < 256 {
+        keys.sort_unstable();
+        return;
+    }
+    // One flat heap table (a 512 KiB array per pass would not fit a thread's stack).
+    let mut counts = vec![0usize; BUCKETS * PASSES];
+    for &k in keys.iter() {
+        for pass in 0..PASSES {
+            counts[pass * BUCKETS + (((k >> (pass * BITS)) as usize) & (BUCKETS - 1))] += 1;
         }
     }
     let mut buffer = vec![0u64; keys.len()];
-    for (pass, c) in counts.iter_mut().enumerate() {
+    for (pass, c) in counts.chunks_exact_mut(BUCKETS).enumerate() {
         if c.contains(&keys.len()) {
             continue; // every key has the same digit: nothing to do this pass
         }
@@ -279,16 +317,12 @@ pub fn radix_sort(values: &mut [f64]) {
             offset += n;
         }
         let shift = pass * BITS;
-        for &k in &keys {
+        for &k in keys.iter() {
             let digit = ((k >> shift) as usize) & (BUCKETS - 1);
             buffer[c[digit]] = k;
             c[digit] += 1;
         }
-        std::mem::swap(&mut keys, &mut buffer);
-    }
-    for (v, k) in values.iter_mut().zip(keys) {
-        let bits = if k >> 63 == 1 { k & !(1 << 63) } else { !k };
-        *v = f64::from_bits(bits);
+        std::mem::swap(keys, &mut buffer);
     }
 }
 
@@ -406,6 +440,9 @@ mod tests {
         let by_bins = psi(&expected, &bin_counts(&edges, live.iter().copied())).unwrap();
         assert!((value - by_bins).abs() < 1e-12, "{value} vs {by_bins}");
         assert!(compare_samples(&[], &live, 10).is_none());
+        // −0.0 and 0.0 are the same value.
+        let (_, zeros) = compare_samples(&[-0.0; 300], &[0.0; 300], 10).unwrap();
+        assert_eq!(zeros.d, 0.0);
     }
 
     #[test]
