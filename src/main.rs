@@ -869,8 +869,33 @@ async fn retrainer(
     for outcome in ["promoted", "declined", "failed"] {
         outcomes.with_label_values(&[outcome]);
     }
+    use schemas::metric_names as m;
+    let runs = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(m::TRAINING_RUNS_TOTAL, "Training runs by the retrainer, by status"),
+        &["status"],
+    )?;
+    let duration = prometheus::Histogram::with_opts(
+        prometheus::HistogramOpts::new(
+            m::TRAINING_DURATION_SECONDS,
+            "Duration of the retrainer's training runs",
+        )
+        .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
+    )?;
+    let accuracy = prometheus::GaugeVec::new(
+        prometheus::Opts::new(
+            m::TRAINING_HOLDOUT_ACCURACY,
+            "Recent-holdout accuracy of the last retrain, by role",
+        ),
+        &["role"],
+    )?;
+    for status in ["finished", "failed"] {
+        runs.with_label_values(&[status]);
+    }
     if let Some(registry) = registry {
         registry.register(Box::new(outcomes.clone()))?;
+        registry.register(Box::new(runs.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(accuracy.clone()))?;
     }
     let snapshots = SnapshotStore::open(&data_dir(config))?;
     let control = control(config)?;
@@ -892,10 +917,22 @@ async fn retrainer(
             Ok(o) => {
                 let label = if o.promoted { "promoted" } else { "declined" };
                 outcomes.with_label_values(&[label]).inc();
+                if let Some(seconds) = o.train_seconds {
+                    runs.with_label_values(&["finished"]).inc();
+                    duration.observe(seconds);
+                }
+                for (role, value) in
+                    [("candidate", o.candidate_accuracy), ("production", o.production_accuracy)]
+                {
+                    if let Some(v) = value {
+                        accuracy.with_label_values(&[role]).set(v);
+                    }
+                }
                 println!("retrain {} v{}: {label} ({})", o.model, o.production, o.reason);
             }
             Err(e) => {
                 outcomes.with_label_values(&["failed"]).inc();
+                runs.with_label_values(&["failed"]).inc();
                 println!("retrain failed: {e}");
             }
         },

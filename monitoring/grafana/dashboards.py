@@ -62,6 +62,8 @@ DRIFT = dashboard("driftwood-drift", "Driftwood / Drift and model quality", [
     ("Confirmed drift", [("sum by (feature, statistic) (increase(driftwood_drift_detected_total[1h]))", "{{feature}} {{statistic}}")], "short"),
     ("Retraining", [("sum(increase(driftwood_drift_retrain_requests_total[1h]))", "requested"),
                     ("sum by (outcome) (increase(driftwood_retrain_total[1h]))", "{{outcome}}")], "short"),
+    ("Training runs (retrainer)", [("sum by (status) (increase(driftwood_training_runs_total[1d]))", "{{status}}"),
+                                   ("histogram_quantile(0.5, sum by (le) (rate(driftwood_training_duration_seconds_bucket[1d])))", "median duration (s)")], "short"),
     ("Model version watched", [("driftwood_drift_model_version", "monitor"),
                                ("driftwood_serving_model_version", "serving")], "short"),
 ])

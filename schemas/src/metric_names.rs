@@ -39,3 +39,8 @@ pub const SERVING_QUEUE_DEPTH: &str = "driftwood_serving_queue_depth";
 /// Histogram: from a raw record's timestamp (event time if given, else produce time) to its
 /// scored record being acknowledged.
 pub const SCORER_END_TO_END_SECONDS: &str = "driftwood_scorer_end_to_end_seconds";
+/// Training runs started by the retrainer, by status (`finished`, `failed`).
+pub const TRAINING_RUNS_TOTAL: &str = "driftwood_training_runs_total";
+pub const TRAINING_DURATION_SECONDS: &str = "driftwood_training_duration_seconds";
+/// Gauge: holdout accuracy of the last candidate and of production, by `model` role.
+pub const TRAINING_HOLDOUT_ACCURACY: &str = "driftwood_training_holdout_accuracy";

@@ -169,6 +169,9 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     assert!(metrics.contains(r#"driftwood_drift_statistic{feature="chars",statistic="psi"}"#), "{metrics}");
     assert!(metrics.contains("driftwood_drift_retrain_requests_total 1"), "{metrics}");
     assert!(metrics.contains("driftwood_drift_detected_total{"), "{metrics}");
+    assert!(metrics.contains(r#"driftwood_retrain_total{outcome="promoted"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"driftwood_training_runs_total{status="finished"} 1"#), "{metrics}");
+    assert!(metrics.contains("driftwood_training_duration_seconds_count 1"), "{metrics}");
     let _ = Command::new("kill").args(["-TERM", &up.id().to_string()]).status();
     let _ = up.wait();
 

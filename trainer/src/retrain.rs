@@ -51,6 +51,8 @@ pub struct RetrainOutcome {
     pub production_accuracy: Option<f64>,
     pub candidate_accuracy: Option<f64>,
     pub data_version: Option<String>,
+    /// Seconds the candidate's training run took, when one ran.
+    pub train_seconds: Option<f64>,
 }
 
 impl RetrainOutcome {
@@ -129,6 +131,7 @@ impl Retrainer {
             production_accuracy: None,
             candidate_accuracy: None,
             data_version: None,
+            train_seconds: None,
         };
         let Some(latest) = snapshots.latest(&dataset)? else {
             outcome.reason = format!("dataset `{dataset}` has no versions");
@@ -173,6 +176,7 @@ impl Retrainer {
         )
         .await?;
         outcome.candidate = Some(trained.model.version);
+        outcome.train_seconds = Some(trained.seconds);
         let (prod_mv, cand_mv) = (production.clone(), trained.model.clone());
         let (production_eval, candidate_eval) = tokio::task::spawn_blocking(move || {
             Ok::<_, Error>((evaluate(&prod_mv, &holdout)?, evaluate(&cand_mv, &holdout)?))
