@@ -252,14 +252,49 @@ impl FeatureSummary {
     }
 }
 
-/// A tumbling window (by count, or by time with at least `min_records`) of bounded summaries.
-pub struct Window {
-    watch: Watch,
-    thresholds: DriftConfig,
+/// The bounded summaries of a run of records: per feature, per predicted class, per
+/// (truth, predicted) pair. Mergeable: a sliding window is the merge of its panes.
+#[derive(Debug, Clone)]
+struct Pane {
     features: BTreeMap<String, FeatureSummary>,
     classes: BTreeMap<String, u64>,
     outcomes: Outcomes,
     records: u64,
+}
+
+impl Pane {
+    fn merge(&mut self, other: &Pane) {
+        for (name, summary) in self.features.iter_mut() {
+            if let Some(o) = other.features.get(name) {
+                summary.merge(o);
+            }
+        }
+        for (class, n) in &other.classes {
+            *self.classes.entry(class.clone()).or_default() += n;
+        }
+        for (pair, n) in &other.outcomes.pairs {
+            *self.outcomes.pairs.entry(pair.clone()).or_default() += n;
+        }
+        self.records += other.records;
+    }
+
+    fn reset(&mut self) {
+        self.features.values_mut().for_each(FeatureSummary::reset);
+        self.classes.values_mut().for_each(|c| *c = 0);
+        self.outcomes = Outcomes::default();
+        self.records = 0;
+    }
+}
+
+/// A window over scored records of one model version: tumbling by count (`window`) or by time
+/// (`window_secs` with at least `min_records`), or sliding by count (`slide` > 0: a report every
+/// `slide` records over the last `window`, kept as `window / slide` mergeable panes).
+pub struct Window {
+    watch: Watch,
+    thresholds: DriftConfig,
+    current: Pane,
+    /// Closed panes of a sliding window, oldest first.
+    panes: std::collections::VecDeque<Pane>,
     index: u64,
     opened: Instant,
 }
@@ -272,10 +307,8 @@ impl Window {
         Window {
             watch,
             thresholds,
-            features,
-            classes,
-            outcomes: Outcomes::default(),
-            records: 0,
+            current: Pane { features, classes, outcomes: Outcomes::default(), records: 0 },
+            panes: Default::default(),
             index: 0,
             opened: Instant::now(),
         }
@@ -285,12 +318,9 @@ impl Window {
         self.watch.version
     }
 
-    fn reset(&mut self) {
-        self.features.values_mut().for_each(FeatureSummary::reset);
-        self.classes.values_mut().for_each(|c| *c = 0);
-        self.outcomes = Outcomes::default();
-        self.records = 0;
-        self.opened = Instant::now();
+    fn sliding(&self) -> bool {
+        let t = &self.thresholds;
+        t.slide > 0 && t.slide < t.window
     }
 
     /// Adds one scored record; returns the report when it closes the window. Records of other
@@ -302,61 +332,81 @@ impl Window {
         {
             return None;
         }
-        for (name, summary) in self.features.iter_mut() {
+        let pane = &mut self.current;
+        for (name, summary) in pane.features.iter_mut() {
             if let Some(&v) = r.features.get(name) {
                 summary.observe(v);
             }
         }
         if let (Some(truth), Some(predicted)) = (&r.truth, &r.label) {
-            self.outcomes.add(truth, predicted);
+            pane.outcomes.add(truth, predicted);
         }
         if let Some(label) = &r.label {
-            match self.classes.get_mut(label) {
-                Some(c) => *c += 1,
-                // A class the reference never predicted: its own category.
-                None => {
-                    self.classes.insert(label.clone(), 1);
-                }
-            }
+            // A class the reference never predicted is its own category.
+            *pane.classes.entry(label.clone()).or_default() += 1;
         }
-        self.records += 1;
+        pane.records += 1;
         self.close_if_due()
     }
 
     /// Counts a late-labelled prediction of this window's model version in its accuracy.
     pub fn observe_outcome(&mut self, version: u32, truth: &str, predicted: &str) {
         if version == self.watch.version {
-            self.outcomes.add(truth, predicted);
+            self.current.outcomes.add(truth, predicted);
         }
     }
 
-    /// Closes a time window that is due (call on a timer); count windows close in `observe`.
+    /// Closes a window that is due: by count in `observe`, by time when called on a timer.
     pub fn close_if_due(&mut self) -> Option<WindowReport> {
         let t = &self.thresholds;
-        let by_count = self.records >= t.window as u64;
+        if self.sliding() {
+            if self.current.records < t.slide as u64 {
+                return None;
+            }
+            let mut closed = self.current.clone();
+            std::mem::swap(&mut closed, &mut self.current);
+            self.current.reset();
+            self.panes.push_back(closed);
+            let needed = t.window / t.slide;
+            while self.panes.len() > needed {
+                self.panes.pop_front();
+            }
+            if self.panes.len() < needed {
+                return None;
+            }
+            let mut merged = self.panes[0].clone();
+            for pane in self.panes.iter().skip(1) {
+                merged.merge(pane);
+            }
+            let report = self.report(&merged);
+            self.index += 1;
+            return Some(report);
+        }
+        let by_count = self.current.records >= t.window as u64;
         let by_time = t.window_secs > 0
             && self.opened.elapsed() >= Duration::from_secs(t.window_secs)
-            && self.records >= t.min_records as u64;
+            && self.current.records >= t.min_records as u64;
         if !(by_count || by_time) {
             return None;
         }
-        let report = self.report();
+        let report = self.report(&self.current);
         self.index += 1;
-        self.reset();
+        self.current.reset();
+        self.opened = Instant::now();
         Some(report)
     }
 
-    fn report(&self) -> WindowReport {
+    fn report(&self, pane: &Pane) -> WindowReport {
         let t = &self.thresholds;
         let mut report = WindowReport {
             index: self.index,
             model: self.watch.model.clone(),
             version: self.watch.version,
-            records: self.records,
+            records: pane.records,
             psi: BTreeMap::new(),
             ks: BTreeMap::new(),
             chi_square: None,
-            accuracy: self.outcomes.report(),
+            accuracy: pane.outcomes.report(),
             signals: Vec::new(),
         };
         if let (Some(a), Some(baseline)) = (report.accuracy, self.watch.reference_accuracy) {
@@ -365,7 +415,7 @@ impl Window {
                 report.signals.push(signal(PREDICTIONS, statistic::ACCURACY, a.accuracy, floor));
             }
         }
-        for (name, summary) in &self.features {
+        for (name, summary) in &pane.features {
             if let Some(value) = summary.psi() {
                 if value > t.psi_threshold {
                     report.signals.push(signal(name, statistic::PSI, value, t.psi_threshold));
@@ -384,12 +434,12 @@ impl Window {
                 report.ks.insert(name.clone(), ks);
             }
         }
-        let expected: Vec<f64> = self
+        let expected: Vec<f64> = pane
             .classes
             .keys()
             .map(|k| self.watch.reference.classes.get(k).copied().unwrap_or(0.0))
             .collect();
-        let counts: Vec<u64> = self.classes.values().copied().collect();
+        let counts: Vec<u64> = pane.classes.values().copied().collect();
         report.chi_square = chi_square(&expected, &counts);
         if let Some((stat, p)) = report.chi_square {
             let shares = psi(&expected, &counts).unwrap_or(0.0);
@@ -786,7 +836,7 @@ mod tests {
         // Late labels count too, for the watched version only.
         w.observe_outcome(1, "spam", "ham");
         w.observe_outcome(2, "spam", "spam");
-        assert_eq!(w.outcomes.report().map(|a| (a.labelled, a.accuracy)), Some((1, 0.0)));
+        assert_eq!(w.current.outcomes.report().map(|a| (a.labelled, a.accuracy)), Some((1, 0.0)));
     }
 
     #[test]
@@ -811,5 +861,29 @@ mod tests {
         join.label("new", "spam", now + Duration::from_secs(11));
         assert_eq!(join.prediction("old", 1, "spam", now + Duration::from_secs(11)), None);
         assert_eq!(join.prediction("new", 1, "spam", now + Duration::from_secs(11)), Some("spam".into()));
+    }
+
+    #[test]
+    fn sliding_windows_report_every_slide_over_the_last_window() {
+        let texts: Vec<String> = (0..400).map(|i| "word ".repeat(5 + i % 40)).collect();
+        let watch =
+            Watch { model: "m".into(), version: 1, reference: reference(&texts), reference_accuracy: None };
+        let mut w = Window::new(watch, DriftConfig { window: 200, slide: 50, ..DriftConfig::default() });
+        let mut reports = Vec::new();
+        // 200 reference-like records, then 100 much longer ones.
+        for t in texts.iter().take(200) {
+            reports.extend(w.observe(&scored(t, 1)));
+        }
+        for _ in 0..100 {
+            reports.extend(w.observe(&scored(&"longer ".repeat(400), 1)));
+        }
+        // The first report needs a full window (200); then one every 50 records.
+        assert_eq!(reports.len(), 3);
+        assert!(reports.iter().all(|r| r.records == 200), "{reports:?}");
+        assert!(reports[0].signals.is_empty(), "{:?}", reports[0]);
+        // The shifted records are 50 of 200, then 100 of 200: the KS distance grows with them.
+        let d: Vec<f64> = reports.iter().map(|r| r.ks["chars"].d).collect();
+        assert!(d[0] < 0.15 && d[1] > 0.2 && d[2] > d[1], "{d:?}");
+        assert!((d[2] - 0.5).abs() < 0.1, "half the window is shifted: {d:?}");
     }
 }

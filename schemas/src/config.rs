@@ -193,7 +193,10 @@ pub struct ServeConfig {
 pub struct DriftConfig {
     /// Records per (tumbling) window.
     pub window: usize,
-    /// Also close a window after this many seconds (0: by count only)...
+    /// Sliding windows: report every `slide` records over the last `window` (0: tumbling).
+    /// `window` must be a multiple of it.
+    pub slide: usize,
+    /// Also close a (tumbling) window after this many seconds (0: by count only)...
     pub window_secs: u64,
     /// ...if it holds at least this many records.
     pub min_records: usize,
@@ -334,6 +337,7 @@ impl Default for DriftConfig {
     fn default() -> Self {
         DriftConfig {
             window: 500,
+            slide: 0,
             window_secs: 0,
             min_records: 100,
             psi_threshold: 0.2,
@@ -450,6 +454,9 @@ impl Config {
         positive("serve.max_request_texts", self.serve.max_request_texts)?;
         positive("drift.window", self.drift.window)?;
         positive("drift.consecutive", self.drift.consecutive)?;
+        if self.drift.slide > 0 && !self.drift.window.is_multiple_of(self.drift.slide) {
+            return Err(invalid("drift.slide", "must divide drift.window (or be 0 for tumbling windows)"));
+        }
         for (key, v) in [
             ("drift.ks_p_value", self.drift.ks_p_value),
             ("drift.chi_square_p_value", self.drift.chi_square_p_value),
