@@ -362,3 +362,79 @@ async fn late_labels_join_by_id_and_diff_shows_the_change() -> anyhow::Result<()
     assert_eq!(d.examples_added.len(), 3);
     Ok(())
 }
+
+/// An S3-compatible server (moto, from PyPI) on loopback; killed on drop.
+struct Moto(std::process::Child, String);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
+    let broker = Tansu::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = config_for(&broker.brokers, dir.path(), "s3");
+    let topics = config.topics();
+    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+    let store = SnapshotStore::open(dir.path())?;
+    publish(&config, &topics.raw, records(0..700)).await?;
+    run_snapshot(
+        &config,
+        plan(),
+        &store,
+        &SnapshotOptions::from_config(&config, true),
+        None,
+        &CancellationToken::new(),
+    )
+    .await?;
+    let before = rows_of(&store, &store.resolve("text", "latest")?)?.1;
+
+    // moto's S3 server, installed by scripts/setup next to the venv's Python.
+    let port = tests::free_port()?;
+    let moto_bin = python()?.with_file_name("moto_server");
+    let child = Command::new(&moto_bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let moto = Moto(child, format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let create = Command::new(python()?)
+        .args([
+            "-c",
+            "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+             aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='driftwood')",
+            &moto.1,
+        ])
+        .output()?;
+    anyhow::ensure!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
+
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT", moto.1.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let cli = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(driftwood_bin()?).args(args).envs(env_for(&config)).envs(aws).output()?;
+        anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let remote = "s3://driftwood/team/snapshots";
+    let pushed = cli(&["data", "push", "--remote", remote])?;
+    std::fs::remove_dir_all(dir.path().join("snapshots"))?;
+    let pulled = cli(&["data", "pull", "--remote", remote])?;
+    let store = SnapshotStore::open(dir.path())?;
+    let after = rows_of(&store, &store.resolve("text", "latest")?)?.1;
+    assert_eq!(before, after, "identical rows after push, delete, pull (push: {pushed}; pull: {pulled})");
+    Ok(())
+}
