@@ -19,12 +19,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::config::{IngestConfig, KafkaConfig};
-use schemas::records::{DeadReason, dead_letter_header as hdr};
+use schemas::records::{DeadReason, RawRecord, dead_letter_header as hdr};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::RawBatchBuilder;
-use crate::decode::{Provenance, decode};
+use crate::decode::{Provenance, Rejection, decode};
 use crate::kafka::{METADATA_TIMEOUT, client_config, metadata_client, partitions};
 use crate::{Error, Result};
 
@@ -396,14 +396,14 @@ impl BatchReader {
     /// follows a topic returns an empty batch after [`QUIET`] without records, so callers can
     /// act on time (e.g. commit) without cancelling a read in progress.
     pub async fn next_batch(&mut self, cancel: &CancellationToken) -> Result<Option<ConsumedBatch>> {
-        let mut builder = RawBatchBuilder::new();
-        let mut letters: Vec<DeadLetter> = Vec::new();
+        // Records are copied out as they arrive and decoded together at the end, on every core.
+        let mut received: Vec<Received> = Vec::new();
         let mut ranges: BTreeMap<i32, OffsetRange> = BTreeMap::new();
         let mut bytes = 0u64;
         let mut deadline: Option<Instant> = None;
         let started = Instant::now();
         loop {
-            if builder.rows() >= self.limits.max_rows || builder.bytes() >= self.limits.max_bytes {
+            if received.len() >= self.limits.max_rows || bytes >= self.limits.max_bytes as u64 {
                 break;
             }
             if ranges.is_empty() && (cancel.is_cancelled() || self.idle()) {
@@ -448,23 +448,33 @@ impl BatchReader {
                 timestamp_ms: msg.timestamp().to_millis(),
             };
             bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
-            match decode(msg.key(), msg.payload(), at, self.limits.max_record_bytes) {
-                Ok(record) => builder.push(&record, at),
-                Err(rej) => letters.push(DeadLetter {
-                    key: msg.key().map(<[u8]>::to_vec),
-                    value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    reason: rej.reason,
-                    detail: rej.detail,
-                    source_topic: self.topic.clone(),
-                    partition: at.partition,
-                    offset: at.offset,
-                }),
-            }
+            received.push(Received {
+                key: msg.key().map(<[u8]>::to_vec),
+                value: msg.payload().map(<[u8]>::to_vec),
+                at,
+            });
             ranges
                 .entry(at.partition)
                 .and_modify(|r| r.next = at.offset + 1)
                 .or_insert(OffsetRange { first: at.offset, next: at.offset + 1 });
             self.positions.insert(at.partition, at.offset + 1);
+        }
+        let decoded = decode_all(&received, self.limits.max_record_bytes);
+        let mut builder = RawBatchBuilder::new();
+        let mut letters: Vec<DeadLetter> = Vec::new();
+        for (r, outcome) in received.into_iter().zip(decoded) {
+            match outcome {
+                Ok(record) => builder.push(&record, r.at),
+                Err(rej) => letters.push(DeadLetter {
+                    key: r.key,
+                    value: r.value.unwrap_or_default(),
+                    reason: rej.reason,
+                    detail: rej.detail,
+                    source_topic: self.topic.clone(),
+                    partition: r.at.partition,
+                    offset: r.at.offset,
+                }),
+            }
         }
         if let Some(sink) = &self.dead {
             sink.send_all(&letters).await?;
@@ -501,6 +511,33 @@ impl BatchReader {
         self.positions.insert(partition, offset);
         Ok(true)
     }
+}
+
+/// A record as received, before decoding.
+struct Received {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    at: Provenance,
+}
+
+/// Below this many records a batch is decoded on the calling thread.
+const PARALLEL_DECODE_MIN: usize = 256;
+
+/// Decodes `received` in order, split over the available cores for large batches.
+fn decode_all(received: &[Received], max_bytes: usize) -> Vec<Result<RawRecord, Rejection>> {
+    let one = |r: &Received| decode(r.key.as_deref(), r.value.as_deref(), r.at, max_bytes);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if received.len() < PARALLEL_DECODE_MIN || threads < 2 {
+        return received.iter().map(one).collect();
+    }
+    let chunk = received.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = received
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("decoding thread")).collect()
+    })
 }
 
 /// Caught up: every partition has reached the watermark seen at start, reported its end

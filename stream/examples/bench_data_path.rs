@@ -37,6 +37,14 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let (secs, bytes) = rt.block_on(consume_batches(&config, topic, n, warm))?;
             report("consume", &format!("driftwood BatchReader -> RecordBatch ({phase})"), n, bytes, secs);
+            let (secs, bytes) = rt.block_on(stream_loop(&config, topic, n, warm))?;
+            report(
+                "consume",
+                &format!("rdkafka StreamConsumer recv loop, no work ({phase})"),
+                n,
+                bytes,
+                secs,
+            );
             let (secs, bytes) = bare_loop(&config, topic, n, warm)?;
             report("consume", &format!("bare rdkafka poll loop, no work ({phase})"), n, bytes, secs);
         }
@@ -80,6 +88,34 @@ async fn consume_batches(config: &Config, topic: &str, n: u64, warm: Duration) -
     }
     if rows < n {
         bail!("read {rows} of {n} records");
+    }
+    Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
+}
+
+async fn stream_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(f64, u64)> {
+    let mut cfg = ingest::kafka::client_config(&config.kafka);
+    cfg.set("group.id", "bench.stream")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", (64 << 20).to_string())
+        .set("max.partition.fetch.bytes", (16 << 20).to_string())
+        .set("fetch.wait.max.ms", "100");
+    let consumer: rdkafka::consumer::StreamConsumer = cfg.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    tokio::time::sleep(warm).await;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut started: Option<Instant> = None;
+    while count < n {
+        let m = consumer.recv().await?;
+        started.get_or_insert_with(Instant::now);
+        count += 1;
+        bytes += m.payload_len() as u64;
     }
     Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
 }
