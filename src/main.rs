@@ -326,25 +326,32 @@ fn metadata(config: &Config) -> Result<Arc<dyn MetadataStore>> {
     Ok(Arc::new(SqliteStore::in_data_dir(&data_dir(config))?))
 }
 
-/// Serves `registry` on `serve.metrics_listen` (if set) until `token` is cancelled.
-async fn metrics_endpoint(
+/// Runs `job` while serving `registry` on `serve.metrics_listen` (when `serve` and the key is
+/// set); then cancels `token` and waits for the endpoint to stop.
+async fn with_metrics_endpoint<T>(
     config: &Config,
     registry: prometheus::Registry,
     token: &CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
-    if config.serve.metrics_listen.is_empty() {
-        return Ok(None);
+    serve: bool,
+    job: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let endpoint = if serve && !config.serve.metrics_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.serve.metrics_listen)
+            .await
+            .with_context(|| format!("binding serve.metrics_listen = {}", config.serve.metrics_listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics endpoint listening");
+        let t = token.clone();
+        let router = serving::api::metrics_router(registry);
+        Some(tokio::spawn(serving::api::serve(listener, router, async move { t.cancelled().await })))
+    } else {
+        None
+    };
+    let result = job.await;
+    token.cancel();
+    if let Some(endpoint) = endpoint {
+        endpoint.await??;
     }
-    let listener = tokio::net::TcpListener::bind(&config.serve.metrics_listen)
-        .await
-        .with_context(|| format!("binding serve.metrics_listen = {}", config.serve.metrics_listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics endpoint listening");
-    let t = token.clone();
-    Ok(Some(tokio::spawn(serving::api::serve(
-        listener,
-        serving::api::metrics_router(registry),
-        async move { t.cancelled().await },
-    ))))
+    result
 }
 
 fn control(config: &Config) -> Result<ingest::control::ControlProducer> {
@@ -369,8 +376,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let token = shutdown_token();
             let registry = prometheus::Registry::new();
             opts.metrics = Some(stream::metrics::SnapshotMetrics::register(&registry)?);
-            let endpoint =
-                if opts.until_idle { None } else { metrics_endpoint(&config, registry, &token).await? };
+            let follow = !opts.until_idle;
             // At a terminal: records read and rate, from the job's own counter.
             let progress = ingest::publish::progress_bar(None, "snapshot: records read");
             let ticker = opts.metrics.clone().map(|m| {
@@ -382,15 +388,14 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                     }
                 })
             });
-            let report = run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &token).await;
-            token.cancel();
+            let job = async {
+                Ok(run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &token).await?)
+            };
+            let report = with_metrics_endpoint(&config, registry, &token, follow, job).await;
             if let Some(ticker) = ticker {
                 ticker.await?;
             }
             progress.finish_and_clear();
-            if let Some(endpoint) = endpoint {
-                endpoint.await??;
-            }
             let report = report?;
             for m in &report.commits {
                 println!(
@@ -466,27 +471,14 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             serve(&config, metadata(&config)?, metrics, !no_scorer && config.serve.scorer, token).await?;
         }
         Command::Drift { until_idle } => {
-            let token = shutdown_token();
-            let registry = prometheus::Registry::new();
-            let endpoint =
-                if until_idle { None } else { metrics_endpoint(&config, registry.clone(), &token).await? };
-            let result = drift(&config, metadata(&config)?, Some(&registry), until_idle, token.clone()).await;
-            token.cancel();
-            if let Some(endpoint) = endpoint {
-                endpoint.await??;
-            }
-            result?;
+            let (token, registry) = (shutdown_token(), prometheus::Registry::new());
+            let job = drift(&config, metadata(&config)?, Some(&registry), until_idle, token.clone());
+            with_metrics_endpoint(&config, registry.clone(), &token, !until_idle, job).await?;
         }
         Command::Retrainer => {
-            let token = shutdown_token();
-            let registry = prometheus::Registry::new();
-            let endpoint = metrics_endpoint(&config, registry.clone(), &token).await?;
-            let result = retrainer(&config, metadata(&config)?, Some(&registry), token.clone()).await;
-            token.cancel();
-            if let Some(endpoint) = endpoint {
-                endpoint.await??;
-            }
-            result?;
+            let (token, registry) = (shutdown_token(), prometheus::Registry::new());
+            let job = retrainer(&config, metadata(&config)?, Some(&registry), token.clone());
+            with_metrics_endpoint(&config, registry.clone(), &token, true, job).await?;
         }
         Command::Up => up(&config).await?,
     }

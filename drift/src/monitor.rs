@@ -75,15 +75,6 @@ pub struct WindowReport {
     pub signals: Vec<Signal>,
 }
 
-impl WindowReport {
-    /// Names of the drifting features.
-    pub fn drifting(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.signals.iter().map(|s| s.feature.clone()).collect();
-        names.dedup();
-        names
-    }
-}
-
 /// Accuracy and macro F1 of a window's labelled predictions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct AccuracyReport {

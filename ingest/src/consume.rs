@@ -358,7 +358,14 @@ pub struct BatchReader {
     at_eof: std::collections::BTreeSet<i32>,
     /// When the last record or end-of-partition event arrived.
     last_activity: Instant,
+    /// For [`BatchReader::lag`]: the settings, a metadata client made once, the last refresh.
+    kafka: KafkaConfig,
+    metadata: Option<Arc<rdkafka::consumer::BaseConsumer>>,
+    lag_refreshed: Option<Instant>,
 }
+
+/// How often [`BatchReader::lag`] asks the broker for the partition ends.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 impl BatchReader {
     pub async fn new(
@@ -378,7 +385,53 @@ impl BatchReader {
             positions,
             at_eof: Default::default(),
             last_activity: Instant::now(),
+            kafka: kafka.clone(),
+            metadata: None,
+            lag_refreshed: None,
         })
+    }
+
+    /// Records between this reader's position and the end of each partition it has read,
+    /// refreshed at most every [`LAG_INTERVAL`] (`None` in between, or when the broker does
+    /// not answer). On tansu 0.6 the end can under-report by up to one record batch.
+    pub async fn lag(&mut self) -> Option<BTreeMap<i32, i64>> {
+        if self.lag_refreshed.is_some_and(|t| t.elapsed() < LAG_INTERVAL) {
+            return None;
+        }
+        self.lag_refreshed = Some(Instant::now());
+        let client = match &self.metadata {
+            Some(c) => c.clone(),
+            None => match metadata_client(&self.kafka) {
+                Ok(c) => self.metadata.insert(Arc::new(c)).clone(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "lag not updated");
+                    return None;
+                }
+            },
+        };
+        let (topic, partitions) = (self.topic.clone(), self.positions.keys().copied().collect::<Vec<_>>());
+        let ends = tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .map(|p| client.fetch_watermarks(&topic, p, METADATA_TIMEOUT).map(|(_, high)| (p, high)))
+                .collect::<Result<BTreeMap<i32, i64>, _>>()
+        })
+        .await;
+        match ends {
+            Ok(Ok(ends)) => Some(
+                ends.into_iter()
+                    .filter_map(|(p, end)| self.positions.get(&p).map(|pos| (p, (end - pos).max(0))))
+                    .collect(),
+            ),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "lag not updated");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "lag task failed");
+                None
+            }
+        }
     }
 
     /// Next offset per partition after everything read so far (assigned mode: includes the
@@ -560,19 +613,26 @@ fn idle(
 type Opened = (StreamConsumer<ReaderContext>, BTreeMap<i32, i64>, Option<BTreeMap<i32, i64>>);
 
 /// A consumer on `topic` in `mode`, with its start positions and (until-idle) targets.
-async fn open_consumer(kafka: &KafkaConfig, topic: &str, mode: Mode) -> Result<Opened> {
-    let group = match &mode {
-        Mode::Group { group_id } | Mode::GroupAt { group_id, .. } => group_id.clone(),
-        Mode::Assigned { .. } => format!("{}.reader", kafka.group_id),
-    };
+/// The consumer settings every Driftwood reader uses: manual commits, from the earliest
+/// offset, large fetches (also what the benchmark's bare loops use, to compare like with like).
+pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> rdkafka::ClientConfig {
     let mut cfg = client_config(kafka);
-    cfg.set("group.id", &group)
+    cfg.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", (64 << 20).to_string())
         .set("max.partition.fetch.bytes", (16 << 20).to_string())
         .set("fetch.wait.max.ms", "100");
+    cfg
+}
+
+async fn open_consumer(kafka: &KafkaConfig, topic: &str, mode: Mode) -> Result<Opened> {
+    let group = match &mode {
+        Mode::Group { group_id } | Mode::GroupAt { group_id, .. } => group_id.clone(),
+        Mode::Assigned { .. } => format!("{}.reader", kafka.group_id),
+    };
+    let mut cfg = consumer_config(kafka, &group);
     if matches!(mode, Mode::Assigned { until_idle: true, .. }) {
         // tansu 0.6 under-reports the high watermark in ListOffsets (it lags by up to one
         // record batch), while the fetch response's watermark is right: the end of a

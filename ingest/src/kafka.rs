@@ -90,25 +90,3 @@ pub async fn ensure_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
     }
     Ok(())
 }
-
-/// The end (high watermark) of every partition of `topic`, for lag metrics. On tansu 0.6 this
-/// can lag the true end by up to one record batch (see `consume::SETTLE`).
-pub async fn partition_ends(
-    kafka: &KafkaConfig,
-    topic: &str,
-) -> Result<std::collections::BTreeMap<i32, i64>> {
-    let (kafka, topic) = (kafka.clone(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let client = metadata_client(&kafka)?;
-        let mut ends = std::collections::BTreeMap::new();
-        for p in partitions(&client, &topic)? {
-            let (_, high) = client
-                .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
-                .map_err(Error::kafka(format!("fetching watermarks of {topic}/{p}")))?;
-            ends.insert(p, high);
-        }
-        Ok(ends)
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("watermark task failed: {e}")))?
-}

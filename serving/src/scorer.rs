@@ -76,20 +76,9 @@ impl Scorer {
         .await?;
         let producer = ingest::kafka::producer(&self.config.kafka, &self.config.ingest)?;
         let mut report = ScorerReport::default();
-        let mut last_lag: Option<std::time::Instant> = None;
         while let Some(consumed) = reader.next_batch(cancel).await? {
-            if last_lag.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                last_lag = Some(std::time::Instant::now());
-                if let Ok(ends) = ingest::kafka::partition_ends(&self.config.kafka, &topics.raw).await {
-                    for (p, end) in ends {
-                        if let Some(pos) = reader.positions().get(&p) {
-                            self.metrics
-                                .scorer_lag
-                                .with_label_values(&[p.to_string().as_str()])
-                                .set((end - pos).max(0));
-                        }
-                    }
-                }
+            for (p, lag) in reader.lag().await.unwrap_or_default() {
+                self.metrics.scorer_lag.with_label_values(&[p.to_string().as_str()]).set(lag);
             }
             if consumed.ranges.is_empty() {
                 continue; // a quiet period

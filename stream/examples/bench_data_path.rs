@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ingest::batch::RawBatchBuilder;
-use ingest::consume::{BatchLimits, BatchReader, Mode};
+use ingest::consume::{BatchLimits, BatchReader, Mode, consumer_config};
 use ingest::decode::{Provenance, decode};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -92,14 +92,8 @@ async fn consume_batches(config: &Config, topic: &str, n: u64, warm: Duration) -
     Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
 }
 
-async fn stream_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(f64, u64)> {
-    let mut cfg = ingest::kafka::client_config(&config.kafka);
-    cfg.set("group.id", "bench.stream")
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", (64 << 20).to_string())
-        .set("max.partition.fetch.bytes", (16 << 20).to_string())
-        .set("fetch.wait.max.ms", "100");
-    let consumer: rdkafka::consumer::StreamConsumer = cfg.create()?;
+/// Assigns every partition of `topic` from the beginning.
+fn assign_all<C: rdkafka::consumer::ConsumerContext>(consumer: &impl Consumer<C>, topic: &str) -> Result<()> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics() {
@@ -108,6 +102,14 @@ async fn stream_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Re
         }
     }
     consumer.assign(&tpl)?;
+    Ok(())
+}
+
+/// Seconds from the first of `n` messages to the last, and payload bytes, counting only.
+async fn stream_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(f64, u64)> {
+    let consumer: rdkafka::consumer::StreamConsumer =
+        consumer_config(&config.kafka, "bench.stream").create()?;
+    assign_all(&consumer, topic)?;
     tokio::time::sleep(warm).await;
     let (mut count, mut bytes) = (0u64, 0u64);
     let mut started: Option<Instant> = None;
@@ -120,22 +122,10 @@ async fn stream_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Re
     Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
 }
 
+/// The same with a `BaseConsumer` poll loop.
 fn bare_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(f64, u64)> {
-    let mut cfg = ingest::kafka::client_config(&config.kafka);
-    cfg.set("group.id", "bench.bare")
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", (64 << 20).to_string())
-        .set("max.partition.fetch.bytes", (16 << 20).to_string())
-        .set("fetch.wait.max.ms", "100");
-    let consumer: BaseConsumer = cfg.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
+    let consumer: BaseConsumer = consumer_config(&config.kafka, "bench.bare").create()?;
+    assign_all(&consumer, topic)?;
     std::thread::sleep(warm);
     let (mut count, mut bytes) = (0u64, 0u64);
     let mut started: Option<Instant> = None;

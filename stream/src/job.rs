@@ -58,9 +58,6 @@ impl SnapshotOptions {
     }
 }
 
-/// How often the job refreshes its lag metric.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
-
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotReport {
@@ -132,7 +129,6 @@ pub async fn run_snapshot(
     let mut report = SnapshotReport::default();
     let mut pending = Pending::default();
     let mut last_commit = Instant::now();
-    let mut last_lag: Option<Instant> = None;
     loop {
         // In follow mode an empty batch comes back when the topic is quiet, so the commit
         // interval is honoured without cancelling a read in progress.
@@ -143,12 +139,8 @@ pub async fn run_snapshot(
             for (reason, n) in &consumed.dead {
                 m.dead_letters.with_label_values(&[reason.code()]).inc_by(*n);
             }
-            if last_lag.is_none_or(|t| t.elapsed() >= LAG_INTERVAL) {
-                last_lag = Some(Instant::now());
-                match ingest::kafka::partition_ends(&config.kafka, &topics.raw).await {
-                    Ok(ends) => m.set_lag(&ends, reader.positions()),
-                    Err(e) => tracing::debug!(error = %e, "lag not updated"),
-                }
+            if let Some(lag) = reader.lag().await {
+                m.set_lag(&lag);
             }
         }
         report.records += consumed.batch_rows() as u64;
@@ -296,6 +288,8 @@ struct PartitionPending {
 #[derive(Default)]
 struct Pending {
     parts: BTreeMap<i32, PartitionPending>,
+    /// Every pending part's content hashes, kept as rows are added (for `dedupe`).
+    hashes: HashSet<u64>,
 }
 
 impl Pending {
@@ -310,14 +304,13 @@ impl Pending {
     /// Which rows to keep: those whose text was not seen in the dataset, in this pending data,
     /// or earlier in the batch.
     fn dedupe(&self, batch: &RecordBatch, seen: &HashSet<u64>) -> Result<BooleanArray> {
-        let pending: HashSet<u64> = self.parts.values().flat_map(|p| p.hashes.iter().copied()).collect();
         let mut in_batch = HashSet::new();
         let texts = strings(batch, col::TEXT)?;
         let keep: BooleanArray = texts
             .iter()
             .map(|t| {
                 let h = content_hash(t.unwrap_or_default());
-                Some(!seen.contains(&h) && !pending.contains(&h) && in_batch.insert(h))
+                Some(!seen.contains(&h) && !self.hashes.contains(&h) && in_batch.insert(h))
             })
             .collect();
         Ok(keep)
@@ -361,7 +354,9 @@ impl Pending {
             part.writer.as_mut().expect("just created").write(&rows)?;
             for (i, v) in partitions.iter().enumerate() {
                 if v == Some(p) {
-                    part.hashes.push(content_hash(texts.value(i)));
+                    let h = content_hash(texts.value(i));
+                    part.hashes.push(h);
+                    self.hashes.insert(h);
                 }
             }
         }

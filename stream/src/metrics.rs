@@ -65,12 +65,10 @@ impl SnapshotMetrics {
         Ok(SnapshotMetrics { records, bytes, dead_letters, commits, rows_added, rows, commit_seconds, lag })
     }
 
-    /// Sets the lag per partition from the ends of the partitions and the reader's positions.
-    pub fn set_lag(&self, ends: &BTreeMap<i32, i64>, positions: &BTreeMap<i32, i64>) {
-        for (p, end) in ends {
-            if let Some(pos) = positions.get(p) {
-                self.lag.with_label_values(&[p.to_string().as_str()]).set((end - pos).max(0));
-            }
+    /// Sets the lag per partition (from [`ingest::consume::BatchReader::lag`]).
+    pub fn set_lag(&self, lag: &BTreeMap<i32, i64>) {
+        for (p, records) in lag {
+            self.lag.with_label_values(&[p.to_string().as_str()]).set(*records);
         }
     }
 }

@@ -225,3 +225,14 @@ pub async fn drift_windows(
     .await?;
     Ok(windows)
 }
+
+/// One snapshot run with the default cleaning plan, until caught up with `text.raw`.
+pub async fn snapshot_until_idle(
+    config: &Config,
+    store: &stream::store::SnapshotStore,
+) -> Result<stream::job::SnapshotReport> {
+    let plan = std::sync::Arc::new(stream::clean::CleanPlan::compile(stream::clean::CleanSpec::default())?);
+    let opts = stream::job::SnapshotOptions::from_config(config, true);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    Ok(stream::job::run_snapshot(config, plan, store, &opts, None, &cancel).await?)
+}

@@ -245,8 +245,7 @@ async fn held_out_traffic_raises_no_drift_over_twenty_windows() -> anyhow::Resul
     publish(&config, &topics.raw, outgoing(&period1)).await?;
     let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
     let store = stream::store::SnapshotStore::open(dir.path())?;
-    let opts = stream::job::SnapshotOptions::from_config(&config, true);
-    stream::job::run_snapshot(&config, plan.clone(), &store, &opts, None, &cancel).await?;
+    tests::snapshot_until_idle(&config, &store).await?;
     let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(dir.path())?);
     let req = trainer::train::TrainRequest {
         dataset: config.snapshot.dataset.clone(),

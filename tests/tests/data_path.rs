@@ -13,7 +13,9 @@ use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::job::{SnapshotOptions, run_snapshot};
 use stream::store::{Manifest, SnapshotStore};
-use tests::{Tansu, config_for, driftwood_bin, env_for, publish, python, read_all, unique_text};
+use tests::{
+    Tansu, config_for, driftwood_bin, env_for, publish, python, read_all, snapshot_until_idle, unique_text,
+};
 use tokio_util::sync::CancellationToken;
 
 fn records(range: std::ops::Range<usize>) -> Vec<Outgoing> {
@@ -146,15 +148,7 @@ async fn every_bad_record_is_accounted_for() -> anyhow::Result<()> {
     assert!(expect.len() - 4 >= 12 && kinds.len() >= 10, "{kinds:?}");
 
     let store = SnapshotStore::open(dir.path())?;
-    let report = run_snapshot(
-        &config,
-        plan(),
-        &store,
-        &SnapshotOptions::from_config(&config, true),
-        None,
-        &CancellationToken::new(),
-    )
-    .await?;
+    let report = snapshot_until_idle(&config, &store).await?;
     let m = report.commits.last().expect("a version");
     let (ids, _) = rows_of(&store, m)?;
     let dead = read_all(&config, &topics.dead).await?;
@@ -196,11 +190,10 @@ async fn push_delete_pull_reads_back_identical_rows() -> anyhow::Result<()> {
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     let store = SnapshotStore::open(dir.path())?;
-    let opts = SnapshotOptions::from_config(&config, true);
     publish(&config, &topics.raw, records(0..1500)).await?;
-    run_snapshot(&config, plan(), &store, &opts, None, &CancellationToken::new()).await?;
+    snapshot_until_idle(&config, &store).await?;
     publish(&config, &topics.raw, records(1500..2000)).await?;
-    run_snapshot(&config, plan(), &store, &opts, None, &CancellationToken::new()).await?;
+    snapshot_until_idle(&config, &store).await?;
     let versions = store.versions("text")?;
     assert_eq!(versions.len(), 2);
     let before: Vec<String> =
@@ -318,8 +311,8 @@ async fn late_labels_join_by_id_and_diff_shows_the_change() -> anyhow::Result<()
         })
         .collect();
     publish(&config, &topics.raw, unlabeled).await?;
-    let opts = SnapshotOptions::from_config(&config, true);
-    run_snapshot(&config, plan(), &store, &opts, None, &CancellationToken::new()).await?;
+
+    snapshot_until_idle(&config, &store).await?;
     // Labels for ids 0..200, one relabelled later (the latest wins), one unknown id, one bad.
     let mut labels: Vec<Outgoing> = (0..200)
         .map(|i| Outgoing {
@@ -355,7 +348,7 @@ async fn late_labels_join_by_id_and_diff_shows_the_change() -> anyhow::Result<()
     assert!(again.version.is_none());
     // More texts: the diff shows them as added.
     publish(&config, &topics.raw, records(1000..1100)).await?;
-    run_snapshot(&config, plan(), &store, &opts, None, &CancellationToken::new()).await?;
+    snapshot_until_idle(&config, &store).await?;
     let v3 = store.resolve("text", "latest")?;
     let d = stream::diff::diff(&store, &v2, &v3, 3).await?;
     assert_eq!((d.added, d.removed, d.changed), (100, 0, 0));
@@ -382,15 +375,7 @@ async fn s3_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     let store = SnapshotStore::open(dir.path())?;
     publish(&config, &topics.raw, records(0..700)).await?;
-    run_snapshot(
-        &config,
-        plan(),
-        &store,
-        &SnapshotOptions::from_config(&config, true),
-        None,
-        &CancellationToken::new(),
-    )
-    .await?;
+    snapshot_until_idle(&config, &store).await?;
     let before = rows_of(&store, &store.resolve("text", "latest")?)?.1;
 
     // moto's S3 server, installed by scripts/setup next to the venv's Python.
