@@ -535,6 +535,13 @@ pub async fn run_monitor(
     let labels_task = tokio::spawn(read_labels(config.clone(), until_idle, labels_tx, cancel.clone()));
     let mut join =
         LabelJoin::new(config.drift.label_join_capacity, Duration::from_secs(config.drift.label_ttl_secs));
+    if until_idle {
+        // Replaying history: take in every label published so far before the predictions, so
+        // the join does not depend on which of the two topics is read faster.
+        while let Some(label) = labels_rx.recv().await {
+            join.label(&label.id, &label.label, Instant::now());
+        }
+    }
     let model = watch.model.clone();
     let mut window = Window::new(watch, config.drift.clone());
     let mut decider = Decider::new(&config.drift);
