@@ -53,6 +53,9 @@ enum Command {
         /// Tag to record in the versions this run commits.
         #[arg(long)]
         tag: Vec<String>,
+        /// Snapshot the predictions on text.scored into snapshot.scored_dataset instead.
+        #[arg(long, conflicts_with = "group")]
+        scored: bool,
     },
     /// Data versions.
     #[command(subcommand)]
@@ -92,8 +95,22 @@ enum Command {
     },
     /// Retrain, gate and promote on RetrainRequested events (the closed loop's trainer).
     Retrainer,
-    /// Run snapshot (follow), serve + scorer, drift and the retrainer in one process.
+    /// Serve every data version and the predictions over Arrow Flight SQL.
+    Flight,
+    /// Authentication helpers.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Run snapshot (follow, text and scored), serve + scorer, drift, the retrainer and
+    /// Flight SQL in one process.
     Up,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Print an argon2id hash of a password read from stdin (for the users file).
+    HashPassword,
+    /// Log in with a user's password (stdin) and print an access token.
+    Token { user: String },
 }
 
 #[derive(Args)]
@@ -367,7 +384,19 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             println!("topics ready: {}", topics.all().join(", "));
         }
         Command::Publish(args) => publish(&config, args).await?,
-        Command::Snapshot { follow, group, tag } => {
+        Command::Snapshot { follow, scored: true, tag, .. } => {
+            let store = SnapshotStore::open(&data_dir(&config))?;
+            let mut opts = SnapshotOptions::from_config(&config, !follow);
+            opts.tags = tag;
+            let report =
+                stream::scored::run_scored_snapshot(&config, &store, &opts, &shutdown_token()).await?;
+            print_commits(&report.commits);
+            println!(
+                "read {} scored records, {} duplicates, {} dead letters",
+                report.records, report.duplicates, report.dead
+            );
+        }
+        Command::Snapshot { follow, group, tag, scored: false } => {
             let store = SnapshotStore::open(&data_dir(&config))?;
             let mut opts = SnapshotOptions::from_config(&config, !follow && !group);
             opts.group = group;
@@ -397,16 +426,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             }
             progress.finish_and_clear();
             let report = report?;
-            for m in &report.commits {
-                println!(
-                    "committed {} v{} {}: +{} rows, {} rows in all",
-                    m.dataset,
-                    m.seq,
-                    m.short_id(),
-                    m.added.rows,
-                    m.rows
-                );
-            }
+            print_commits(&report.commits);
             if report.commits.is_empty() {
                 println!("nothing new on {}", config.topics().raw);
             }
@@ -479,6 +499,20 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let (token, registry) = (shutdown_token(), prometheus::Registry::new());
             let job = retrainer(&config, metadata(&config)?, Some(&registry), token.clone());
             with_metrics_endpoint(&config, registry.clone(), &token, true, job).await?;
+        }
+        Command::Flight => {
+            let token = shutdown_token();
+            flight(&config, auth(&config)?, token).await?;
+        }
+        Command::Auth(AuthCommand::HashPassword) => {
+            let password = read_secret_stdin()?;
+            println!("{}", serving::auth::hash_password(&password).map_err(anyhow::Error::msg)?);
+        }
+        Command::Auth(AuthCommand::Token { user }) => {
+            use schemas::auth::Authenticator;
+            let password = read_secret_stdin()?;
+            let issued = auth(&config)?.login(&user, &password)?;
+            println!("{}", issued.token);
         }
         Command::Up => up(&config).await?,
     }
@@ -933,6 +967,48 @@ async fn retrainer(
     Ok(())
 }
 
+fn print_commits(commits: &[stream::store::Manifest]) {
+    for m in commits {
+        println!(
+            "committed {} v{} {}: +{} rows, {} rows in all",
+            m.dataset,
+            m.seq,
+            m.short_id(),
+            m.added.rows,
+            m.rows
+        );
+    }
+}
+
+/// The process's authenticator (users, keys); a warning when authentication is off.
+fn auth(config: &Config) -> Result<Arc<serving::auth::JwtAuth>> {
+    if !config.auth.enabled {
+        tracing::warn!(
+            "auth.enabled = false: every request is treated as an anonymous admin (local use only)"
+        );
+    }
+    Ok(Arc::new(serving::auth::JwtAuth::from_config(&config.auth)?))
+}
+
+fn read_secret_stdin() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading stdin")?;
+    let secret = line.trim_end_matches(['\r', '\n']).to_string();
+    if secret.is_empty() {
+        bail!("expected the password on stdin");
+    }
+    Ok(secret)
+}
+
+/// The Flight SQL server until `token` is cancelled.
+async fn flight(config: &Config, auth: Arc<serving::auth::JwtAuth>, token: CancellationToken) -> Result<()> {
+    let store = SnapshotStore::open(&data_dir(config))?;
+    let service =
+        stream::flight::FlightSql::new(store, &config.snapshot.dataset, auth, config.flight.max_prepared);
+    stream::flight::serve(config.flight_addr(), config.tls.clone(), service, token).await?;
+    Ok(())
+}
+
 async fn up(config: &Config) -> Result<()> {
     let token = shutdown_token();
     let store = metadata(config)?;
@@ -953,6 +1029,19 @@ async fn up(config: &Config) -> Result<()> {
             run_snapshot(&config, plan(&config)?, &store, &opts, Some(&control), &token).await?;
             anyhow::Ok(())
         })
+    };
+    let scored_snapshot = {
+        let (config, token) = (config.clone(), token.clone());
+        tokio::spawn(async move {
+            let store = SnapshotStore::open(&data_dir(&config))?;
+            let opts = SnapshotOptions::from_config(&config, false);
+            stream::scored::run_scored_snapshot(&config, &store, &opts, &token).await?;
+            anyhow::Ok(())
+        })
+    };
+    let flight_task = {
+        let (config, token, auth) = (config.clone(), token.clone(), auth(config)?);
+        tokio::spawn(async move { flight(&config, auth, token).await })
     };
     let drift_task = {
         let (config, token, store, registry) =
@@ -982,6 +1071,8 @@ async fn up(config: &Config) -> Result<()> {
     let serve_result = serve(config, store, metrics, config.serve.scorer, token.clone()).await;
     token.cancel();
     snapshot.await??;
+    scored_snapshot.await??;
+    flight_task.await??;
     drift_task.await??;
     retrain_task.await??;
     serve_result

@@ -59,6 +59,9 @@ pub struct Config {
     pub serve: ServeConfig,
     pub drift: DriftConfig,
     pub retrain: RetrainConfig,
+    pub flight: FlightConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +140,8 @@ pub struct SnapshotConfig {
     pub commit_max_rows: usize,
     /// ...or after this many seconds with at least one new row.
     pub commit_interval_secs: u64,
+    /// Dataset the scored-topic snapshot job (`snapshot --scored`) writes.
+    pub scored_dataset: String,
     /// Default remote of `data push`/`data pull`: `file:///dir` or `s3://bucket/prefix`.
     pub remote: String,
 }
@@ -166,6 +171,51 @@ pub struct TrainConfig {
     pub seed: u64,
     /// libtorch intra-op threads; 0 means all cores.
     pub threads: usize,
+}
+
+/// The Arrow Flight SQL server over data versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    /// Address of the Flight SQL (gRPC) endpoint.
+    pub listen: String,
+    /// Open prepared statements kept per server; creating one more closes the oldest.
+    pub max_prepared: usize,
+}
+
+/// Authentication and authorization of every API (REST and Flight SQL).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Off: every request is treated as an anonymous admin (local development only; a warning
+    /// is logged). On: every request needs a valid bearer token with the route's role.
+    pub enabled: bool,
+    /// `iss` and `aud` of issued tokens; tokens with other values are refused.
+    pub issuer: String,
+    pub audience: String,
+    /// Lifetime of issued tokens.
+    pub token_ttl_secs: u64,
+    /// RS256 private keys (PEM files, PKCS#8 or PKCS#1, at least 2048 bits). The last one signs
+    /// new tokens; all of them verify, so appending a key rotates without logging anyone out.
+    pub signing_keys: Vec<String>,
+    /// TOML file of users and service clients with argon2 password hashes and roles (see the
+    /// README); a file because it holds secrets' hashes.
+    pub users_file: String,
+}
+
+/// TLS of the servers (REST API, Flight SQL). Both files empty: plaintext.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain and private key.
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +302,9 @@ impl Default for Config {
             serve: ServeConfig::default(),
             drift: DriftConfig::default(),
             retrain: RetrainConfig::default(),
+            flight: FlightConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -289,6 +342,7 @@ impl Default for SnapshotConfig {
             dataset: "text".into(),
             commit_max_rows: 100_000,
             commit_interval_secs: 30,
+            scored_dataset: "scored".into(),
             remote: String::new(),
         }
     }
@@ -323,6 +377,25 @@ impl Default for ServeConfig {
             max_request_texts: 256,
             metrics_listen: String::new(),
             scorer: true,
+        }
+    }
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        FlightConfig { listen: "127.0.0.1:50051".into(), max_prepared: 1024 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            issuer: "driftwood".into(),
+            audience: "driftwood".into(),
+            token_ttl_secs: 3600,
+            signing_keys: Vec::new(),
+            users_file: String::new(),
         }
     }
 }
@@ -451,6 +524,27 @@ impl Config {
             .parse::<SocketAddr>()
             .map_err(|e| invalid("serve.listen", format!("not a socket address: {e}")))?;
         positive("serve.max_batch", self.serve.max_batch)?;
+        self.flight
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("flight.listen", format!("not a socket address: {e}")))?;
+        positive("flight.max_prepared", self.flight.max_prepared)?;
+        if !valid_name(&self.snapshot.scored_dataset) || self.snapshot.scored_dataset == self.snapshot.dataset
+        {
+            return Err(invalid(
+                "snapshot.scored_dataset",
+                "use lowercase letters, digits, '_' or '-', and a name other than snapshot.dataset",
+            ));
+        }
+        if self.auth.enabled && (self.auth.signing_keys.is_empty() || self.auth.users_file.is_empty()) {
+            return Err(invalid("auth.enabled", "needs auth.signing_keys and auth.users_file"));
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err(invalid("auth.token_ttl_secs", "must be greater than 0"));
+        }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            return Err(invalid("tls.cert_file", "set both tls.cert_file and tls.key_file, or neither"));
+        }
         positive("serve.max_request_texts", self.serve.max_request_texts)?;
         positive("drift.window", self.drift.window)?;
         positive("drift.consecutive", self.drift.consecutive)?;
@@ -482,6 +576,11 @@ impl Config {
     /// The listen address, validated by [`Config::validate`].
     pub fn serve_addr(&self) -> SocketAddr {
         self.serve.listen.parse().expect("validated in Config::validate")
+    }
+
+    /// The Flight SQL listen address, validated by [`Config::validate`].
+    pub fn flight_addr(&self) -> SocketAddr {
+        self.flight.listen.parse().expect("validated in Config::validate")
     }
 }
 

@@ -14,11 +14,13 @@
 //! * [`events`] — typed, versioned control events (the `control` topic);
 //! * [`metric_names`] — every Prometheus metric name;
 //! * [`topics`] — topic names derived from one configurable prefix;
+//! * [`auth`] — roles, the verified principal and the authentication interface all APIs share;
 //! * [`config`] — the one configuration type: TOML + `DRIFTWOOD_*` overrides, validated without I/O.
 //!
 //! Architecture invariant: this crate depends on no other workspace crate and performs no I/O
 //! (no files, no network, no environment reads — callers pass those in).
 
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod metric_names;

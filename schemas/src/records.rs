@@ -95,6 +95,51 @@ impl LabelRecord {
 /// Format version of [`ScoredRecord`] payloads.
 pub const SCORED_FORMAT_VERSION: u32 = 1;
 
+/// Column names of the scored dataset (predictions snapshotted from `text.scored`).
+pub mod scored_col {
+    pub const ID: &str = "id";
+    pub const STATUS: &str = "status";
+    pub const REASON: &str = "reason";
+    pub const MODEL: &str = "model";
+    pub const MODEL_VERSION: &str = "model_version";
+    pub const LABEL: &str = "label";
+    pub const TRUTH: &str = "truth";
+    pub const CONFIDENCE: &str = "confidence";
+    pub const PROBABILITIES: &str = "probabilities";
+    pub const FEATURES: &str = "features";
+    pub const RAW_PARTITION: &str = "raw_partition";
+    pub const RAW_OFFSET: &str = "raw_offset";
+    pub const SCORED_AT: &str = "scored_at";
+    pub const LATENCY_US: &str = "latency_us";
+}
+
+static SCORED_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use scored_col as c;
+    Arc::new(Schema::new(vec![
+        Field::new(c::ID, DataType::Utf8, false),
+        Field::new(c::STATUS, DataType::Utf8, false),
+        Field::new(c::REASON, DataType::Utf8, true),
+        Field::new(c::MODEL, DataType::Utf8, false),
+        Field::new(c::MODEL_VERSION, DataType::Int64, false),
+        Field::new(c::LABEL, DataType::Utf8, true),
+        Field::new(c::TRUTH, DataType::Utf8, true),
+        Field::new(c::CONFIDENCE, DataType::Float64, true),
+        Field::new(c::PROBABILITIES, DataType::Utf8, false),
+        Field::new(c::FEATURES, DataType::Utf8, false),
+        Field::new(c::RAW_PARTITION, DataType::Int32, false),
+        Field::new(c::RAW_OFFSET, DataType::Int64, false),
+        Field::new(c::SCORED_AT, DataType::Timestamp(TimeUnit::Millisecond, Some(TS_TZ.into())), false),
+        Field::new(c::LATENCY_US, DataType::Int64, false),
+    ]))
+});
+
+/// Schema of the scored dataset: one row per [`ScoredRecord`]; `probabilities` and `features`
+/// are JSON objects (label → probability, feature → value), `confidence` the predicted label's
+/// probability, `raw_partition`/`raw_offset` where the raw record was on `text.raw`.
+pub fn scored_schema() -> SchemaRef {
+    SCORED_SCHEMA.clone()
+}
+
 /// Whether the scorer produced a prediction for a raw record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

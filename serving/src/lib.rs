@@ -7,6 +7,7 @@
 //!                                                              └─► predlog (store, batched)
 //! ```
 //!
+//! * [`auth`] — RS256 JWTs (key ids, rotation, JWKS), argon2 users and clients, roles;
 //! * [`handle`] — the model thread, dynamic batching, hot swap guarded by the spec hash;
 //! * [`api`] — the axum router; errors map to HTTP status in [`Error::status`];
 //! * [`scorer`] — consume raw → clean → predict → produce scored → commit offsets;
@@ -17,6 +18,7 @@
 //! Architecture invariant: nothing depends on this crate; it never trains.
 
 pub mod api;
+pub mod auth;
 pub mod handle;
 pub mod metrics;
 pub mod predlog;

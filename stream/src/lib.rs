@@ -15,6 +15,8 @@
 //!   version (id = hash of the manifest), committed atomically with the Kafka offsets consumed;
 //! * [`job`] — the snapshot job: consume, clean, write, commit; resumes from the last manifest;
 //! * [`labels`] — late ground truth from `text.labels` joined onto a version by id;
+//! * [`scored`] — the scored snapshot job: predictions from `text.scored` into versions;
+//! * [`flight`] — the Arrow Flight SQL server over every version (DataFusion catalog, auth, TLS);
 //! * [`diff`] — row-level differences between versions, by id (DataFusion);
 //! * [`remote`] — push/pull of versions and objects to a directory or S3-compatible remote.
 //!
@@ -23,10 +25,12 @@
 
 pub mod clean;
 pub mod diff;
+pub mod flight;
 pub mod job;
 pub mod labels;
 pub mod metrics;
 pub mod remote;
+pub mod scored;
 pub mod store;
 
 /// Errors of cleaning and the snapshot store. `Spec`/`NotFound`/`Conflict` are the user's

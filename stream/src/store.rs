@@ -274,10 +274,11 @@ impl SnapshotStore {
     pub fn tag(&self, dataset: &str, tag: &str, version: &str) -> Result<Manifest> {
         if !schemas::config::valid_name(tag)
             || tag == "latest"
+            || tag == "versions"
             || tag.starts_with('v') && tag[1..].parse::<u64>().is_ok()
         {
             return Err(Error::Spec(format!(
-                "invalid tag `{tag}`: use lowercase letters, digits, '_' or '-', not `latest` or `v<number>`"
+                "invalid tag `{tag}`: use lowercase letters, digits, '_' or '-', not `latest`, `versions` or `v<number>`"
             )));
         }
         let m = self.resolve(dataset, version)?;

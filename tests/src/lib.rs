@@ -100,6 +100,7 @@ pub fn config_for(brokers: &str, data_dir: &std::path::Path, prefix: &str) -> Co
     c.ingest.batch_max_rows = 1000;
     c.ingest.batch_max_wait_ms = 100;
     c.serve.listen = "127.0.0.1:0".into();
+    c.flight.listen = "127.0.0.1:0".into();
     c.validate().expect("test config is valid");
     c
 }

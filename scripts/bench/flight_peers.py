@@ -1,0 +1,57 @@
+"""Python side of scripts/bench/flight: the same table served by a pyarrow.flight server, and
+both servers read by PyPI clients.
+
+usage: flight_peers.py DRIFTWOOD_PORT PEER_PORT PARQUET...
+Prints one JSON line per measurement (same fields as the Rust side)."""
+
+import json
+import sys
+import threading
+import time
+
+import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+
+driftwood_port, peer_port, paths = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+table = pq.read_table(paths[0]) if len(paths) == 1 else __import__("pyarrow").concat_tables(
+    [pq.read_table(p) for p in paths])
+
+
+class TableServer(flight.FlightServerBase):
+    """The usual Python way to serve a table over Flight: DoGet streams it as record batches."""
+
+    def do_get(self, context, ticket):
+        return flight.RecordBatchStream(table)
+
+
+server = TableServer(f"grpc://127.0.0.1:{peer_port}")
+threading.Thread(target=server.serve, daemon=True).start()
+time.sleep(0.5)
+
+
+def report(what, t, secs):
+    print(json.dumps({"what": what, "rows": t.num_rows, "bytes": t.nbytes, "secs": secs,
+                      "mb_per_s": t.nbytes / 1e6 / secs, "rows_per_s": t.num_rows / secs}), flush=True)
+
+
+client = flight.FlightClient(f"grpc://127.0.0.1:{peer_port}")
+for _ in range(2):
+    started = time.perf_counter()
+    t = client.do_get(flight.Ticket(b"table")).read_all()
+    report("pyarrow.flight server DoGet (pyarrow client)", t, time.perf_counter() - started)
+
+del client
+
+for _ in range(2):
+    with flightsql.connect(f"grpc://127.0.0.1:{driftwood_port}") as conn, conn.cursor() as cur:
+        started = time.perf_counter()
+        cur.execute("SELECT * FROM latest")
+        t = cur.fetch_arrow_table()
+        report("driftwood Flight SQL DoGet (ADBC client)", t, time.perf_counter() - started)
+
+for _ in range(2):
+    started = time.perf_counter()
+    t = pq.read_table(paths[0])
+    report("pyarrow.parquet read in-process (no Flight)", t, time.perf_counter() - started)
+server.shutdown()

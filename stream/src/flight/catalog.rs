@@ -1,0 +1,213 @@
+//! The snapshot store as a DataFusion catalog: catalog `driftwood`, one schema per dataset,
+//! tables `latest`, `versions`, `v<seq>` per version and one per tag; any version id (or a
+//! unique prefix of at least 4 characters, quoted) resolves too.
+//!
+//! Tables are resolved when a query is planned, so a version committed a moment ago is
+//! queryable at once; a version's table reads its immutable Parquet objects (streaming, with
+//! projection and predicate push-down).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, MemTable, SchemaProvider, TableProvider};
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use schemas::records::{TS_TZ, clean_schema, scored_schema};
+
+use crate::scored::SCORED_SPEC;
+use crate::store::{Manifest, SnapshotStore};
+
+/// The one catalog name.
+pub const CATALOG: &str = "driftwood";
+/// The table listing every version of a dataset.
+pub const VERSIONS_TABLE: &str = "versions";
+/// The table of the newest version.
+pub const LATEST_TABLE: &str = "latest";
+
+/// Every dataset of a store, as schemas.
+#[derive(Debug)]
+pub struct StoreCatalog {
+    store: SnapshotStore,
+}
+
+impl StoreCatalog {
+    pub fn new(store: SnapshotStore) -> StoreCatalog {
+        StoreCatalog { store }
+    }
+}
+
+impl CatalogProvider for StoreCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.store.datasets().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list datasets");
+            Vec::new()
+        })
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.schema_names()
+            .iter()
+            .any(|d| d == name)
+            .then(|| Arc::new(DatasetSchema { store: self.store.clone(), dataset: name.to_string() }) as _)
+    }
+}
+
+/// One dataset: its versions and tags as tables.
+#[derive(Debug)]
+pub struct DatasetSchema {
+    store: SnapshotStore,
+    dataset: String,
+}
+
+impl DatasetSchema {
+    /// Table names in listing order: `latest`, `versions`, tags, then `v1`, `v2`, ...
+    fn names(&self) -> crate::Result<Vec<String>> {
+        let versions = self.store.versions(&self.dataset)?;
+        let mut out = Vec::with_capacity(versions.len() + 2);
+        if !versions.is_empty() {
+            out.push(LATEST_TABLE.to_string());
+        }
+        out.push(VERSIONS_TABLE.to_string());
+        out.extend(self.store.tags(&self.dataset)?.into_keys());
+        out.extend(versions.iter().map(|m| format!("v{}", m.seq)));
+        Ok(out)
+    }
+
+    fn resolve(&self, name: &str) -> crate::Result<Option<Manifest>> {
+        match self.store.resolve(&self.dataset, name) {
+            Ok(m) => Ok(Some(m)),
+            Err(crate::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for DatasetSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.names().unwrap_or_else(|e| {
+            tracing::warn!(dataset = self.dataset, error = %e, "cannot list versions");
+            Vec::new()
+        })
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == VERSIONS_TABLE {
+            return Ok(Some(versions_table(&self.store, &self.dataset).map_err(external)?));
+        }
+        match self.resolve(name).map_err(external)? {
+            Some(m) => Ok(Some(version_table(&self.store, &m)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == VERSIONS_TABLE || matches!(self.resolve(name), Ok(Some(_)))
+    }
+}
+
+fn external(e: crate::Error) -> DataFusionError {
+    match e {
+        crate::Error::DataFusion(e) => e,
+        e => DataFusionError::External(Box::new(e)),
+    }
+}
+
+/// The rows' schema of a version: scored records or cleaned text.
+pub fn version_schema(m: &Manifest) -> SchemaRef {
+    if m.spec_hash == SCORED_SPEC { scored_schema() } else { clean_schema() }
+}
+
+/// A version as a table over its Parquet objects.
+pub fn version_table(store: &SnapshotStore, m: &Manifest) -> DfResult<Arc<dyn TableProvider>> {
+    let schema = version_schema(m);
+    if m.files.is_empty() {
+        return Ok(Arc::new(EmptyTable::new(schema)));
+    }
+    let urls = m
+        .files
+        .iter()
+        .map(|f| ListingTableUrl::parse(store.object_path(&f.hash).to_string_lossy()))
+        .collect::<DfResult<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config =
+        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// Schema of the `versions` table.
+pub fn versions_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some(TS_TZ.into()));
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("short_id", DataType::Utf8, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("parent", DataType::Utf8, true),
+        Field::new("created_at", ts, false),
+        Field::new("spec_hash", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("rows_added", DataType::Int64, false),
+        Field::new("files", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("tags", DataType::Utf8, false),
+        Field::new("sources", DataType::Utf8, false),
+    ]))
+}
+
+/// Every version's manifest fields, read now.
+fn versions_table(store: &SnapshotStore, dataset: &str) -> crate::Result<Arc<dyn TableProvider>> {
+    let versions = store.versions(dataset)?;
+    let tags = store.tags(dataset)?;
+    let n = versions.len();
+    let mut id = StringBuilder::with_capacity(n, n * 64);
+    let mut short = StringBuilder::with_capacity(n, n * 12);
+    let mut seq = Int64Builder::with_capacity(n);
+    let mut table = StringBuilder::new();
+    let mut parent = StringBuilder::with_capacity(n, n * 64);
+    let mut created = TimestampMillisecondBuilder::with_capacity(n).with_timezone(TS_TZ);
+    let mut spec = StringBuilder::with_capacity(n, n * 64);
+    let (mut rows, mut added, mut files, mut bytes) =
+        (Int64Builder::new(), Int64Builder::new(), Int64Builder::new(), Int64Builder::new());
+    let (mut tag_col, mut sources) = (StringBuilder::new(), StringBuilder::new());
+    for m in &versions {
+        id.append_value(&m.id);
+        short.append_value(m.short_id());
+        seq.append_value(m.seq as i64);
+        table.append_value(format!("v{}", m.seq));
+        parent.append_option(m.parent.as_deref());
+        created.append_value(m.created_at.timestamp_millis());
+        spec.append_value(&m.spec_hash);
+        rows.append_value(m.rows as i64);
+        added.append_value(m.added.rows as i64);
+        files.append_value(m.files.len() as i64);
+        bytes.append_value(m.files.iter().map(|f| f.bytes as i64).sum());
+        let mut t: Vec<&str> = m.tags.iter().map(String::as_str).collect();
+        t.extend(tags.iter().filter(|(_, v)| **v == m.id).map(|(k, _)| k.as_str()));
+        t.sort_unstable();
+        t.dedup();
+        tag_col.append_value(t.join(","));
+        sources.append_value(serde_json::to_string(&m.sources).expect("offsets serialize"));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(short.finish()),
+        Arc::new(seq.finish()),
+        Arc::new(table.finish()),
+        Arc::new(parent.finish()),
+        Arc::new(created.finish()),
+        Arc::new(spec.finish()),
+        Arc::new(rows.finish()),
+        Arc::new(added.finish()),
+        Arc::new(files.finish()),
+        Arc::new(bytes.finish()),
+        Arc::new(tag_col.finish()),
+        Arc::new(sources.finish()),
+    ];
+    let batch = RecordBatch::try_new(versions_schema(), columns)?;
+    Ok(Arc::new(MemTable::try_new(versions_schema(), vec![vec![batch]])?))
+}
