@@ -1041,7 +1041,12 @@ async fn up(config: &Config) -> Result<()> {
     };
     let flight_task = {
         let (config, token, auth) = (config.clone(), token.clone(), auth(config)?);
-        tokio::spawn(async move { flight(&config, auth, token).await })
+        tokio::spawn(async move {
+            // The other services keep running without Flight SQL; say so at once.
+            flight(&config, auth, token)
+                .await
+                .inspect_err(|e| tracing::error!(error = %e, "Flight SQL server stopped"))
+        })
     };
     let drift_task = {
         let (config, token, store, registry) =

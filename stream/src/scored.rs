@@ -76,7 +76,7 @@ pub async fn run_scored_snapshot(
     let max_wait = std::time::Duration::from_millis(config.ingest.batch_max_wait_ms);
     let mut report = ScoredReport::default();
     let mut pending: BTreeMap<i32, Part> = BTreeMap::new();
-    let mut pending_keys: Vec<u64> = Vec::new();
+    let mut pending_keys: HashSet<u64> = HashSet::new();
     let mut pending_rows = 0usize;
     let mut last_commit = Instant::now();
     loop {
@@ -96,7 +96,7 @@ pub async fn run_scored_snapshot(
         let Some((messages, ranges)) = read? else {
             commit(store, (&dataset, &topics.scored), opts, std::mem::take(&mut pending), &mut report)
                 .await?;
-            seen.extend(pending_keys.drain(..));
+            seen.extend(pending_keys.drain());
             pending_rows = 0;
             last_commit = Instant::now();
             if cancel.is_cancelled() || opts.until_idle {
@@ -155,7 +155,7 @@ pub async fn run_scored_snapshot(
         if due {
             commit(store, (&dataset, &topics.scored), opts, std::mem::take(&mut pending), &mut report)
                 .await?;
-            seen.extend(pending_keys.drain(..));
+            seen.extend(pending_keys.drain());
             pending_rows = 0;
             last_commit = Instant::now();
         }
@@ -323,4 +323,65 @@ pub fn to_batch(records: &[ScoredRecord]) -> Result<RecordBatch> {
         Arc::new(latency.finish()),
     ];
     Ok(RecordBatch::try_new(scored_schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(value: &[u8]) -> RawMessage {
+        RawMessage {
+            key: None,
+            value: Some(value.to_vec()),
+            partition: 0,
+            offset: 7,
+            timestamp_ms: None,
+            headers: vec![],
+        }
+    }
+
+    fn record(id: &str, version: u32) -> ScoredRecord {
+        ScoredRecord {
+            v: 1,
+            id: id.into(),
+            status: ScoreStatus::Scored,
+            reason: None,
+            model: "spam".into(),
+            model_version: version,
+            label: Some("spam".into()),
+            truth: Some("ham".into()),
+            probabilities: [("ham".to_string(), 0.25f32), ("spam".to_string(), 0.75f32)].into(),
+            features: [("chars".to_string(), 12.0)].into(),
+            partition: 1,
+            offset: 42,
+            scored_at: 1_700_000_000_000,
+            latency_us: 90,
+        }
+    }
+
+    #[test]
+    fn payloads_that_are_not_scored_records_get_a_reason() {
+        assert_eq!(decode(&message(b"{oops")).unwrap_err().0, DeadReason::MalformedJson);
+        assert_eq!(decode(&message(b"[1]")).unwrap_err().0, DeadReason::NotAnObject);
+        assert_eq!(decode(&message(br#"{"id": "x"}"#)).unwrap_err().0, DeadReason::BadField);
+        let good = serde_json::to_vec(&record("a", 1)).unwrap();
+        assert_eq!(decode(&message(&good)).unwrap(), record("a", 1));
+        let mut empty = message(b"");
+        empty.value = None;
+        assert_eq!(decode(&empty).unwrap_err().0, DeadReason::EmptyValue);
+    }
+
+    #[test]
+    fn rows_carry_the_predicted_labels_confidence_and_json_maps() {
+        let b = to_batch(&[record("a", 1), record("b", 2)]).unwrap();
+        assert_eq!(b.schema(), scored_schema());
+        let conf = b.column_by_name(scored_col::CONFIDENCE).unwrap();
+        let conf = conf.as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
+        assert_eq!(conf.value(0), 0.75);
+        let probs = b.column_by_name(scored_col::PROBABILITIES).unwrap();
+        let probs = probs.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(probs.value(1), r#"{"ham":0.25,"spam":0.75}"#);
+        assert_ne!(row_key("a", "spam", 1), row_key("a", "spam", 2));
+        assert_ne!(row_key("a", "spam1", 1), row_key("a", "spam", 11));
+    }
 }
