@@ -64,17 +64,8 @@ pub struct DatasetSchema {
 }
 
 impl DatasetSchema {
-    /// Table names in listing order: `latest`, `versions`, tags, then `v1`, `v2`, ...
     fn names(&self) -> crate::Result<Vec<String>> {
-        let versions = self.store.versions(&self.dataset)?;
-        let mut out = Vec::with_capacity(versions.len() + 2);
-        if !versions.is_empty() {
-            out.push(LATEST_TABLE.to_string());
-        }
-        out.push(VERSIONS_TABLE.to_string());
-        out.extend(self.store.tags(&self.dataset)?.into_keys());
-        out.extend(versions.iter().map(|m| format!("v{}", m.seq)));
-        Ok(out)
+        Ok(table_schemas(&self.store, &self.dataset)?.into_iter().map(|(name, _)| name).collect())
     }
 
     fn resolve(&self, name: &str) -> crate::Result<Option<Manifest>> {
@@ -108,6 +99,24 @@ impl SchemaProvider for DatasetSchema {
     fn table_exist(&self, name: &str) -> bool {
         name == VERSIONS_TABLE || matches!(self.resolve(name), Ok(Some(_)))
     }
+}
+
+/// Every table of `dataset` with its schema, from one read of the manifests and tags, in
+/// listing order: `latest`, `versions`, tags, then `v1`, `v2`, ...
+pub fn table_schemas(store: &SnapshotStore, dataset: &str) -> crate::Result<Vec<(String, SchemaRef)>> {
+    let versions = store.versions(dataset)?;
+    let mut out = Vec::with_capacity(versions.len() + 2);
+    if let Some(m) = versions.last() {
+        out.push((LATEST_TABLE.to_string(), version_schema(m)));
+    }
+    out.push((VERSIONS_TABLE.to_string(), versions_schema()));
+    for (tag, id) in store.tags(dataset)? {
+        if let Some(m) = versions.iter().find(|m| m.id == id) {
+            out.push((tag, version_schema(m)));
+        }
+    }
+    out.extend(versions.iter().map(|m| (format!("v{}", m.seq), version_schema(m))));
+    Ok(out)
 }
 
 fn external(e: crate::Error) -> DataFusionError {

@@ -119,6 +119,8 @@ type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'st
 #[derive(Debug, Clone)]
 struct Prepared {
     sql: String,
+    /// Parameter types inferred when it was prepared, `$1` first.
+    param_types: Vec<Option<DataType>>,
     params: Option<Vec<ScalarValue>>,
     /// Who created it: only they may use it.
     owner: String,
@@ -542,7 +544,10 @@ impl FlightSqlService for FlightSql {
                 map.map.remove(&old);
             }
             map.order.push_back(handle.clone());
-            map.map.insert(handle.clone(), Prepared { sql: query.query, params: None, owner: who.subject });
+            map.map.insert(
+                handle.clone(),
+                Prepared { sql: query.query, param_types: params, params: None, owner: who.subject },
+            );
         }
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
@@ -571,8 +576,7 @@ impl FlightSqlService for FlightSql {
             _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
                 .map_err(|e| status(e.into()))?,
         };
-        let df = self.plan(&prepared.sql, None).await.map_err(status)?;
-        let params = bind_row(&batch, &parameter_types(&df).map_err(status)?).map_err(status)?;
+        let params = bind_row(&batch, &prepared.param_types).map_err(status)?;
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
         let mut map =
             self.inner.prepared.lock().map_err(|_| Status::internal("prepared statements poisoned"))?;
@@ -657,11 +661,8 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.authorize(&request).map_err(status)?;
         let mut b = query.into_builder();
-        let ctx = self.session();
-        if let Some(catalog) = ctx.catalog(CATALOG) {
-            for dataset in catalog.schema_names() {
-                b.append(CATALOG, dataset);
-            }
+        for dataset in self.inner.store.datasets().map_err(|e| status(Error::Internal(e.to_string())))? {
+            b.append(CATALOG, dataset);
         }
         Self::reply(b.build())
     }
@@ -683,17 +684,13 @@ impl FlightSqlService for FlightSql {
         self.authorize(&request).map_err(status)?;
         let wants_type = query.table_types.is_empty() || query.table_types.iter().any(|t| t == "TABLE");
         let mut b = query.into_builder();
-        let ctx = self.session();
-        if let Some(catalog) = ctx.catalog(CATALOG).filter(|_| wants_type) {
-            for dataset in catalog.schema_names() {
-                let Some(schema) = catalog.schema(&dataset) else { continue };
-                for table in schema.table_names() {
-                    let Some(provider) = schema.table(&table).await.map_err(|e| status(e.into()))? else {
-                        continue;
-                    };
-                    b.append(CATALOG, &dataset, &table, "TABLE", provider.schema().as_ref())
-                        .map_err(|e| status(e.into()))?;
-                }
+        let store = &self.inner.store;
+        let datasets = if wants_type { store.datasets() } else { Ok(Vec::new()) };
+        for dataset in datasets.map_err(|e| status(Error::Internal(e.to_string())))? {
+            let tables = catalog::table_schemas(store, &dataset)
+                .map_err(|e| status(Error::Internal(e.to_string())))?;
+            for (table, schema) in tables {
+                b.append(CATALOG, &dataset, &table, "TABLE", &schema).map_err(|e| status(e.into()))?;
             }
         }
         Self::reply(b.build())
