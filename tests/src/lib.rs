@@ -237,3 +237,27 @@ pub async fn snapshot_until_idle(
     let cancel = tokio_util::sync::CancellationToken::new();
     Ok(stream::job::run_snapshot(config, plan, store, &opts, None, &cancel).await?)
 }
+
+/// Corpus records as the producer sends them.
+pub fn outgoing(records: &[schemas::records::RawRecord]) -> Vec<ingest::source::Outgoing> {
+    records.iter().map(ingest::source::Outgoing::from_record).collect()
+}
+
+/// A child process (a `driftwood` service, Prometheus) stopped when dropped: SIGTERM, then
+/// SIGKILL if it has not exited within 10 s.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -13,13 +13,11 @@ use schemas::Split;
 use schemas::events::{ControlEvent, ControlMessage, Decoded};
 use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
-use tests::{Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, publish, read_all, shuffle};
+use tests::{
+    Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, read_all, shuffle,
+};
 use tokio_util::sync::CancellationToken;
 use trainer::store::{MetadataStore, SqliteStore};
-
-fn outgoing(records: &[RawRecord]) -> Vec<Outgoing> {
-    records.iter().map(Outgoing::from_record).collect()
-}
 
 fn run(bin: &std::path::Path, config: &schemas::Config, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(bin).args(args).envs(env_for(config)).output()?;

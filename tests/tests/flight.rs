@@ -3,22 +3,20 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
-use ingest::source::{self, Outgoing};
-use schemas::records::RawRecord;
+use ingest::source;
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::store::SnapshotStore;
-use tests::{Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, publish, python, shuffle};
+use tests::{
+    Killed, Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, python,
+    shuffle,
+};
 use tokio_util::sync::CancellationToken;
 use trainer::store::{MetadataStore, SqliteStore};
-
-fn outgoing(records: &[RawRecord]) -> Vec<Outgoing> {
-    records.iter().map(Outgoing::from_record).collect()
-}
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output()?;
@@ -69,15 +67,6 @@ fn hash_password(bin: &Path, password: &str) -> anyhow::Result<String> {
     let out = child.wait_with_output()?;
     anyhow::ensure!(out.status.success(), "hash-password: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Rows of every batch of a version, read in Rust straight from the store.
@@ -181,7 +170,7 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     let port = free_port()?;
     config.flight.listen = format!("127.0.0.1:{port}");
     let log = std::fs::File::create(dir.path().join("flight.log"))?;
-    let _server = Server(
+    let _server = Killed(
         Command::new(&bin).arg("flight").envs(env_for(&config)).stdout(Stdio::null()).stderr(log).spawn()?,
     );
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -4,11 +4,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ingest::source::{self, Outgoing};
-use tests::{Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, publish, read_all, shuffle};
+use tests::{
+    Killed, Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, read_all,
+    shuffle,
+};
 
 fn monitoring() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring")
@@ -60,23 +63,6 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn alert_rules_pass_promtool_checks_and_unit_tests() -> anyhow::Result<()> {
     let checked = promtool(&["check", "rules", "alerts.yml"])?;
@@ -109,7 +95,7 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
     let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
     shuffle(&mut period1, 31);
     let (first, rest) = period1.split_at(1000);
-    publish(&config, &topics.raw, first.iter().map(Outgoing::from_record).collect()).await?;
+    publish(&config, &topics.raw, outgoing(first)).await?;
     for args in [&["snapshot"][..], &["train", "--alias", "production"][..]] {
         let out = Command::new(&bin).args(args).envs(env_for(&config)).output()?;
         anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -118,7 +104,7 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
     let _up = Killed(
         Command::new(&bin).arg("up").envs(env_for(&config)).stdout(Stdio::null()).stderr(log).spawn()?,
     );
-    let mut more: Vec<Outgoing> = rest.iter().map(Outgoing::from_record).collect();
+    let mut more = outgoing(rest);
     more.extend(
         [b"\xff\xfe".to_vec(), b"[1]".to_vec()].into_iter().map(|value| Outgoing { key: None, value }),
     );
