@@ -109,7 +109,7 @@ async fn main() -> Result<()> {
     for _ in 0..2 {
         let started = Instant::now();
         let (mut rows, mut bytes) = (0, 0);
-        let mut stream = service.plan(sql, None).await?.execute_stream().await?;
+        let mut stream = service.plan(sql, None, Default::default()).await?.execute_stream().await?;
         while let Some(b) = stream.try_next().await? {
             rows += b.num_rows();
             bytes += arrow_bytes(&b);

@@ -2,6 +2,7 @@
 //! endpoints, advertised schemas equal to the streamed ones, prepared statements, and the
 //! refusal of requests without a token when authentication is on.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray};
@@ -102,7 +103,7 @@ async fn fetch(
 
 #[tokio::test]
 async fn metadata_schemas_and_prepared_statements_through_the_arrow_flight_client() -> anyhow::Result<()> {
-    let (mut client, _dir, cancel) = start(false).await?;
+    let (mut client, dir, cancel) = start(false).await?;
 
     // Advertised schema == streamed schema (nullability included), for a query with an
     // aggregate, a join and a computed column.
@@ -127,6 +128,17 @@ async fn metadata_schemas_and_prepared_statements_through_the_arrow_flight_clien
         .await?;
     let added = fetch(&mut client, info).await?;
     assert_eq!(added[0].column(0).as_primitive::<Int64Type>().value(0), 20);
+
+    // A plain scan of a version of two objects: every row once.
+    let info = client.execute("SELECT id FROM latest".into(), None).await?;
+    let endpoints = info.endpoint.len();
+    let ids: Vec<String> = fetch(&mut client, info)
+        .await?
+        .iter()
+        .flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().map(String::from).collect::<Vec<_>>())
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (50, 50), "{endpoints} endpoints");
 
     // Metadata.
     let info = client.get_db_schemas(CommandGetDbSchemas::default()).await?;
@@ -175,6 +187,15 @@ async fn metadata_schemas_and_prepared_statements_through_the_arrow_flight_clien
     let _third = client.prepare("SELECT 3".into(), None).await?;
     let err = first.execute().await.expect_err("evicted");
     assert!(err.to_string().contains("prepared statement"), "{err}");
+
+    // A ticket reads the versions its FlightInfo was planned on, even after `latest` moved.
+    let info = client.execute("SELECT count(*) FROM latest".into(), None).await?;
+    version(&SnapshotStore::open(dir.path())?, 50..60)?;
+    let pinned = fetch(&mut client, info).await?;
+    assert_eq!(pinned[0].column(0).as_primitive::<Int64Type>().value(0), 50);
+    let info = client.execute("SELECT count(*) FROM latest".into(), None).await?;
+    let now = fetch(&mut client, info).await?;
+    assert_eq!(now[0].column(0).as_primitive::<Int64Type>().value(0), 60);
 
     // Bad SQL is the client's error.
     let err = client.execute("SELEC nothing".into(), None).await.expect_err("bad SQL");

@@ -6,7 +6,8 @@
 //! queryable at once; a version's table reads its immutable Parquet objects (streaming, with
 //! projection and predicate push-down).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -28,15 +29,24 @@ pub const VERSIONS_TABLE: &str = "versions";
 /// The table of the newest version.
 pub const LATEST_TABLE: &str = "latest";
 
+/// The versions a query's table names resolved to: `(dataset, table name) → version id`.
+///
+/// A session records every resolution here; a session created with the pins of an earlier one
+/// resolves those names to the same versions. That is what keeps the DoGets of one query (one
+/// per endpoint, each planning it again) reading exactly the versions its FlightInfo planned,
+/// even if `latest` or a tag has moved since.
+pub type Pins = Arc<Mutex<BTreeMap<(String, String), String>>>;
+
 /// Every dataset of a store, as schemas.
 #[derive(Debug)]
 pub struct StoreCatalog {
     store: SnapshotStore,
+    pins: Pins,
 }
 
 impl StoreCatalog {
-    pub fn new(store: SnapshotStore) -> StoreCatalog {
-        StoreCatalog { store }
+    pub fn new(store: SnapshotStore, pins: Pins) -> StoreCatalog {
+        StoreCatalog { store, pins }
     }
 }
 
@@ -49,10 +59,13 @@ impl CatalogProvider for StoreCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.schema_names()
-            .iter()
-            .any(|d| d == name)
-            .then(|| Arc::new(DatasetSchema { store: self.store.clone(), dataset: name.to_string() }) as _)
+        self.schema_names().iter().any(|d| d == name).then(|| {
+            Arc::new(DatasetSchema {
+                store: self.store.clone(),
+                dataset: name.to_string(),
+                pins: self.pins.clone(),
+            }) as _
+        })
     }
 }
 
@@ -61,6 +74,7 @@ impl CatalogProvider for StoreCatalog {
 pub struct DatasetSchema {
     store: SnapshotStore,
     dataset: String,
+    pins: Pins,
 }
 
 impl DatasetSchema {
@@ -69,11 +83,19 @@ impl DatasetSchema {
     }
 
     fn resolve(&self, name: &str) -> crate::Result<Option<Manifest>> {
-        match self.store.resolve(&self.dataset, name) {
-            Ok(m) => Ok(Some(m)),
-            Err(crate::Error::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let key = (self.dataset.clone(), name.to_string());
+        let pinned =
+            self.pins.lock().map_err(|_| crate::Error::Internal("pins poisoned".into()))?.get(&key).cloned();
+        let m = match self.store.resolve(&self.dataset, pinned.as_deref().unwrap_or(name)) {
+            Ok(m) => m,
+            Err(crate::Error::NotFound(_)) if pinned.is_none() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.pins
+            .lock()
+            .map_err(|_| crate::Error::Internal("pins poisoned".into()))?
+            .insert(key, m.id.clone());
+        Ok(Some(m))
     }
 }
 

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -61,7 +61,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::SnapshotStore;
-use catalog::{CATALOG, StoreCatalog};
+use catalog::{CATALOG, Pins, StoreCatalog};
 
 /// Why a Flight SQL call failed; [`status`] maps each to its gRPC code.
 #[derive(Debug, thiserror::Error)]
@@ -178,8 +178,9 @@ impl FlightSql {
         }
     }
 
-    /// A session seeing the store as it is now.
-    pub fn session(&self) -> SessionContext {
+    /// A session seeing the store as it is now, apart from the table names in `pins` (which
+    /// resolve to the pinned versions); it records what it resolves into `pins`.
+    pub fn session(&self, pins: Pins) -> SessionContext {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, &self.inner.default_dataset)
             .with_information_schema(true)
@@ -188,13 +189,14 @@ impl FlightSql {
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         config.options_mut().execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config(config);
-        ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(self.inner.store.clone())));
+        ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(self.inner.store.clone(), pins)));
         ctx
     }
 
-    /// Plans `sql` (with `params` bound, if any) as a DataFrame.
-    pub async fn plan(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
-        let df = self.session().sql(&positional_placeholders(sql)).await?;
+    /// Plans `sql` (with `params` bound, if any) as a DataFrame; see [`FlightSql::session`] for
+    /// `pins`.
+    pub async fn plan(&self, sql: &str, params: Option<Vec<ScalarValue>>, pins: Pins) -> Result<DataFrame> {
+        let df = self.session(pins).sql(&positional_placeholders(sql)).await?;
         match params {
             Some(p) => Ok(df.with_param_values(ParamValues::from(p))?),
             None => Ok(df),
@@ -231,6 +233,30 @@ impl FlightSql {
         }
     }
 
+    /// FlightInfo of a query: its schema and one endpoint whose ticket names the query and the
+    /// versions it was planned on. (One endpoint per plan partition was measured on this
+    /// 2-core machine: no faster for ADBC or the Rust client, so results come as one stream.)
+    async fn describe_query(
+        &self,
+        df: DataFrame,
+        pins: &Pins,
+        descriptor: FlightDescriptor,
+        mut query: QueryTicket,
+    ) -> Result<FlightInfo> {
+        let schema = df.create_physical_plan().await?.schema();
+        query.pins = pins
+            .lock()
+            .map_err(|_| Error::Internal("pins poisoned".into()))?
+            .iter()
+            .map(|((dataset, table), id)| (dataset.clone(), table.clone(), id.clone()))
+            .collect();
+        let handle = serde_json::to_vec(&query).map_err(|e| Error::Internal(e.to_string()))?;
+        let ticket = TicketStatementQuery { statement_handle: handle.into() };
+        self.info(&schema, ticket.as_any().encode_to_vec(), descriptor)
+    }
+
+    /// Streams a query's result in the physical plan's schema, the one
+    /// [`FlightSql::describe_query`] advertised.
     async fn stream(&self, df: DataFrame) -> Result<Response<FlightStream<FlightData>>> {
         let task_ctx = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await?;
@@ -284,9 +310,22 @@ impl FlightSql {
     }
 }
 
-/// The physical schema a query will stream (what FlightInfo advertises).
-async fn result_schema(df: DataFrame) -> Result<SchemaRef> {
-    Ok(df.create_physical_plan().await?.schema())
+/// What a DoGet ticket names: a query or a prepared statement, and the versions its table
+/// names resolved to when it was planned.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct QueryTicket {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sql: Option<String>,
+    /// Handle of a prepared statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prepared: Option<String>,
+    /// `(dataset, table name, version id)`.
+    #[serde(default)]
+    pins: Vec<(String, String, String)>,
+}
+
+fn new_pins() -> Pins {
+    Pins::default()
 }
 
 /// `?` placeholders (ODBC/JDBC/ADBC style) become `$1`, `$2`, ... (DataFusion's); string
@@ -499,11 +538,10 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.authorize(&request).map_err(status)?;
-        let df = self.plan(&query.query, None).await.map_err(status)?;
-        let schema = result_schema(df).await.map_err(status)?;
-        let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
-        let info =
-            self.info(&schema, ticket.as_any().encode_to_vec(), request.into_inner()).map_err(status)?;
+        let pins = new_pins();
+        let df = self.plan(&query.query, None, pins.clone()).await.map_err(status)?;
+        let ticket = QueryTicket { sql: Some(query.query), ..Default::default() };
+        let info = self.describe_query(df, &pins, request.into_inner(), ticket).await.map_err(status)?;
         Ok(Response::new(info))
     }
 
@@ -512,10 +550,20 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.authorize(&request).map_err(status)?;
-        let sql = String::from_utf8(ticket.statement_handle.to_vec())
-            .map_err(|_| status(Error::BadRequest("malformed statement ticket".into())))?;
-        let df = self.plan(&sql, None).await.map_err(status)?;
+        let who = self.authorize(&request).map_err(status)?;
+        let ticket: QueryTicket = serde_json::from_slice(&ticket.statement_handle)
+            .map_err(|e| status(Error::BadRequest(format!("malformed ticket: {e}"))))?;
+        let (sql, params) = match (ticket.sql, ticket.prepared) {
+            (Some(sql), None) => (sql, None),
+            (None, Some(handle)) => {
+                let p = self.prepared(handle.as_bytes(), &who).map_err(status)?;
+                (p.sql, p.params)
+            }
+            _ => return Err(status(Error::BadRequest("a ticket names one query".into()))),
+        };
+        let pins: Pins =
+            Arc::new(std::sync::Mutex::new(ticket.pins.into_iter().map(|(d, t, id)| ((d, t), id)).collect()));
+        let df = self.plan(&sql, params, pins).await.map_err(status)?;
         self.stream(df).await.map_err(status)
     }
 
@@ -525,7 +573,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let who = self.authorize(&request).map_err(status)?;
-        let df = self.plan(&query.query, None).await.map_err(status)?;
+        let df = self.plan(&query.query, None, new_pins()).await.map_err(status)?;
         let params = parameter_types(&df).map_err(status)?;
         let dataset_schema = df.schema().as_arrow().clone();
         let parameter_schema = Schema::new(
@@ -593,21 +641,12 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let who = self.authorize(&request).map_err(status)?;
         let prepared = self.prepared(&cmd.prepared_statement_handle, &who).map_err(status)?;
-        let df = self.plan(&prepared.sql, prepared.params).await.map_err(status)?;
-        let schema = result_schema(df).await.map_err(status)?;
-        let info = self.info(&schema, cmd.as_any().encode_to_vec(), request.into_inner()).map_err(status)?;
+        let pins = new_pins();
+        let df = self.plan(&prepared.sql, prepared.params, pins.clone()).await.map_err(status)?;
+        let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).to_string();
+        let ticket = QueryTicket { prepared: Some(handle), ..Default::default() };
+        let info = self.describe_query(df, &pins, request.into_inner(), ticket).await.map_err(status)?;
         Ok(Response::new(info))
-    }
-
-    async fn do_get_prepared_statement(
-        &self,
-        query: CommandPreparedStatementQuery,
-        request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let who = self.authorize(&request).map_err(status)?;
-        let prepared = self.prepared(&query.prepared_statement_handle, &who).map_err(status)?;
-        let df = self.plan(&prepared.sql, prepared.params).await.map_err(status)?;
-        self.stream(df).await.map_err(status)
     }
 
     async fn do_action_close_prepared_statement(
