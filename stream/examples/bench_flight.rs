@@ -24,6 +24,9 @@ use stream::flight::FlightSql;
 use stream::store::{Draft, DraftPart, SnapshotStore};
 use tokio_util::sync::CancellationToken;
 
+/// Runs of each measurement; the script prints the best (the first run warms caches).
+const RUNS: usize = 4;
+
 /// Authentication off, as on a developer's machine.
 #[derive(Debug)]
 struct Open;
@@ -106,7 +109,7 @@ async fn main() -> Result<()> {
     let sql = "SELECT * FROM latest";
 
     // In-process DataFusion over the same objects.
-    for _ in 0..2 {
+    for _ in 0..RUNS {
         let started = Instant::now();
         let (mut rows, mut bytes) = (0, 0);
         let mut stream = service.plan(sql, None, Default::default()).await?.execute_stream().await?;
@@ -127,7 +130,7 @@ async fn main() -> Result<()> {
         }
     };
     let mut client = FlightSqlServiceClient::new(channel);
-    for _ in 0..2 {
+    for _ in 0..RUNS {
         let started = Instant::now();
         let (mut rows, mut bytes) = (0, 0);
         let info = client.execute(sql.to_string(), None).await?;
