@@ -81,7 +81,10 @@ async fn members_share_partitions_take_over_and_resume_from_commits() -> anyhow:
     let (a, b) = (member(&broker.brokers)?, member(&broker.brokers)?);
     let poll_a = poll(a.clone(), 0, seen.clone());
     let poll_b = poll(b.clone(), 1, seen.clone());
-    let took = wait_until("a shared assignment", 30, || !assigned(&a).is_empty() && !assigned(&b).is_empty())
+    // Usually ~3 s; once in ~30 runs under the full suite's load (right after closed_loop)
+    // the join took longer than 30 s, so the bound is generous. It measures the protocol works,
+    // not its speed.
+    let took = wait_until("a shared assignment", 90, || !assigned(&a).is_empty() && !assigned(&b).is_empty())
         .await?;
     let (pa, pb) = (assigned(&a), assigned(&b));
     eprintln!("assignment after {took:?}: a {pa:?}, b {pb:?}");
