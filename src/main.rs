@@ -488,7 +488,9 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         Command::Serve { no_scorer } => {
             let token = shutdown_token();
             let metrics = serving::metrics::Metrics::new();
-            serve(&config, metadata(&config)?, metrics, !no_scorer && config.serve.scorer, token).await?;
+            let auth = auth(&config)?;
+            serve(&config, metadata(&config)?, metrics, !no_scorer && config.serve.scorer, auth, token)
+                .await?;
         }
         Command::Drift { until_idle } => {
             let (token, registry) = (shutdown_token(), prometheus::Registry::new());
@@ -746,6 +748,7 @@ async fn serve(
     store: Arc<dyn MetadataStore>,
     metrics: serving::metrics::Metrics,
     scorer: bool,
+    auth: Arc<serving::auth::JwtAuth>,
     token: CancellationToken,
 ) -> Result<()> {
     use serving::handle::{BatchingConfig, ModelHandle};
@@ -779,6 +782,7 @@ async fn serve(
         metrics: metrics.clone(),
         predlog: Some(predlog.clone()),
         max_texts: config.serve.max_request_texts,
+        auth,
     };
     let listener = tokio::net::TcpListener::bind(config.serve_addr())
         .await
@@ -1039,8 +1043,9 @@ async fn up(config: &Config) -> Result<()> {
             anyhow::Ok(())
         })
     };
+    let auth = auth(config)?;
     let flight_task = {
-        let (config, token, auth) = (config.clone(), token.clone(), auth(config)?);
+        let (config, token, auth) = (config.clone(), token.clone(), auth.clone());
         tokio::spawn(async move {
             // The other services keep running without Flight SQL; say so at once.
             flight(&config, auth, token)
@@ -1073,7 +1078,7 @@ async fn up(config: &Config) -> Result<()> {
             }
         })
     };
-    let serve_result = serve(config, store, metrics, config.serve.scorer, token.clone()).await;
+    let serve_result = serve(config, store, metrics, config.serve.scorer, auth, token.clone()).await;
     token.cancel();
     snapshot.await??;
     scored_snapshot.await??;

@@ -2,13 +2,17 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `POST /v1/predict` | `{"text": "..."}` or `{"texts": ["...", ...]}` → labels + probabilities |
-//! | `GET /v1/models/current` | the model being served |
+//! | `POST /v1/predict` | role `predictor`: `{"text": "..."}` or `{"texts": [...]}` → labels + probabilities |
+//! | `GET /v1/models/current` | role `viewer`: the model being served |
+//! | `POST /oauth/token` | OAuth2 password or client_credentials grant → bearer JWT |
+//! | `GET /.well-known/jwks.json` | the public keys tokens are signed with |
 //! | `GET /healthz` | the process is up |
 //! | `GET /readyz` | a model is loaded |
 //! | `GET /metrics` | Prometheus exposition |
 //!
-//! Errors are JSON `{"error": "...", "error_type": "..."}` with the status of [`Error::status`].
+//! Errors are JSON `{"error": "...", "error_type": "..."}` with the status of [`Error::status`];
+//! a route's role is checked by [`require`] before its handler runs (401 without or with a bad
+//! token, 403 with a valid token lacking the role).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +29,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use trainer::store::PredictionLogEntry;
 
+use schemas::auth::{Authenticator, Role};
+
 use crate::handle::ModelHandle;
 use crate::metrics::Metrics;
 use crate::predlog::PredictionLog;
@@ -38,6 +44,7 @@ pub struct AppState {
     pub predlog: Option<PredictionLog>,
     /// Largest number of texts per request.
     pub max_texts: usize,
+    pub auth: Arc<crate::auth::JwtAuth>,
 }
 
 /// Largest request body, bytes.
@@ -45,9 +52,12 @@ pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
+    let role = |role: Role| middleware::from_fn_with_state((state.auth.clone(), role), require);
     Router::new()
-        .route("/v1/predict", post(predict))
-        .route("/v1/models/current", get(current_model))
+        .route("/v1/predict", post(predict).route_layer(role(Role::Predictor)))
+        .route("/v1/models/current", get(current_model).route_layer(role(Role::Viewer)))
+        .route("/oauth/token", post(token))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
@@ -69,6 +79,11 @@ impl IntoResponse for Error {
         };
         let mut response =
             (status, Json(serde_json::json!({ "error": message, "error_type": error_type }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
         response.extensions_mut().insert(ErrorType(error_type));
         response
     }
@@ -82,6 +97,8 @@ async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Resp
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
         "/v1/predict" => "/v1/predict",
         "/v1/models/current" => "/v1/models/current",
+        "/oauth/token" => "/oauth/token",
+        "/.well-known/jwks.json" => "/.well-known/jwks.json",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
@@ -197,6 +214,102 @@ async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<Pred
         predictions,
         latency_ms: started.elapsed().as_secs_f64() * 1e3,
     }))
+}
+
+/// Lets the request through only with a bearer token granting `role`.
+pub async fn require(
+    State((auth, role)): State<(Arc<crate::auth::JwtAuth>, Role)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => match v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+            Some(t) => Some(t.trim()),
+            None => {
+                return Error::Unauthenticated("expected `Authorization: Bearer <token>`".into())
+                    .into_response();
+            }
+        },
+        Some(Err(_)) => {
+            return Error::Unauthenticated("the Authorization header is not text".into()).into_response();
+        }
+    };
+    match auth.authorize(token, role) {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => Error::from(e).into_response(),
+    }
+}
+
+/// A `POST /oauth/token` form (RFC 6749 §4.3 and §4.4).
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    grant_type: String,
+    username: Option<String>,
+    password: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    /// Accepted and ignored: roles come from the users file.
+    #[serde(rename = "scope")]
+    _scope: Option<String>,
+}
+
+async fn token(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let form: TokenRequest = serde_urlencoded::from_bytes(&body).map_err(|e| {
+        Error::BadRequest(format!("expected an application/x-www-form-urlencoded token request: {e}"))
+    })?;
+    // Client credentials in the body or as HTTP Basic (RFC 6749 §2.3.1).
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+    let auth = state.auth.clone();
+    let issued = match form.grant_type.as_str() {
+        "password" => {
+            let (Some(user), Some(password)) = (form.username, form.password) else {
+                return Err(Error::BadRequest("the password grant needs username and password".into()));
+            };
+            tokio::task::spawn_blocking(move || auth.login(&user, &password)).await
+        }
+        "client_credentials" => {
+            let (id, secret) = match (form.client_id, form.client_secret, basic) {
+                (Some(id), Some(secret), _) => (id, secret),
+                (_, _, Some(pair)) => pair,
+                _ => {
+                    return Err(Error::BadRequest(
+                        "client_credentials needs client_id and client_secret".into(),
+                    ));
+                }
+            };
+            tokio::task::spawn_blocking(move || auth.client_credentials(&id, &secret)).await
+        }
+        other => {
+            return Err(Error::BadRequest(format!(
+                "unsupported grant_type `{other}` (password, client_credentials)"
+            )));
+        }
+    }
+    .map_err(|e| Error::Internal(format!("login task failed: {e}")))??;
+    let body = serde_json::json!({
+        "access_token": issued.token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in_secs,
+    });
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+async fn jwks(State(state): State<AppState>) -> Json<jsonwebtoken::jwk::JwkSet> {
+    Json(state.auth.jwks().clone())
 }
 
 async fn current_model(State(state): State<AppState>) -> Result<Json<Arc<crate::handle::ModelInfo>>> {

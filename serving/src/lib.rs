@@ -42,6 +42,15 @@ pub enum Error {
     /// No model is loaded yet.
     #[error("no model is loaded")]
     NotReady,
+    /// No token, a bad token, or bad credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid identity lacking the route's role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Authentication cannot be done now (disabled, no signing key).
+    #[error("{0}")]
+    AuthUnavailable(String),
     #[error("not found: {0}")]
     NotFound(String),
     /// A model whose cleaning spec differs from the running plan was refused.
@@ -65,6 +74,9 @@ impl Error {
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::SpecMismatch(_) => (StatusCode::CONFLICT, "spec_mismatch"),
             Error::Model(trainer::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
@@ -73,6 +85,17 @@ impl Error {
             Error::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka"),
             Error::Clean(_) => (StatusCode::INTERNAL_SERVER_ERROR, "clean"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<schemas::auth::AuthError> for Error {
+    fn from(e: schemas::auth::AuthError) -> Error {
+        use schemas::auth::AuthError;
+        match e {
+            AuthError::Unauthenticated(m) => Error::Unauthenticated(m),
+            AuthError::Forbidden(m) => Error::Forbidden(m),
+            AuthError::Unavailable(m) => Error::AuthUnavailable(m),
         }
     }
 }

@@ -1,0 +1,210 @@
+//! The REST API's OAuth2 token endpoint, JWKS and per-route roles, over real HTTP: every role
+//! against every route, and tokens that must be refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemas::auth::{Authenticator, Role};
+use schemas::config::AuthConfig;
+use serving::auth::{JwtAuth, hash_password};
+use stream::clean::{CleanPlan, CleanSpec};
+
+fn key(n: usize) -> String {
+    format!("{}/../serving/tests/fixtures/jwt-key-{n}.pem", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn auth_config(dir: &std::path::Path, audience: &str, key_file: String) -> anyhow::Result<AuthConfig> {
+    let mut users = String::new();
+    for (name, roles) in [
+        ("viewer", "\"viewer\""),
+        ("predictor", "\"predictor\""),
+        ("trainer", "\"trainer\""),
+        ("admin", "\"admin\""),
+        ("none", ""),
+    ] {
+        users.push_str(&format!(
+            "[[user]]\nname = \"{name}\"\npassword_hash = \"{}\"\nroles = [{roles}]\n\n",
+            hash_password(&format!("{name}-pw")).map_err(anyhow::Error::msg)?
+        ));
+    }
+    users.push_str(&format!(
+        "[[client]]\nid = \"svc\"\nsecret_hash = \"{}\"\nroles = [\"predictor\"]\n",
+        hash_password("svc-secret").map_err(anyhow::Error::msg)?
+    ));
+    let users_file = dir.join(format!("users-{audience}.toml"));
+    std::fs::write(&users_file, users)?;
+    Ok(AuthConfig {
+        enabled: true,
+        audience: audience.into(),
+        signing_keys: vec![key_file],
+        users_file: users_file.display().to_string(),
+        ..AuthConfig::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth = Arc::new(JwtAuth::from_config(&auth_config(dir.path(), "driftwood", key(1))?)?);
+    // No model loaded: a request that passes authorization gets 503 not_ready from the handler.
+    let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
+    let batching =
+        serving::handle::BatchingConfig { max_batch: 8, max_wait: Duration::from_millis(2), queue: 16 };
+    let state = serving::api::AppState {
+        model: serving::handle::ModelHandle::start(None, plan, batching)?,
+        metrics: serving::metrics::Metrics::new(),
+        predlog: None,
+        max_texts: 16,
+        auth: auth.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let server = tokio::spawn(serving::api::serve(listener, serving::api::router(state), async move {
+        s.cancelled().await
+    }));
+    let http = reqwest::Client::new();
+
+    // OAuth2 password grant per user.
+    let mut tokens = Vec::new();
+    for user in ["viewer", "predictor", "trainer", "admin", "none"] {
+        let r = http
+            .post(format!("{base}/oauth/token"))
+            .form(&[("grant_type", "password"), ("username", user), ("password", &format!("{user}-pw"))])
+            .send()
+            .await?;
+        assert_eq!(r.status(), 200, "{user}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 3600);
+        tokens.push((user, body["access_token"].as_str().expect("token").to_string()));
+    }
+    // client_credentials, with HTTP Basic client authentication.
+    let r = http
+        .post(format!("{base}/oauth/token"))
+        .basic_auth("svc", Some("svc-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let svc: serde_json::Value = r.json().await?;
+    assert_eq!(auth.verify(svc["access_token"].as_str().expect("token"))?.roles, vec![Role::Predictor]);
+
+    // Bad token requests: 401 / 400 with the JSON error shape.
+    for (form, status, error_type) in [
+        (
+            vec![("grant_type", "password"), ("username", "admin"), ("password", "wrong")],
+            401,
+            "unauthenticated",
+        ),
+        (vec![("grant_type", "password"), ("username", "ghost"), ("password", "x")], 401, "unauthenticated"),
+        (
+            vec![("grant_type", "client_credentials"), ("client_id", "svc"), ("client_secret", "no")],
+            401,
+            "unauthenticated",
+        ),
+        (vec![("grant_type", "implicit")], 400, "bad_request"),
+        (vec![("grant_type", "password"), ("username", "admin")], 400, "bad_request"),
+    ] {
+        let r = http.post(format!("{base}/oauth/token")).form(&form).send().await?;
+        assert_eq!(r.status(), status, "{form:?}");
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["error_type"], error_type, "{form:?}: {body}");
+    }
+
+    // The matrix: each role × each route. 503 = authorized (no model loaded yet).
+    let routes: [(&str, &str, Option<Role>); 6] = [
+        ("POST", "/v1/predict", Some(Role::Predictor)),
+        ("GET", "/v1/models/current", Some(Role::Viewer)),
+        ("GET", "/healthz", None),
+        ("GET", "/readyz", None),
+        ("GET", "/metrics", None),
+        ("GET", "/.well-known/jwks.json", None),
+    ];
+    let role_of = |user: &str| user.parse::<Role>().ok();
+    for (method, path, required) in routes {
+        let call = |token: Option<&str>| {
+            let req = match method {
+                "POST" => {
+                    http.post(format!("{base}{path}")).json(&serde_json::json!({"text": "win money now"}))
+                }
+                _ => http.get(format!("{base}{path}")),
+            };
+            match token {
+                Some(t) => req.bearer_auth(t),
+                None => req,
+            }
+        };
+        let open_status = |p: &str| match p {
+            "/readyz" => 503,
+            _ => 200,
+        };
+        // Without a token.
+        let r = call(None).send().await?;
+        match required {
+            Some(_) => {
+                assert_eq!(r.status(), 401, "{path} without a token");
+                assert_eq!(r.headers()["www-authenticate"], "Bearer");
+            }
+            None => assert_eq!(r.status(), open_status(path), "{path}"),
+        }
+        for (user, token) in &tokens {
+            let r = call(Some(token)).send().await?;
+            let expected = match required {
+                None => open_status(path),
+                Some(req) if role_of(user).is_some_and(|r| r >= req) => 503,
+                Some(_) => 403,
+            };
+            assert_eq!(r.status(), expected, "{user} on {method} {path}");
+            if expected == 403 {
+                let body: serde_json::Value = r.json().await?;
+                assert_eq!(body["error_type"], "forbidden");
+            }
+        }
+    }
+
+    // Tokens that must be refused on a protected route.
+    let admin = tokens.iter().find(|(u, _)| *u == "admin").map(|(_, t)| t.clone()).expect("admin");
+    let parts: Vec<&str> = admin.split('.').collect();
+    let mut tampered_sig = parts[2].to_string();
+    let flipped = if tampered_sig.ends_with('A') { 'B' } else { 'A' };
+    tampered_sig.pop();
+    tampered_sig.push(flipped);
+    let other_audience = JwtAuth::from_config(&auth_config(dir.path(), "someone-else", key(1))?)?
+        .login("admin", "admin-pw")?
+        .token;
+    let foreign_key = JwtAuth::from_config(&auth_config(dir.path(), "driftwood", key(2))?)?
+        .login("admin", "admin-pw")?
+        .token;
+    // {"alg":"none","typ":"JWT"} with the admin's claims and no signature.
+    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
+    for (what, token) in [
+        ("tampered signature", format!("{}.{}.{tampered_sig}", parts[0], parts[1])),
+        ("wrong audience", other_audience),
+        ("unknown signing key", foreign_key),
+        ("alg none", alg_none),
+        ("not a JWT", "hello".to_string()),
+    ] {
+        let r = http.get(format!("{base}/v1/models/current")).bearer_auth(&token).send().await?;
+        assert_eq!(r.status(), 401, "{what}");
+    }
+    let r = http
+        .get(format!("{base}/v1/models/current"))
+        .header("authorization", format!("Token {admin}"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401, "non-Bearer scheme");
+
+    // JWKS: the signing key's public half, with the key id tokens carry.
+    let jwks: serde_json::Value =
+        http.get(format!("{base}/.well-known/jwks.json")).send().await?.json().await?;
+    assert_eq!(jwks["keys"][0]["kid"].as_str(), auth.signing_kid());
+    assert_eq!(jwks["keys"][0]["kty"], "RSA");
+    assert!(jwks["keys"][0].get("d").is_none(), "private key material in the JWKS: {jwks}");
+
+    stop.cancel();
+    server.await??;
+    Ok(())
+}
