@@ -787,11 +787,16 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(config.serve_addr())
         .await
         .with_context(|| format!("binding {}", config.serve.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "REST API listening");
+    tracing::info!(addr = %listener.local_addr()?, tls = config.tls.enabled(), "REST API listening");
     let t = token.clone();
-    let api = tokio::spawn(serving::api::serve(listener, serving::api::router(state), async move {
-        t.cancelled().await
-    }));
+    let (router, shutdown) = (serving::api::router(state), async move { t.cancelled().await });
+    let api = if config.tls.enabled() {
+        let tls = serving::tls::server_config(&config.tls).map_err(anyhow::Error::msg)?;
+        let listener = serving::tls::TlsListener::new(listener, tls)?;
+        tokio::spawn(serving::api::serve_tls(listener, router, shutdown))
+    } else {
+        tokio::spawn(serving::api::serve(listener, router, shutdown))
+    };
     let scorer_task = scorer.then(|| {
         let s = serving::scorer::Scorer {
             config: config.clone(),

@@ -13,6 +13,7 @@
 //! * [`scorer`] — consume raw → clean → predict → produce scored → commit offsets;
 //! * [`predlog`] — the asynchronous, bounded prediction log;
 //! * [`reload`] — following a registry alias, hot swap;
+//! * [`tls`] — rustls server config and a TLS listener for the REST API;
 //! * [`metrics`] — Prometheus metrics of both.
 //!
 //! Architecture invariant: nothing depends on this crate; it never trains.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod predlog;
 pub mod reload;
 pub mod scorer;
+pub mod tls;
 
 use axum::http::StatusCode;
 

@@ -6,7 +6,7 @@
 //! topic prefix. The tests themselves are in `tests/tests/`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -260,4 +260,52 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs `cmd`; its stdout, or an error with its output.
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A dev CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost (`server.pem`,
+/// `server.key`) in `dir`, made with the openssl CLI.
+pub fn make_tls(dir: &Path) -> Result<()> {
+    let d = |f: &str| dir.join(f).display().to_string();
+    run_ok(
+        Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]).args([
+            "-keyout",
+            &d("ca.key"),
+            "-out",
+            &d("ca.pem"),
+            "-subj",
+            "/CN=driftwood test CA",
+        ]),
+    )?;
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
+            .args(["-keyout", &d("server.key"), "-out", &d("server.csr")]),
+    )?;
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName = IP:127.0.0.1, DNS:localhost\n")?;
+    run_ok(Command::new("openssl").args(["x509", "-req", "-days", "2"]).args([
+        "-in",
+        &d("server.csr"),
+        "-CA",
+        &d("ca.pem"),
+        "-CAkey",
+        &d("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &d("server.pem"),
+        "-extfile",
+        &d("ext.cnf"),
+    ]))?;
+    Ok(())
 }

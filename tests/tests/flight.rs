@@ -18,43 +18,6 @@ use tests::{
 use tokio_util::sync::CancellationToken;
 use trainer::store::{MetadataStore, SqliteStore};
 
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-/// A dev CA and a server certificate for 127.0.0.1, made with the openssl CLI.
-fn make_tls(dir: &Path) -> anyhow::Result<()> {
-    let d = |f: &str| dir.join(f).display().to_string();
-    run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
-        .args(["-keyout", &d("ca.key"), "-out", &d("ca.pem"), "-subj", "/CN=driftwood test CA"]))?;
-    run(Command::new("openssl")
-        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
-        .args(["-keyout", &d("server.key"), "-out", &d("server.csr")]))?;
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName = IP:127.0.0.1, DNS:localhost\n")?;
-    run(Command::new("openssl").args(["x509", "-req", "-days", "2"]).args([
-        "-in",
-        &d("server.csr"),
-        "-CA",
-        &d("ca.pem"),
-        "-CAkey",
-        &d("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &d("server.pem"),
-        "-extfile",
-        &d("ext.cnf"),
-    ]))?;
-    Ok(())
-}
-
 fn hash_password(bin: &Path, password: &str) -> anyhow::Result<String> {
     use std::io::Write;
     let mut child = Command::new(bin)
@@ -151,10 +114,12 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     let secrets = dir.path().join("secrets");
     std::fs::create_dir_all(&secrets)?;
     let key = secrets.join("jwt.pem");
-    run(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
-        .arg(&key))?;
-    make_tls(&secrets)?;
+    tests::run_ok(
+        Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&key),
+    )?;
+    tests::make_tls(&secrets)?;
     let users = format!(
         "[[user]]\nname = \"ana\"\npassword_hash = \"{}\"\nroles = [\"viewer\"]\n\n\
          [[user]]\nname = \"ex\"\npassword_hash = \"{}\"\nroles = []\n",

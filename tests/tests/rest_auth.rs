@@ -208,3 +208,114 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
     server.await??;
     Ok(())
 }
+
+/// `curl` and `openssl s_client` against the REST API over TLS (blocking: run off the runtime).
+async fn tool(program: &str, args: Vec<String>) -> anyhow::Result<std::process::Output> {
+    let program = program.to_string();
+    Ok(tokio::task::spawn_blocking(move || {
+        std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output()
+    })
+    .await??)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_2_and_1_3_only_checked_with_curl_and_openssl() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    tests::make_tls(dir.path())?;
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    let tls = schemas::config::TlsConfig { cert_file: path("server.pem"), key_file: path("server.key") };
+    let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
+    let batching =
+        serving::handle::BatchingConfig { max_batch: 8, max_wait: Duration::from_millis(2), queue: 16 };
+    let state = serving::api::AppState {
+        model: serving::handle::ModelHandle::start(None, plan, batching)?,
+        metrics: serving::metrics::Metrics::new(),
+        predlog: None,
+        max_texts: 16,
+        auth: Arc::new(JwtAuth::from_config(&AuthConfig::default())?),
+    };
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = tcp.local_addr()?.port();
+    let listener =
+        serving::tls::TlsListener::new(tcp, serving::tls::server_config(&tls).map_err(anyhow::Error::msg)?)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let server = tokio::spawn(serving::api::serve_tls(listener, serving::api::router(state), async move {
+        s.cancelled().await
+    }));
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let ca = path("ca.pem");
+
+    // curl trusting the dev CA gets an answer.
+    let ok = tool("curl", vec!["-sS".into(), "--cacert".into(), ca.clone(), url.clone()]).await?;
+    assert!(ok.status.success(), "curl: {}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok");
+    // Not without trusting it, not over plain HTTP, not with TLS 1.1.
+    let untrusted = tool("curl", vec!["-sS".into(), url.clone()]).await?;
+    assert!(!untrusted.status.success());
+    let plain = tool(
+        "curl",
+        vec!["-sS".into(), "--max-time".into(), "5".into(), format!("http://127.0.0.1:{port}/healthz")],
+    )
+    .await?;
+    assert!(!plain.status.success() || plain.stdout != b"ok", "plain HTTP was served");
+    let old = tool(
+        "curl",
+        vec![
+            "-sS".into(),
+            "--cacert".into(),
+            ca.clone(),
+            "--tlsv1.1".into(),
+            "--tls-max".into(),
+            "1.1".into(),
+            url.clone(),
+        ],
+    )
+    .await?;
+    assert!(!old.status.success(), "TLS 1.1 was accepted by the server");
+
+    // openssl s_client: 1.2 and 1.3 negotiate; 1.1 (with the client's own floor lowered) does not.
+    let connect = format!("127.0.0.1:{port}");
+    for (flag, protocol) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let out = tool(
+            "openssl",
+            vec![
+                "s_client".into(),
+                "-connect".into(),
+                connect.clone(),
+                flag.into(),
+                "-CAfile".into(),
+                ca.clone(),
+            ],
+        )
+        .await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("Protocol: {protocol}"))
+                || text.contains(&format!("Protocol  : {protocol}"))
+                || text.contains(&format!(", {protocol},")),
+            "{flag}: {text}"
+        );
+        assert!(text.contains("Verify return code: 0 (ok)"), "{flag}: {text}");
+    }
+    let out = tool(
+        "openssl",
+        vec![
+            "s_client".into(),
+            "-connect".into(),
+            connect,
+            "-tls1_1".into(),
+            "-cipher".into(),
+            "DEFAULT@SECLEVEL=0".into(),
+        ],
+    )
+    .await?;
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && !text.contains("TLSv1.1,"), "TLS 1.1 negotiated: {text}");
+    // Refused by the server (an alert came back), not by the client's own configuration.
+    assert!(err.contains("alert"), "{err}");
+
+    stop.cancel();
+    server.await??;
+    Ok(())
+}
