@@ -783,6 +783,7 @@ async fn serve(
         predlog: Some(predlog.clone()),
         max_texts: config.serve.max_request_texts,
         auth,
+        limits: serving::api::Limits::from_config(&config.serve),
     };
     let listener = tokio::net::TcpListener::bind(config.serve_addr())
         .await

@@ -231,6 +231,10 @@ pub struct ServeConfig {
     pub max_wait_ms: u64,
     /// Largest number of texts in one predict request.
     pub max_request_texts: usize,
+    /// Requests handled at once; more are answered 429 at once instead of queueing.
+    pub max_concurrent_requests: usize,
+    /// A request taking longer is answered 503 (`timeout`).
+    pub request_timeout_ms: u64,
     /// Where `snapshot --follow`, `drift` and `retrainer` (which have no REST API) serve
     /// `/metrics`, e.g. `127.0.0.1:9101`; empty: not served.
     pub metrics_listen: String,
@@ -375,6 +379,8 @@ impl Default for ServeConfig {
             max_batch: 64,
             max_wait_ms: 2,
             max_request_texts: 256,
+            max_concurrent_requests: 512,
+            request_timeout_ms: 10_000,
             metrics_listen: String::new(),
             scorer: true,
         }
@@ -546,6 +552,10 @@ impl Config {
             return Err(invalid("tls.cert_file", "set both tls.cert_file and tls.key_file, or neither"));
         }
         positive("serve.max_request_texts", self.serve.max_request_texts)?;
+        positive("serve.max_concurrent_requests", self.serve.max_concurrent_requests)?;
+        if self.serve.request_timeout_ms == 0 {
+            return Err(invalid("serve.request_timeout_ms", "must be greater than 0"));
+        }
         positive("drift.window", self.drift.window)?;
         positive("drift.consecutive", self.drift.consecutive)?;
         if self.drift.slide > 0 && !self.drift.window.is_multiple_of(self.drift.slide) {

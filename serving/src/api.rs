@@ -45,6 +45,36 @@ pub struct AppState {
     /// Largest number of texts per request.
     pub max_texts: usize,
     pub auth: Arc<crate::auth::JwtAuth>,
+    pub limits: Limits,
+}
+
+/// Bounded concurrency and a per-request deadline for the API routes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    permits: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
+}
+
+impl Limits {
+    pub fn new(max_concurrent: usize, timeout: std::time::Duration) -> Limits {
+        Limits { permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))), timeout }
+    }
+
+    pub fn from_config(serve: &schemas::config::ServeConfig) -> Limits {
+        Limits::new(serve.max_concurrent_requests, std::time::Duration::from_millis(serve.request_timeout_ms))
+    }
+}
+
+/// 429 at once when `limits` are all taken (never an unbounded queue), 503 `timeout` past the
+/// deadline (the handler's future is dropped, so its work is abandoned).
+pub async fn limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = limits.permits.try_acquire() else {
+        return Error::Overloaded.into_response();
+    };
+    match tokio::time::timeout(limits.timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Error::Timeout.into_response(),
+    }
 }
 
 /// Largest request body, bytes.
@@ -58,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/current", get(current_model).route_layer(role(Role::Viewer)))
         .route("/oauth/token", post(token))
         .route("/.well-known/jwks.json", get(jwks))
+        .route_layer(middleware::from_fn_with_state(state.limits.clone(), limit))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))

@@ -44,6 +44,9 @@ pub enum Error {
     /// No model is loaded yet.
     #[error("no model is loaded")]
     NotReady,
+    /// The request took longer than `serve.request_timeout_ms`.
+    #[error("the request timed out")]
+    Timeout,
     /// No token, a bad token, or bad credentials.
     #[error("{0}")]
     Unauthenticated(String),
@@ -76,6 +79,7 @@ impl Error {
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),

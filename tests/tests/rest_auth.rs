@@ -56,6 +56,7 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
         predlog: None,
         max_texts: 16,
         auth: auth.clone(),
+        limits: serving::api::Limits::new(64, Duration::from_secs(10)),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -233,6 +234,7 @@ async fn tls_1_2_and_1_3_only_checked_with_curl_and_openssl() -> anyhow::Result<
         predlog: None,
         max_texts: 16,
         auth: Arc::new(JwtAuth::from_config(&AuthConfig::default())?),
+        limits: serving::api::Limits::new(64, Duration::from_secs(10)),
     };
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = tcp.local_addr()?.port();
@@ -317,5 +319,53 @@ async fn tls_1_2_and_1_3_only_checked_with_curl_and_openssl() -> anyhow::Result<
 
     stop.cancel();
     server.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_429_at_once_and_a_slow_request_is_503_timeout() -> anyhow::Result<()> {
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::get;
+    use serving::api::{Limits, limit};
+    // The API's limit middleware in front of a handler that takes 400 ms.
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        "done"
+    };
+    let serve = |limits: Limits| async move {
+        let router =
+            axum::Router::new().route("/slow", get(slow)).route_layer(from_fn_with_state(limits, limit));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}/slow", listener.local_addr()?);
+        tokio::spawn(serving::api::serve(listener, router, std::future::pending()));
+        anyhow::Ok(base)
+    };
+    let http = reqwest::Client::new();
+
+    // One permit: of two concurrent requests one is served, the other refused without waiting.
+    let url = serve(Limits::new(1, Duration::from_secs(5))).await?;
+    // (A queue would answer the second one 200 once the first is done; a refusal is 429.)
+    let (a, b) = tokio::join!(http.get(&url).send(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        http.get(&url).send().await
+    });
+    let (a, b) = (a?, b?);
+    // Whichever got the permit first (the 100 ms head start is not a guarantee under load).
+    let refused = match (a.status().as_u16(), b.status().as_u16()) {
+        (200, 429) => b,
+        (429, 200) => a,
+        other => panic!("expected one 200 and one 429, got {other:?}"),
+    };
+    let body: serde_json::Value = refused.json().await?;
+    assert_eq!(body["error_type"], "overloaded");
+    // The permit comes back: the next request is served.
+    assert_eq!(http.get(&url).send().await?.status(), 200);
+
+    // A 100 ms deadline: the 400 ms handler is cut off with 503 `timeout`.
+    let url = serve(Limits::new(8, Duration::from_millis(100))).await?;
+    let r = http.get(&url).send().await?;
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["error_type"], "timeout");
     Ok(())
 }
