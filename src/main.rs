@@ -784,6 +784,7 @@ async fn serve(
         max_texts: config.serve.max_request_texts,
         auth,
         limits: serving::api::Limits::from_config(&config.serve),
+        broker: Some(serving::api::BrokerHealth::probe(&config.kafka, token.clone())?),
     };
     let listener = tokio::net::TcpListener::bind(config.serve_addr())
         .await

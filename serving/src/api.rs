@@ -7,7 +7,7 @@
 //! | `POST /oauth/token` | OAuth2 password or client_credentials grant → bearer JWT |
 //! | `GET /.well-known/jwks.json` | the public keys tokens are signed with |
 //! | `GET /healthz` | the process is up |
-//! | `GET /readyz` | a model is loaded |
+//! | `GET /readyz` | a model is loaded and the broker answers |
 //! | `GET /metrics` | Prometheus exposition |
 //!
 //! Errors are JSON `{"error": "...", "error_type": "..."}` with the status of [`Error::status`];
@@ -46,6 +46,52 @@ pub struct AppState {
     pub max_texts: usize,
     pub auth: Arc<crate::auth::JwtAuth>,
     pub limits: Limits,
+    /// Whether `/readyz` also requires the broker to answer (`None`: not checked).
+    pub broker: Option<BrokerHealth>,
+}
+
+/// Whether the Kafka broker answered a metadata request recently: a background probe, every
+/// [`BrokerHealth::INTERVAL`], so `/readyz` never waits on the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerHealth(Arc<std::sync::atomic::AtomicBool>);
+
+impl BrokerHealth {
+    pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Starts probing `kafka` now and every interval until `cancel`.
+    pub fn probe(
+        kafka: &schemas::config::KafkaConfig,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<BrokerHealth> {
+        let client = Arc::new(ingest::kafka::metadata_client(kafka)?);
+        let ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ok.clone();
+        tokio::spawn(async move {
+            loop {
+                let c = client.clone();
+                let reachable = tokio::task::spawn_blocking(move || {
+                    rdkafka::consumer::Consumer::fetch_metadata(
+                        c.as_ref(),
+                        None,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                flag.store(reachable, std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Self::INTERVAL) => {}
+                }
+            }
+        });
+        Ok(BrokerHealth(ok))
+    }
+
+    pub fn reachable(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Bounded concurrency and a per-request deadline for the API routes.
@@ -347,14 +393,26 @@ async fn current_model(State(state): State<AppState>) -> Result<Json<Arc<crate::
     state.model.info().map(Json).ok_or(Error::NotReady)
 }
 
+/// Ready when a model is loaded and (if checked) the broker answers.
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.model.info() {
-        Some(info) => (
+    let info = state.model.info();
+    let broker_ok = state.broker.as_ref().is_none_or(BrokerHealth::reachable);
+    match info {
+        Some(info) if broker_ok => (
             StatusCode::OK,
             Json(serde_json::json!({"ready": true, "model": info.name, "version": info.version})),
         )
             .into_response(),
-        None => Error::NotReady.into_response(),
+        info => {
+            let mut missing = Vec::new();
+            if info.is_none() {
+                missing.push("no model is loaded");
+            }
+            if !broker_ok {
+                missing.push("the Kafka broker is unreachable");
+            }
+            Error::Unready(missing.join("; ")).into_response()
+        }
     }
 }
 

@@ -44,6 +44,9 @@ pub enum Error {
     /// No model is loaded yet.
     #[error("no model is loaded")]
     NotReady,
+    /// `/readyz`: what is missing (a model, the broker).
+    #[error("not ready: {0}")]
+    Unready(String),
     /// The request took longer than `serve.request_timeout_ms`.
     #[error("the request timed out")]
     Timeout,
@@ -80,6 +83,7 @@ impl Error {
             Error::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Error::Unready(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),

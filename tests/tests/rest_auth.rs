@@ -57,6 +57,7 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
         max_texts: 16,
         auth: auth.clone(),
         limits: serving::api::Limits::new(64, Duration::from_secs(10)),
+        broker: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -235,6 +236,7 @@ async fn tls_1_2_and_1_3_only_checked_with_curl_and_openssl() -> anyhow::Result<
         max_texts: 16,
         auth: Arc::new(JwtAuth::from_config(&AuthConfig::default())?),
         limits: serving::api::Limits::new(64, Duration::from_secs(10)),
+        broker: None,
     };
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = tcp.local_addr()?.port();
@@ -367,5 +369,56 @@ async fn overload_is_429_at_once_and_a_slow_request_is_503_timeout() -> anyhow::
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await?;
     assert_eq!(body["error_type"], "timeout");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_what_is_missing_including_an_unreachable_broker() -> anyhow::Result<()> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let readyz = |kafka: schemas::config::KafkaConfig| {
+        let cancel = cancel.clone();
+        async move {
+            let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
+            let batching = serving::handle::BatchingConfig {
+                max_batch: 8,
+                max_wait: Duration::from_millis(2),
+                queue: 16,
+            };
+            let state = serving::api::AppState {
+                model: serving::handle::ModelHandle::start(None, plan, batching)?,
+                metrics: serving::metrics::Metrics::new(),
+                predlog: None,
+                max_texts: 16,
+                auth: Arc::new(JwtAuth::from_config(&AuthConfig::default())?),
+                limits: serving::api::Limits::new(64, Duration::from_secs(10)),
+                broker: Some(serving::api::BrokerHealth::probe(&kafka, cancel.clone())?),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}/readyz", listener.local_addr()?);
+            tokio::spawn(serving::api::serve(listener, serving::api::router(state), std::future::pending()));
+            // The first probe runs at once; give it time to answer or fail.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let r = reqwest::get(&url).await?;
+            anyhow::Ok((r.status().as_u16(), r.json::<serde_json::Value>().await?))
+        }
+    };
+    // Nothing listens on this port: the broker is named as missing, next to the model.
+    let down = schemas::config::KafkaConfig {
+        brokers: format!("127.0.0.1:{}", tests::free_port()?),
+        ..Default::default()
+    };
+    let (status, body) = readyz(down).await?;
+    assert_eq!(status, 503);
+    assert_eq!(body["error_type"], "not_ready");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("broker is unreachable") && message.contains("no model"), "{body}");
+    // A real broker: only the model is missing.
+    let broker = tests::Tansu::start()?;
+    let up = schemas::config::KafkaConfig { brokers: broker.brokers.clone(), ..Default::default() };
+    let (status, body) = readyz(up).await?;
+    assert_eq!(status, 503);
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("no model") && !message.contains("broker"), "{body}");
+    cancel.cancel();
     Ok(())
 }
