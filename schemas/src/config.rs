@@ -380,7 +380,7 @@ impl Default for ServeConfig {
             max_wait_ms: 2,
             max_request_texts: 256,
             max_concurrent_requests: 512,
-            request_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
             metrics_listen: String::new(),
             scorer: true,
         }

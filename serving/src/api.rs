@@ -117,9 +117,13 @@ pub async fn limit(State(limits): State<Limits>, req: Request, next: Next) -> Re
     let Ok(_permit) = limits.permits.try_acquire() else {
         return Error::Overloaded.into_response();
     };
+    let path = req.uri().path().to_string();
     match tokio::time::timeout(limits.timeout, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => Error::Timeout.into_response(),
+        Err(_) => {
+            tracing::warn!(path, timeout_ms = limits.timeout.as_millis() as u64, "request timed out");
+            Error::Timeout.into_response()
+        }
     }
 }
 
