@@ -31,6 +31,8 @@ pub struct LogReg {
     weight: Tensor,
     bias: Tensor,
     idf: Vec<f32>,
+    /// The largest idf: that of a bucket no training document had (see [`LogReg::oov_rate`]).
+    unseen_idf: f32,
     hashing: HashingConfig,
     classes: usize,
 }
@@ -43,7 +45,7 @@ impl LogReg {
         let weight = root.var("weight", &[buckets, classes as i64], nn::Init::Const(0.0));
         let bias = root.var("bias", &[classes as i64], nn::Init::Const(0.0));
         let _idf = root.zeros_no_train("idf", &[buckets]);
-        LogReg { vs, weight, bias, idf: vec![1.0; hashing.buckets()], hashing, classes }
+        LogReg { vs, weight, bias, idf: vec![1.0; hashing.buckets()], unseen_idf: 1.0, hashing, classes }
     }
 
     pub fn hashing(&self) -> HashingConfig {
@@ -61,13 +63,18 @@ impl LogReg {
     /// Share of the words of `text` never seen in training (their bucket had no document
     /// frequency, so its idf is the largest possible); `None` for a text without words.
     pub fn oov_rate(&self, text: &str) -> Option<f64> {
-        let unseen = self.idf.iter().copied().fold(f32::MIN, f32::max);
+        let unseen = self.unseen_idf;
         let (mut words, mut oov) = (0usize, 0usize);
         for b in crate::features::word_buckets(&self.hashing, text) {
             words += 1;
             oov += usize::from(self.idf[b as usize] >= unseen);
         }
         (words > 0).then(|| oov as f64 / words as f64)
+    }
+
+    fn set_idf(&mut self, idf: Vec<f32>) {
+        self.unseen_idf = idf.iter().copied().fold(f32::MIN, f32::max);
+        self.idf = idf;
     }
 
     fn fit_idf(&mut self, docs: &[&Doc]) {
@@ -78,7 +85,7 @@ impl LogReg {
             }
         }
         let n = docs.len() as f32;
-        self.idf = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
+        self.set_idf(df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect());
         let idf = Tensor::from_slice(&self.idf);
         tch::no_grad(|| {
             let mut vars = self.vs.variables();
@@ -196,7 +203,7 @@ impl LogReg {
         let mut model = LogReg::new(hashing, classes);
         model.vs.load(path).map_err(|e| Error::Artifact(format!("{}: {e}", path.display())))?;
         let idf = model.vs.variables().get("idf").expect("idf variable exists").shallow_clone();
-        model.idf = Vec::<f32>::try_from(&idf)?;
+        model.set_idf(Vec::<f32>::try_from(&idf)?);
         Ok(model)
     }
 }
