@@ -544,6 +544,19 @@ impl BatchReader {
         commit_ranges(&self.consumer, &self.topic, ranges)
     }
 
+    /// The offsets `ranges` end at and the consumer group's metadata: what a transactional
+    /// producer commits together with the records it made from them.
+    pub fn transaction_offsets(
+        &self,
+        ranges: &BTreeMap<i32, OffsetRange>,
+    ) -> Result<(TopicPartitionList, rdkafka::consumer::ConsumerGroupMetadata)> {
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| Error::Input("transactions need a consumer group".into()))?;
+        Ok((offsets_list(&self.topic, ranges)?, group))
+    }
+
     /// Continues `partition` at `offset` if it is still assigned to this reader (after another
     /// writer committed past what this one read). Returns whether it was.
     pub fn seek(&mut self, partition: i32, offset: i64) -> Result<bool> {
@@ -669,12 +682,18 @@ fn commit_ranges(
     if ranges.is_empty() {
         return Ok(());
     }
+    let tpl = offsets_list(topic, ranges)?;
+    consumer.commit(&tpl, CommitMode::Sync).map_err(Error::kafka(format!("committing offsets of {topic}")))
+}
+
+/// The offsets to commit after `ranges`: each partition's next offset.
+fn offsets_list(topic: &str, ranges: &BTreeMap<i32, OffsetRange>) -> Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for (p, r) in ranges {
         tpl.add_partition_offset(topic, *p, Offset::Offset(r.next))
             .map_err(Error::kafka("building a commit"))?;
     }
-    consumer.commit(&tpl, CommitMode::Sync).map_err(Error::kafka(format!("committing offsets of {topic}")))
+    Ok(tpl)
 }
 
 /// One record as read, owned.

@@ -29,6 +29,10 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 
 /// An idempotent producer with the configured batching and compression.
 pub fn producer(kafka: &KafkaConfig, ingest: &IngestConfig) -> Result<FutureProducer> {
+    producer_config(kafka, ingest).create().map_err(Error::kafka("creating a producer"))
+}
+
+fn producer_config(kafka: &KafkaConfig, ingest: &IngestConfig) -> ClientConfig {
     let mut c = client_config(kafka);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -37,7 +41,113 @@ pub fn producer(kafka: &KafkaConfig, ingest: &IngestConfig) -> Result<FutureProd
         .set("message.max.bytes", (ingest.max_record_bytes + 64 * 1024).max(1_000_000).to_string())
         .set("queue.buffering.max.messages", "200000")
         .set("delivery.timeout.ms", "60000");
-    c.create().map_err(Error::kafka("creating a producer"))
+    c
+}
+
+/// How long a transaction step (init, offsets, commit, abort) may take.
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A transactional producer (`transactional.id` set, transactions initialised, which fences
+/// an older instance with the same id). Blocks up to [`TRANSACTION_TIMEOUT`].
+pub fn transactional_producer(
+    kafka: &KafkaConfig,
+    ingest: &IngestConfig,
+    transactional_id: &str,
+) -> Result<FutureProducer> {
+    use rdkafka::producer::Producer;
+    // A broker that takes a transaction's offsets but cannot end it (tansu 0.6) would commit
+    // the offsets of records nobody ever sees: refuse to start on one.
+    if broker_supports(kafka, API_END_TXN) == Some(false) {
+        return Err(Error::Input(format!(
+            "the broker at {} does not support transactions (no EndTxn in its ApiVersions); \
+             turn serve.scorer_transactions off",
+            kafka.brokers
+        )));
+    }
+    let mut c = producer_config(kafka, ingest);
+    c.set("transactional.id", transactional_id).set("transaction.timeout.ms", "60000");
+    let producer: FutureProducer = c.create().map_err(Error::kafka("creating a transactional producer"))?;
+    producer
+        .init_transactions(TRANSACTION_TIMEOUT)
+        .map_err(Error::kafka(format!("initialising transactions (transactional.id {transactional_id})")))?;
+    Ok(producer)
+}
+
+/// Kafka API key of EndTxn (KIP-98).
+pub const API_END_TXN: i16 = 26;
+
+/// Whether the first broker of `kafka.brokers` advertises `api_key` in its ApiVersions (v0,
+/// over plain TCP). `None` when that cannot be asked: a TLS or SASL listener, or no answer.
+pub fn broker_supports(kafka: &KafkaConfig, api_key: i16) -> Option<bool> {
+    use std::io::{Read, Write};
+    let protocol = kafka.client.get("security.protocol").map(|p| p.to_ascii_lowercase());
+    if protocol.is_some_and(|p| p != "plaintext") {
+        return None;
+    }
+    let broker = kafka.brokers.split(',').next()?.trim();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(broker).ok()?.next()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, METADATA_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(METADATA_TIMEOUT)).ok()?;
+    // ApiVersions v0: api_key 18, version 0, correlation id, client id; no body.
+    let client = b"driftwood";
+    let mut request = Vec::new();
+    request.extend_from_slice(&18i16.to_be_bytes());
+    request.extend_from_slice(&0i16.to_be_bytes());
+    request.extend_from_slice(&1i32.to_be_bytes());
+    request.extend_from_slice(&(client.len() as i16).to_be_bytes());
+    request.extend_from_slice(client);
+    stream.write_all(&(request.len() as i32).to_be_bytes()).ok()?;
+    stream.write_all(&request).ok()?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let size = usize::try_from(i32::from_be_bytes(size)).ok()?.min(1 << 20);
+    let mut body = vec![0u8; size];
+    stream.read_exact(&mut body).ok()?;
+    api_versions_has(&body, api_key)
+}
+
+/// Parses an ApiVersions v0 response body (correlation id, error code, then `[key, min, max]`).
+fn api_versions_has(body: &[u8], api_key: i16) -> Option<bool> {
+    let i16_at = |at: usize| body.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+    let error = i16_at(4)?;
+    if error != 0 {
+        return None;
+    }
+    let count =
+        usize::try_from(body.get(6..10).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))?).ok()?;
+    if body.len() < 10 + count * 6 {
+        return None; // truncated
+    }
+    let keys = (0..count).map(|i| i16_at(10 + i * 6)).collect::<Option<Vec<_>>>()?;
+    Some(keys.contains(&api_key))
+}
+
+/// Starts a transaction on a [`transactional_producer`].
+pub fn begin_transaction(producer: &FutureProducer) -> Result<()> {
+    use rdkafka::producer::Producer;
+    producer.begin_transaction().map_err(Error::kafka("beginning a transaction"))
+}
+
+/// Adds `offsets` of `group` to the open transaction and commits it: the records sent since
+/// [`begin_transaction`] become visible to `read_committed` consumers together with the
+/// consumer's progress. Blocks up to twice [`TRANSACTION_TIMEOUT`].
+pub fn commit_transaction(
+    producer: &FutureProducer,
+    offsets: &rdkafka::TopicPartitionList,
+    group: &rdkafka::consumer::ConsumerGroupMetadata,
+) -> Result<()> {
+    use rdkafka::producer::Producer;
+    producer
+        .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)
+        .map_err(Error::kafka("adding the consumed offsets to the transaction"))?;
+    producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(Error::kafka("committing the transaction"))
+}
+
+/// Aborts the open transaction: its records are never seen by `read_committed` consumers and
+/// the consumer's committed offsets stay where they were.
+pub fn abort_transaction(producer: &FutureProducer) -> Result<()> {
+    use rdkafka::producer::Producer;
+    producer.abort_transaction(TRANSACTION_TIMEOUT).map_err(Error::kafka("aborting the transaction"))
 }
 
 /// A consumer for metadata and watermark queries.
@@ -89,4 +199,30 @@ pub async fn ensure_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_response_is_parsed() {
+        // correlation id 1, no error, two keys: Produce (0) v0..9 and EndTxn (26) v0..3.
+        let mut body = Vec::new();
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&2i32.to_be_bytes());
+        for (key, max) in [(0i16, 9i16), (26, 3)] {
+            body.extend_from_slice(&key.to_be_bytes());
+            body.extend_from_slice(&0i16.to_be_bytes());
+            body.extend_from_slice(&max.to_be_bytes());
+        }
+        assert_eq!(api_versions_has(&body, API_END_TXN), Some(true));
+        assert_eq!(api_versions_has(&body, 18), Some(false));
+        // Truncated: no answer rather than a wrong one.
+        assert_eq!(api_versions_has(&body[..body.len() - 2], API_END_TXN), None);
+        // An error code: no answer.
+        body[5] = 35;
+        assert_eq!(api_versions_has(&body, 0), None);
+    }
 }

@@ -240,6 +240,13 @@ pub struct ServeConfig {
     pub metrics_listen: String,
     /// Run the Kafka scorer next to the API.
     pub scorer: bool,
+    /// Exactly-once scorer: scored records and the consumed offsets are committed in one Kafka
+    /// transaction. Needs a broker with transactions (Apache Kafka ≥ 2.5); tansu 0.6 refuses
+    /// them. Off: at-least-once (offsets committed after the records are acknowledged).
+    pub scorer_transactions: bool,
+    /// `transactional.id` of this scorer instance; unique per instance (e.g. the pod name).
+    /// Empty: `<kafka.group_id>.scorer.<$HOSTNAME or "local">`.
+    pub scorer_transactional_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -383,6 +390,8 @@ impl Default for ServeConfig {
             request_timeout_ms: 60_000,
             metrics_listen: String::new(),
             scorer: true,
+            scorer_transactions: false,
+            scorer_transactional_id: String::new(),
         }
     }
 }

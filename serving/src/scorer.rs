@@ -5,6 +5,11 @@
 //! the snapshot job sends those to the dead-letter topic). Offsets are committed only after
 //! every scored record of a batch is acknowledged: at-least-once, and records are
 //! deterministic per (id, model, version) so consumers can deduplicate.
+//!
+//! With `serve.scorer_transactions`, each batch's scored records and the consumed offsets are
+//! committed in one Kafka transaction instead (exactly-once for `read_committed` consumers);
+//! a failed transaction is aborted and the scorer stops with the error, so a restart resumes
+//! from the last committed batch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,6 +71,18 @@ impl Scorer {
         } else {
             Mode::Group { group_id: format!("{}.scorer", self.config.kafka.group_id) }
         };
+        // The producer first: a broker refusing transactions stops the scorer before it joins
+        // the group.
+        let transactional = self.config.serve.scorer_transactions && !until_idle;
+        let producer = if transactional {
+            let id = self.transactional_id();
+            tracing::info!(transactional_id = %id, "scorer: exactly-once (Kafka transactions)");
+            tokio::task::block_in_place(|| {
+                ingest::kafka::transactional_producer(&self.config.kafka, &self.config.ingest, &id)
+            })?
+        } else {
+            ingest::kafka::producer(&self.config.kafka, &self.config.ingest)?
+        };
         let mut reader = BatchReader::new(
             &self.config.kafka,
             &topics.raw,
@@ -74,7 +91,6 @@ impl Scorer {
             None,
         )
         .await?;
-        let producer = ingest::kafka::producer(&self.config.kafka, &self.config.ingest)?;
         let mut report = ScorerReport::default();
         while let Some(consumed) = reader.next_batch(cancel).await? {
             for (p, lag) in reader.lag().await.unwrap_or_default() {
@@ -90,12 +106,24 @@ impl Scorer {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            let started = std::time::Instant::now();
             let records = self.score(&consumed.batch, &consumed.rejected).await?;
-            send_all(&producer, &topics.scored, &records).await?;
-            self.observe_end_to_end(&consumed.batch);
-            if !until_idle {
-                reader.commit(&consumed.ranges)?;
+            let scored_in = started.elapsed();
+            if transactional {
+                in_transaction(&producer, &reader, &topics.scored, &records, &consumed.ranges).await?;
+            } else {
+                send_all(&producer, &topics.scored, &records).await?;
+                if !until_idle {
+                    reader.commit(&consumed.ranges)?;
+                }
             }
+            tracing::debug!(
+                records = records.len(),
+                score_ms = scored_in.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "scored a batch"
+            );
+            self.observe_end_to_end(&consumed.batch);
             let scored = records.iter().filter(|r| r.status == ScoreStatus::Scored).count() as u64;
             report.scored += scored;
             report.skipped += records.len() as u64 - scored;
@@ -103,6 +131,18 @@ impl Scorer {
             self.metrics.scored.with_label_values(&["skipped"]).inc_by(records.len() as u64 - scored);
         }
         Ok(report)
+    }
+
+    /// `serve.scorer_transactional_id`, else `<group>.scorer.<$HOSTNAME or "local">`.
+    fn transactional_id(&self) -> String {
+        match self.config.serve.scorer_transactional_id.as_str() {
+            "" => format!(
+                "{}.scorer.{}",
+                self.config.kafka.group_id,
+                std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".into())
+            ),
+            id => id.to_string(),
+        }
     }
 
     /// Scores one raw batch (plus its undecodable records) into scored records, in input order.
@@ -238,6 +278,33 @@ impl Scorer {
         }
         Ok(out)
     }
+}
+
+/// Sends `records` and commits them with the offsets of `ranges` in one transaction; aborts it
+/// on any failure.
+async fn in_transaction(
+    producer: &FutureProducer,
+    reader: &BatchReader,
+    topic: &str,
+    records: &[ScoredRecord],
+    ranges: &BTreeMap<i32, ingest::consume::OffsetRange>,
+) -> Result<()> {
+    ingest::kafka::begin_transaction(producer)?;
+    let mut result = send_all(producer, topic, records).await;
+    if result.is_ok() {
+        result = tokio::task::block_in_place(|| {
+            let (offsets, group) = reader.transaction_offsets(ranges)?;
+            ingest::kafka::commit_transaction(producer, &offsets, &group)
+        })
+        .map_err(Error::from);
+    }
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "scorer transaction failed; aborting it");
+        if let Err(abort) = tokio::task::block_in_place(|| ingest::kafka::abort_transaction(producer)) {
+            tracing::error!(error = %abort, "aborting the transaction failed too");
+        }
+    }
+    result
 }
 
 async fn send_all(producer: &FutureProducer, topic: &str, records: &[ScoredRecord]) -> Result<()> {
