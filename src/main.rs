@@ -233,6 +233,14 @@ enum ModelsCommand {
         #[arg(long, default_value = "production")]
         alias: String,
     },
+    /// Point an alias (default: production) back at the version it served before the current one.
+    Rollback {
+        name: String,
+        #[arg(long, default_value = "production")]
+        alias: String,
+        #[arg(long, default_value = "rolled back by hand")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -717,6 +725,13 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
                 previous.map_or("none".into(), |p| format!("v{p}"))
             );
         }
+        ModelsCommand::Rollback { name, alias, reason } => {
+            let control = control(config)?;
+            let (from, to) =
+                trainer::registry::rollback(store.as_ref(), Some(&control), &name, &alias, "cli", &reason)
+                    .await?;
+            println!("{name}@{alias}: v{to} (was v{from})");
+        }
     }
     Ok(())
 }
@@ -785,6 +800,9 @@ async fn serve(
         auth,
         limits: serving::api::Limits::from_config(&config.serve),
         broker: Some(serving::api::BrokerHealth::probe(&config.kafka, token.clone())?),
+        store: store.clone(),
+        snapshots: Arc::new(SnapshotStore::open(&data_dir(config))?),
+        control: Some(Arc::new(control(config)?)),
     };
     let listener = tokio::net::TcpListener::bind(config.serve_addr())
         .await

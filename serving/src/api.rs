@@ -4,6 +4,11 @@
 //! |---|---|
 //! | `POST /v1/predict` | role `predictor`: `{"text": "..."}` or `{"texts": [...]}` → labels + probabilities |
 //! | `GET /v1/models/current` | role `viewer`: the model being served |
+//! | `GET /v1/models`, `/v1/models/{name}`, `/v1/models/{name}/versions/{version}` | role `viewer`: the registry |
+//! | `POST /v1/models/{name}/promote`, `/v1/models/{name}/rollback` | role `admin`: move an alias |
+//! | `GET /v1/runs`, `/v1/runs/{run_id}`, `/v1/runs/{run_id}/metrics/{key}` | role `viewer`: tracking |
+//! | `GET /v1/datasets`, `/v1/datasets/{dataset}/versions[/{version}]` | role `viewer`: data versions |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document, generated from these handlers ([`crate::openapi`]) |
 //! | `POST /oauth/token` | OAuth2 password or client_credentials grant → bearer JWT |
 //! | `GET /.well-known/jwks.json` | the public keys tokens are signed with |
 //! | `GET /healthz` | the process is up |
@@ -48,6 +53,12 @@ pub struct AppState {
     pub limits: Limits,
     /// Whether `/readyz` also requires the broker to answer (`None`: not checked).
     pub broker: Option<BrokerHealth>,
+    /// Runs, the registry, aliases and their audit trail.
+    pub store: Arc<dyn trainer::store::MetadataStore>,
+    /// The data versions.
+    pub snapshots: Arc<stream::store::SnapshotStore>,
+    /// Where promotions are announced (`None`: only the store moves; followers poll it).
+    pub control: Option<Arc<ingest::control::ControlProducer>>,
 }
 
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every
@@ -133,15 +144,34 @@ pub const MAX_BODY_BYTES: usize = 8 << 20;
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let role = |role: Role| middleware::from_fn_with_state((state.auth.clone(), role), require);
+    use crate::manage;
+    let viewer = Router::new()
+        .route("/v1/models/current", get(current_model))
+        .route("/v1/models", get(manage::list_models))
+        .route("/v1/models/{name}", get(manage::get_model))
+        .route("/v1/models/{name}/versions/{version}", get(manage::get_version))
+        .route("/v1/runs", get(manage::list_runs))
+        .route("/v1/runs/{run_id}", get(manage::get_run))
+        .route("/v1/runs/{run_id}/metrics/{key}", get(manage::metric_history))
+        .route("/v1/datasets", get(manage::list_datasets))
+        .route("/v1/datasets/{dataset}/versions", get(manage::list_data_versions))
+        .route("/v1/datasets/{dataset}/versions/{version}", get(manage::get_data_version))
+        .route_layer(role(Role::Viewer));
+    let admin = Router::new()
+        .route("/v1/models/{name}/promote", post(manage::promote))
+        .route("/v1/models/{name}/rollback", post(manage::rollback))
+        .route_layer(role(Role::Admin));
     Router::new()
         .route("/v1/predict", post(predict).route_layer(role(Role::Predictor)))
-        .route("/v1/models/current", get(current_model).route_layer(role(Role::Viewer)))
+        .merge(viewer)
+        .merge(admin)
         .route("/oauth/token", post(token))
         .route("/.well-known/jwks.json", get(jwks))
         .route_layer(middleware::from_fn_with_state(state.limits.clone(), limit))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(crate::openapi::document))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(metrics, track))
         .with_state(state)
@@ -170,59 +200,74 @@ impl IntoResponse for Error {
     }
 }
 
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// Stable, for programs: `bad_request`, `unauthenticated`, `forbidden`, `not_found`, `too_large`,
+    /// `overloaded`, `timeout`, `not_ready`, ...
+    pub error_type: String,
+}
+
 /// The `error_type` of an error response, for the errors counter.
 #[derive(Debug, Clone, Copy)]
 struct ErrorType(&'static str);
 
 async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
-        "/v1/predict" => "/v1/predict",
-        "/v1/models/current" => "/v1/models/current",
-        "/oauth/token" => "/oauth/token",
-        "/.well-known/jwks.json" => "/.well-known/jwks.json",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        _ => "other",
-    });
+    // Route patterns (`/v1/models/{name}`), never raw paths: the label set stays bounded.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = Instant::now();
     let response = next.run(req).await;
-    metrics.duration.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
-    metrics.requests.with_label_values(&[route, response.status().as_str()]).inc();
+    metrics.duration.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+    metrics.requests.with_label_values(&[&route, response.status().as_str()]).inc();
     if let Some(ErrorType(error_type)) = response.extensions().get::<ErrorType>() {
         metrics.errors.with_label_values(&[error_type]).inc();
     }
     response
 }
 
-#[derive(Debug, Deserialize)]
+/// One text (`text`) or a batch (`texts`), with optional caller ids.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PredictRequest {
+pub struct PredictRequest {
     text: Option<String>,
     texts: Option<Vec<String>>,
     /// Caller ids, echoed back and written to the prediction log.
     ids: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
-struct PredictionOut {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PredictionOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     /// `None` when the cleaning plan drops the text (e.g. empty after cleaning).
     label: Option<String>,
+    /// Label → probability.
     probabilities: BTreeMap<String, f32>,
+    /// Why there is no label (`empty_after_cleaning`).
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
-struct PredictResponse {
+/// Predictions in request order, with the model version that made them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PredictResponse {
     model: String,
     version: u32,
     predictions: Vec<PredictionOut>,
     latency_ms: f64,
 }
 
+/// Classifies one text or a batch with the served model.
+#[utoipa::path(post, path = "/v1/predict", tag = "predict", request_body = PredictRequest,
+    security(("oauth2" = ["predictor"])),
+    responses((status = 200, body = PredictResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<PredictResponse>> {
     let started = Instant::now();
     let req: PredictRequest =
@@ -326,8 +371,8 @@ pub async fn require(
 }
 
 /// A `POST /oauth/token` form (RFC 6749 §4.3 and §4.4).
-#[derive(Debug, Deserialize)]
-struct TokenRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
     grant_type: String,
     username: Option<String>,
     password: Option<String>,
@@ -338,6 +383,20 @@ struct TokenRequest {
     _scope: Option<String>,
 }
 
+/// An issued bearer token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// OAuth2 token endpoint: `password` grant for users, `client_credentials` for services (client
+/// credentials in the form or as HTTP Basic).
+#[utoipa::path(post, path = "/oauth/token", tag = "auth",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn token(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -381,23 +440,38 @@ async fn token(
         }
     }
     .map_err(|e| Error::Internal(format!("login task failed: {e}")))??;
-    let body = serde_json::json!({
-        "access_token": issued.token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in_secs,
-    });
+    let body = TokenResponse {
+        access_token: issued.token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in_secs,
+    };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
+/// The public keys tokens are signed with (RFC 7517), by key id.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "a JWK set", body = serde_json::Value)))]
 async fn jwks(State(state): State<AppState>) -> Json<jsonwebtoken::jwk::JwkSet> {
     Json(state.auth.jwks().clone())
 }
 
+/// The model being served.
+#[utoipa::path(get, path = "/v1/models/current", tag = "predict", security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = crate::handle::ModelInfo), (status = 503, body = ErrorBody)))]
 async fn current_model(State(state): State<AppState>) -> Result<Json<Arc<crate::handle::ModelInfo>>> {
     state.model.info().map(Json).ok_or(Error::NotReady)
 }
 
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// Ready when a model is loaded and (if checked) the broker answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "`{ready, model, version}`", body = serde_json::Value),
+              (status = 503, body = ErrorBody)))]
 async fn ready(State(state): State<AppState>) -> Response {
     let info = state.model.info();
     let broker_ok = state.broker.as_ref().is_none_or(BrokerHealth::reachable);
@@ -420,6 +494,9 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.model_version.set(state.model.info().map_or(0, |i| i64::from(i.version)));
     state.metrics.queue_depth.set(state.model.queue_depth() as i64);

@@ -20,7 +20,7 @@ use trainer::model::LoadedModel;
 use crate::{Error, Result};
 
 /// What is being served.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     pub name: String,
     pub version: u32,

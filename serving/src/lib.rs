@@ -10,6 +10,8 @@
 //! * [`auth`] — RS256 JWTs (key ids, rotation, JWKS), argon2 users and clients, roles;
 //! * [`handle`] — the model thread, dynamic batching, hot swap guarded by the spec hash;
 //! * [`api`] — the axum router; errors map to HTTP status in [`Error::status`];
+//! * [`manage`] — registry, runs and data versions over REST (promote / rollback for admins);
+//! * [`openapi`] — `/openapi.json`, generated from the handlers' annotations;
 //! * [`scorer`] — consume raw → clean → predict → produce scored → commit offsets;
 //! * [`predlog`] — the asynchronous, bounded prediction log;
 //! * [`reload`] — following a registry alias, hot swap;
@@ -21,7 +23,9 @@
 pub mod api;
 pub mod auth;
 pub mod handle;
+pub mod manage;
 pub mod metrics;
+pub mod openapi;
 pub mod predlog;
 pub mod reload;
 pub mod scorer;
@@ -90,6 +94,7 @@ impl Error {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::SpecMismatch(_) => (StatusCode::CONFLICT, "spec_mismatch"),
             Error::Model(trainer::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Model(trainer::Error::Input(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
             Error::Model(trainer::Error::Artifact(_)) => (StatusCode::CONFLICT, "artifact_refused"),
             Error::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model"),
             Error::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka"),

@@ -42,7 +42,7 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub const READ_BATCH_ROWS: usize = 8192;
 
 /// One Parquet object of a version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileEntry {
     /// SHA-256 of the object's bytes (its name).
     pub hash: String,
@@ -51,7 +51,7 @@ pub struct FileEntry {
 }
 
 /// Offsets `[first, next)` of one topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceOffsets {
     pub topic: String,
     pub partition: i32,
@@ -60,7 +60,7 @@ pub struct SourceOffsets {
 }
 
 /// A column of the version's schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldInfo {
     pub name: String,
     pub data_type: String,
@@ -68,7 +68,7 @@ pub struct FieldInfo {
 }
 
 /// What one commit added to its parent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Added {
     pub rows: u64,
     pub files: Vec<String>,
@@ -77,7 +77,7 @@ pub struct Added {
 }
 
 /// The manifest of one version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manifest {
     pub format_version: u32,
     /// SHA-256 of this manifest's canonical JSON with `id` empty.

@@ -249,6 +249,9 @@ pub struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return; // already stopped
+        }
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -308,4 +311,25 @@ pub fn make_tls(dir: &Path) -> Result<()> {
         &d("ext.cnf"),
     ]))?;
     Ok(())
+}
+
+/// REST API state for tests: no model loaded yet, `auth` as given, empty metadata and snapshot
+/// stores under `dir`, no broker check, no control topic. Tests override what they exercise.
+pub fn app_state(dir: &Path, auth: std::sync::Arc<serving::auth::JwtAuth>) -> Result<serving::api::AppState> {
+    use std::sync::Arc;
+    let plan = Arc::new(stream::clean::CleanPlan::compile(stream::clean::CleanSpec::default())?);
+    let batching =
+        serving::handle::BatchingConfig { max_batch: 8, max_wait: Duration::from_millis(2), queue: 16 };
+    Ok(serving::api::AppState {
+        model: serving::handle::ModelHandle::start(None, plan, batching)?,
+        metrics: serving::metrics::Metrics::new(),
+        predlog: None,
+        max_texts: 16,
+        auth,
+        limits: serving::api::Limits::new(64, Duration::from_secs(10)),
+        broker: None,
+        store: Arc::new(trainer::store::SqliteStore::in_data_dir(dir)?),
+        snapshots: Arc::new(stream::store::SnapshotStore::open(dir)?),
+        control: None,
+    })
 }

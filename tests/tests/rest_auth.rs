@@ -7,7 +7,6 @@ use std::time::Duration;
 use schemas::auth::{Authenticator, Role};
 use schemas::config::AuthConfig;
 use serving::auth::{JwtAuth, hash_password};
-use stream::clean::{CleanPlan, CleanSpec};
 
 fn key(n: usize) -> String {
     format!("{}/../serving/tests/fixtures/jwt-key-{n}.pem", env!("CARGO_MANIFEST_DIR"))
@@ -42,23 +41,79 @@ fn auth_config(dir: &std::path::Path, audience: &str, key_file: String) -> anyho
     })
 }
 
+/// A registered model `spam` (v1 at production, v2), a run `r1` with a `loss` history and a
+/// dataset `text` with one version: every read route has something to return.
+async fn seed(state: &serving::api::AppState) -> anyhow::Result<()> {
+    use trainer::store::{ModelVersion, Run, RunStatus};
+    let now = chrono::Utc::now();
+    state
+        .store
+        .create_run(&Run {
+            run_id: "r1".into(),
+            experiment: "spam".into(),
+            parent_run_id: None,
+            status: RunStatus::Running,
+            started_at: now,
+            ended_at: None,
+            params: Default::default(),
+            metrics: Default::default(),
+            tags: Default::default(),
+            data_version: None,
+            artifact_dir: None,
+        })
+        .await?;
+    for (step, loss) in [(0, 0.9), (1, 0.4)] {
+        state.store.log_metrics("r1", step, &[("loss".to_string(), loss)].into()).await?;
+    }
+    for _ in 0..2 {
+        state
+            .store
+            .register_model(ModelVersion {
+                name: "spam".into(),
+                version: 0,
+                run_id: "r1".into(),
+                family: "logreg".into(),
+                data_version: "d".repeat(64),
+                spec_hash: "h".into(),
+                metrics: Default::default(),
+                artifact_dir: "/nonexistent".into(),
+                artifact_sha256: String::new(),
+                created_at: now,
+            })
+            .await?;
+    }
+    state.store.set_alias("spam", "production", 1, "seed", "first").await?;
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "text",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )]));
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(arrow::array::StringArray::from(vec!["a", "b", "c"]))],
+    )?;
+    let mut writer = state.snapshots.object_writer(schema.clone())?;
+    writer.write(&batch)?;
+    let draft = stream::store::Draft {
+        dataset: "text".into(),
+        spec_hash: "h".into(),
+        schema,
+        parts: vec![stream::store::DraftPart { consumed: None, file: writer.finish()? }],
+        tags: vec![],
+        replace_files: false,
+    };
+    let committed = state.snapshots.commit(draft, now)?.manifest.expect("a version");
+    state.snapshots.tag("text", "golden", &committed.id)?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let auth = Arc::new(JwtAuth::from_config(&auth_config(dir.path(), "driftwood", key(1))?)?);
-    // No model loaded: a request that passes authorization gets 503 not_ready from the handler.
-    let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
-    let batching =
-        serving::handle::BatchingConfig { max_batch: 8, max_wait: Duration::from_millis(2), queue: 16 };
-    let state = serving::api::AppState {
-        model: serving::handle::ModelHandle::start(None, plan, batching)?,
-        metrics: serving::metrics::Metrics::new(),
-        predlog: None,
-        max_texts: 16,
-        auth: auth.clone(),
-        limits: serving::api::Limits::new(64, Duration::from_secs(10)),
-        broker: None,
-    };
+    // No model loaded: a request that passes authorization gets 503 not_ready from predict.
+    let state = tests::app_state(dir.path(), auth.clone())?;
+    seed(&state).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -116,56 +171,76 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
         assert_eq!(body["error_type"], error_type, "{form:?}: {body}");
     }
 
-    // The matrix: each role × each route. 503 = authorized (no model loaded yet).
-    let routes: [(&str, &str, Option<Role>); 6] = [
-        ("POST", "/v1/predict", Some(Role::Predictor)),
-        ("GET", "/v1/models/current", Some(Role::Viewer)),
-        ("GET", "/healthz", None),
-        ("GET", "/readyz", None),
-        ("GET", "/metrics", None),
-        ("GET", "/.well-known/jwks.json", None),
-    ];
-    let role_of = |user: &str| user.parse::<Role>().ok();
-    for (method, path, required) in routes {
-        let call = |token: Option<&str>| {
-            let req = match method {
-                "POST" => {
-                    http.post(format!("{base}{path}")).json(&serde_json::json!({"text": "win money now"}))
+    // The matrix: each role × each route of the generated OpenAPI document, whose security
+    // scope names the role the router must enforce.
+    let doc: serde_json::Value = http.get(format!("{base}/openapi.json")).send().await?.json().await?;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["oauth2"]["flows"]["password"]["tokenUrl"],
+        "/oauth/token"
+    );
+    let mut checked = 0;
+    for (template, operations) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            if template == "/oauth/token" {
+                continue; // its own cases above
+            }
+            let required = operation["security"][0]["oauth2"][0]
+                .as_str()
+                .map(|r| r.parse::<Role>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let path = template
+                .replace("{name}", "spam")
+                .replace("{version}", "latest")
+                .replace("{run_id}", "r1")
+                .replace("{key}", "loss")
+                .replace("{dataset}", "text");
+            let call = |token: Option<&str>| {
+                let req = match method.as_str() {
+                    "post" => http.post(format!("{base}{path}")).json(&match template.as_str() {
+                        "/v1/predict" => serde_json::json!({"text": "win money now"}),
+                        "/v1/models/{name}/promote" => serde_json::json!({"version": 1}),
+                        _ => serde_json::json!({}),
+                    }),
+                    _ => http.get(format!("{base}{path}")),
+                };
+                match token {
+                    Some(t) => req.bearer_auth(t),
+                    None => req,
                 }
-                _ => http.get(format!("{base}{path}")),
             };
-            match token {
-                Some(t) => req.bearer_auth(t),
-                None => req,
-            }
-        };
-        let open_status = |p: &str| match p {
-            "/readyz" => 503,
-            _ => 200,
-        };
-        // Without a token.
-        let r = call(None).send().await?;
-        match required {
-            Some(_) => {
-                assert_eq!(r.status(), 401, "{path} without a token");
-                assert_eq!(r.headers()["www-authenticate"], "Bearer");
-            }
-            None => assert_eq!(r.status(), open_status(path), "{path}"),
-        }
-        for (user, token) in &tokens {
-            let r = call(Some(token)).send().await?;
-            let expected = match required {
-                None => open_status(path),
-                Some(req) if role_of(user).is_some_and(|r| r >= req) => 503,
-                Some(_) => 403,
+            // What an authorized caller gets: 503 without a model; nothing to roll back to (v1
+            // is the only version production has pointed at).
+            let authorized = match template.as_str() {
+                "/v1/predict" | "/v1/models/current" | "/readyz" => 503,
+                "/v1/models/{name}/rollback" => 400,
+                _ => 200,
             };
-            assert_eq!(r.status(), expected, "{user} on {method} {path}");
-            if expected == 403 {
-                let body: serde_json::Value = r.json().await?;
-                assert_eq!(body["error_type"], "forbidden");
+            let r = call(None).send().await?;
+            match required {
+                Some(_) => {
+                    assert_eq!(r.status(), 401, "{method} {path} without a token");
+                    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+                }
+                None => assert_eq!(r.status(), authorized, "{method} {path}"),
             }
+            for (user, token) in &tokens {
+                let r = call(Some(token)).send().await?;
+                let expected = match required {
+                    Some(req) if !user.parse::<Role>().is_ok_and(|r| r >= req) => 403,
+                    _ => authorized,
+                };
+                assert_eq!(r.status(), expected, "{user} on {method} {path}");
+                if expected == 403 {
+                    let body: serde_json::Value = r.json().await?;
+                    assert_eq!(body["error_type"], "forbidden");
+                }
+            }
+            checked += 1;
         }
     }
+    // Every route of the router but the token endpoint.
+    assert_eq!(checked, 18, "operations in the OpenAPI document");
 
     // Tokens that must be refused on a protected route.
     let admin = tokens.iter().find(|(u, _)| *u == "admin").map(|(_, t)| t.clone()).expect("admin");
@@ -226,18 +301,7 @@ async fn tls_1_2_and_1_3_only_checked_with_curl_and_openssl() -> anyhow::Result<
     tests::make_tls(dir.path())?;
     let path = |f: &str| dir.path().join(f).display().to_string();
     let tls = schemas::config::TlsConfig { cert_file: path("server.pem"), key_file: path("server.key") };
-    let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
-    let batching =
-        serving::handle::BatchingConfig { max_batch: 8, max_wait: Duration::from_millis(2), queue: 16 };
-    let state = serving::api::AppState {
-        model: serving::handle::ModelHandle::start(None, plan, batching)?,
-        metrics: serving::metrics::Metrics::new(),
-        predlog: None,
-        max_texts: 16,
-        auth: Arc::new(JwtAuth::from_config(&AuthConfig::default())?),
-        limits: serving::api::Limits::new(64, Duration::from_secs(10)),
-        broker: None,
-    };
+    let state = tests::app_state(dir.path(), Arc::new(JwtAuth::from_config(&AuthConfig::default())?))?;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = tcp.local_addr()?.port();
     let listener =
@@ -378,20 +442,10 @@ async fn readyz_names_what_is_missing_including_an_unreachable_broker() -> anyho
     let readyz = |kafka: schemas::config::KafkaConfig| {
         let cancel = cancel.clone();
         async move {
-            let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
-            let batching = serving::handle::BatchingConfig {
-                max_batch: 8,
-                max_wait: Duration::from_millis(2),
-                queue: 16,
-            };
+            let dir = tempfile::tempdir()?;
             let state = serving::api::AppState {
-                model: serving::handle::ModelHandle::start(None, plan, batching)?,
-                metrics: serving::metrics::Metrics::new(),
-                predlog: None,
-                max_texts: 16,
-                auth: Arc::new(JwtAuth::from_config(&AuthConfig::default())?),
-                limits: serving::api::Limits::new(64, Duration::from_secs(10)),
                 broker: Some(serving::api::BrokerHealth::probe(&kafka, cancel.clone())?),
+                ..tests::app_state(dir.path(), Arc::new(JwtAuth::from_config(&AuthConfig::default())?))?
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}/readyz", listener.local_addr()?);
@@ -420,5 +474,104 @@ async fn readyz_names_what_is_missing_including_an_unreachable_broker() -> anyho
     let message = body["error"].as_str().unwrap_or_default();
     assert!(message.contains("no model") && !message.contains("broker"), "{body}");
     cancel.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_rollback_runs_and_data_versions_over_rest() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth = Arc::new(JwtAuth::from_config(&auth_config(dir.path(), "driftwood", key(1))?)?);
+    let state = tests::app_state(dir.path(), auth.clone())?;
+    seed(&state).await?;
+    let store = state.store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(serving::api::serve(listener, serving::api::router(state), std::future::pending()));
+    let http = reqwest::Client::new();
+    let admin = auth.login("admin", "admin-pw")?.token;
+    let call = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        let req = match method {
+            "POST" => http.post(format!("{base}{path}")),
+            _ => http.get(format!("{base}{path}")),
+        }
+        .bearer_auth(&admin);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move {
+            let r = req.send().await?;
+            anyhow::Ok((r.status().as_u16(), r.json::<serde_json::Value>().await?))
+        }
+    };
+
+    // Promote v2, audited with the caller as the actor.
+    let (status, body) =
+        call("POST", "/v1/models/spam/promote", Some(serde_json::json!({"version": 2, "reason": "better"})))
+            .await?;
+    assert_eq!(
+        (status, body["version"].as_u64(), body["previous"].as_u64()),
+        (200, Some(2), Some(1)),
+        "{body}"
+    );
+    let (_, model) = call("GET", "/v1/models/spam", None).await?;
+    assert_eq!(model["aliases"]["production"], 2);
+    assert_eq!(model["versions"].as_array().map(Vec::len), Some(2));
+    let audit = store.audit_log(1).await?;
+    assert_eq!((audit[0].actor.as_str(), audit[0].details["reason"].as_str()), ("admin", Some("better")));
+    // A version resolved by alias, with its aliases; a missing card is reported, not fatal.
+    let (status, v) = call("GET", "/v1/models/spam/versions/production", None).await?;
+    assert_eq!((status, v["version"]["version"].as_u64()), (200, Some(2)));
+    assert_eq!(v["aliases"], serde_json::json!(["production"]));
+    assert!(v["card"]["error"].as_str().is_some_and(|e| e.contains("nonexistent")), "{v}");
+
+    // Rollback steps back to v1, then there is nothing left to roll back to.
+    let (status, body) = call("POST", "/v1/models/spam/rollback", None).await?;
+    assert_eq!(
+        (status, body["version"].as_u64(), body["previous"].as_u64()),
+        (200, Some(1), Some(2)),
+        "{body}"
+    );
+    assert_eq!(store.get_alias("spam", "production").await?, Some(1));
+    assert_eq!(store.audit_log(1).await?[0].action, "rollback_alias");
+    let (status, body) = call("POST", "/v1/models/spam/rollback", Some(serde_json::json!({}))).await?;
+    assert_eq!((status, body["error_type"].as_str()), (400, Some("bad_request")), "{body}");
+
+    // Bad requests: 4xx with the JSON error shape, and the alias untouched.
+    for (path, body, expected) in [
+        ("/v1/models/spam/promote", serde_json::json!({"version": 9}), 404),
+        ("/v1/models/ghost/promote", serde_json::json!({"version": 1}), 404),
+        ("/v1/models/spam/promote", serde_json::json!({"version": "two"}), 400),
+        ("/v1/models/spam/promote", serde_json::json!({"version": 2, "alias": "Not Valid"}), 400),
+        ("/v1/models/spam/rollback", serde_json::json!({"alias": "canary"}), 404),
+    ] {
+        let (status, b) = call("POST", path, Some(body.clone())).await?;
+        assert_eq!(status, expected, "{path} {body}: {b}");
+        assert!(b["error"].is_string() && b["error_type"].is_string(), "{b}");
+    }
+    assert_eq!(store.get_alias("spam", "production").await?, Some(1));
+
+    // Runs and metric history.
+    let (_, runs) = call("GET", "/v1/runs?experiment=spam", None).await?;
+    assert_eq!(runs.as_array().map(Vec::len), Some(1));
+    let (_, none) = call("GET", "/v1/runs?experiment=other", None).await?;
+    assert_eq!(none, serde_json::json!([]));
+    let (_, history) = call("GET", "/v1/runs/r1/metrics/loss", None).await?;
+    assert_eq!(history["history"], serde_json::json!([{"step": 0, "value": 0.9}, {"step": 1, "value": 0.4}]));
+    assert_eq!(call("GET", "/v1/runs/r1/metrics/nope", None).await?.0, 404);
+    assert_eq!(call("GET", "/v1/runs/r9", None).await?.0, 404);
+
+    // Data versions by list, `latest`, tag and id prefix; a path-traversal name is refused.
+    let (_, datasets) = call("GET", "/v1/datasets", None).await?;
+    assert_eq!((datasets[0]["name"].as_str(), datasets[0]["rows"].as_u64()), (Some("text"), Some(3)));
+    assert_eq!(datasets[0]["tags"]["golden"], datasets[0]["latest"]);
+    let id = datasets[0]["latest"].as_str().unwrap_or_default().to_string();
+    for reference in ["latest", "golden", "v1", &id[..8]] {
+        let (status, m) = call("GET", &format!("/v1/datasets/text/versions/{reference}"), None).await?;
+        assert_eq!((status, m["id"].as_str()), (200, Some(id.as_str())), "{reference}");
+    }
+    assert_eq!(call("GET", "/v1/datasets/text/versions/v2", None).await?.0, 404);
+    assert_eq!(call("GET", "/v1/datasets/nope/versions", None).await?.0, 404);
+    assert_eq!(call("GET", "/v1/datasets/..%2F..%2Fetc/versions", None).await?.0, 400);
     Ok(())
 }

@@ -112,11 +112,11 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
     let state = serving::api::AppState {
         model: handle.clone(),
         metrics: metrics.clone(),
-        predlog: None,
-        max_texts: 16,
-        auth: Arc::new(serving::auth::JwtAuth::from_config(&schemas::config::AuthConfig::default())?),
-        limits: serving::api::Limits::new(64, Duration::from_secs(10)),
-        broker: None,
+        store: meta.clone(),
+        ..tests::app_state(
+            dir.path(),
+            Arc::new(serving::auth::JwtAuth::from_config(&schemas::config::AuthConfig::default())?),
+        )?
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -58,3 +58,29 @@ pub async fn promote(
     }
     Ok(previous)
 }
+
+/// Points `alias` back at the version it served before the current one (see
+/// [`MetadataStore::rollback_alias`]) and announces it with `ModelPromoted`; returns `(from, to)`.
+pub async fn rollback(
+    store: &dyn MetadataStore,
+    control: Option<&ControlProducer>,
+    name: &str,
+    alias: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<(u32, u32)> {
+    let (from, to) = store.rollback_alias(name, alias, actor, reason).await?;
+    if let Some(control) = control {
+        let mv = store.get_model_version(name, to).await?;
+        control
+            .send(ControlEvent::ModelPromoted {
+                model: name.to_string(),
+                version: to,
+                alias: alias.to_string(),
+                previous: Some(from),
+                spec_hash: mv.spec_hash,
+            })
+            .await?;
+    }
+    Ok((from, to))
+}

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// Status of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Running,
@@ -41,7 +41,7 @@ impl RunStatus {
 }
 
 /// A tracked training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub run_id: String,
     pub experiment: String,
@@ -58,7 +58,7 @@ pub struct Run {
 }
 
 /// A registered model version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelVersion {
     pub name: String,
     pub version: u32,
@@ -123,6 +123,10 @@ pub trait MetadataStore: Send + Sync {
         actor: &str,
         reason: &str,
     ) -> Result<Option<u32>>;
+    /// Points `alias` back at the version it served before its current one was set (each
+    /// rollback steps one promotion further back), recording an audit record; returns
+    /// `(from, to)`. `Input` when there is nothing to roll back to.
+    async fn rollback_alias(&self, name: &str, alias: &str, actor: &str, reason: &str) -> Result<(u32, u32)>;
     async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<u32>>;
     async fn aliases(&self, name: &str) -> Result<BTreeMap<String, u32>>;
 
@@ -519,6 +523,69 @@ impl MetadataStore for SqliteStore {
         })
     }
 
+    async fn rollback_alias(&self, name: &str, alias: &str, actor: &str, reason: &str) -> Result<(u32, u32)> {
+        let now = Utc::now();
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+            let current: u32 = tx
+                .query_row(
+                    "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
+                    params![name, alias],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql)?
+                .ok_or_else(|| Error::NotFound(format!("alias `{alias}` of model `{name}`")))?;
+            // Replay the alias's history: a promotion pushes its version, a rollback pops one.
+            let history = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT action, json_extract(details, '$.version') FROM audit \
+                         WHERE action IN ('set_alias', 'rollback_alias') \
+                         AND json_extract(details, '$.model') = ?1 AND json_extract(details, '$.alias') = ?2 \
+                         ORDER BY seq",
+                    )
+                    .map_err(sql)?;
+                stmt.query_map(params![name, alias], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+                    .map_err(sql)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sql)?
+            };
+            let mut stack: Vec<u32> = Vec::new();
+            for (action, version) in history {
+                if action == "rollback_alias" {
+                    stack.pop();
+                } else {
+                    stack.push(version);
+                }
+            }
+            // The history ends at the current version; drop repeats of it (re-promotions).
+            while stack.last() == Some(&current) {
+                stack.pop();
+            }
+            let Some(&target) = stack.last() else {
+                return Err(Error::Input(format!(
+                    "`{name}@{alias}` has no earlier version to roll back to (it is at v{current})"
+                )));
+            };
+            tx.execute(
+                "UPDATE aliases SET version = ?3, updated_at = ?4 WHERE name = ?1 AND alias = ?2",
+                params![name, alias, target, now.to_rfc3339()],
+            )
+            .map_err(sql)?;
+            let details = serde_json::json!({
+                "model": name, "alias": alias, "version": target, "previous": current, "reason": reason
+            });
+            tx.execute(
+                "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, 'rollback_alias', ?3)",
+                params![now.to_rfc3339(), actor, details.to_string()],
+            )
+            .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok((current, target))
+        })
+    }
+
     async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<u32>> {
         self.with(|c| {
             c.query_row(
@@ -689,5 +756,34 @@ mod tests {
         assert_eq!(audit[0].details["previous"], 1);
         assert_eq!(s.get_model_version("spam", 2).await.unwrap().metrics["test_accuracy"], 0.97);
         assert_eq!(s.model_names().await.unwrap(), vec!["spam".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn rollback_steps_back_through_promotions() {
+        let (_d, s) = store();
+        for r in ["r1", "r2", "r3"] {
+            s.register_model(mv(r)).await.unwrap();
+        }
+        assert!(matches!(s.rollback_alias("spam", "production", "a", "x").await, Err(Error::NotFound(_))));
+        s.set_alias("spam", "production", 1, "a", "").await.unwrap();
+        assert!(matches!(s.rollback_alias("spam", "production", "a", "x").await, Err(Error::Input(_))));
+        s.set_alias("spam", "production", 2, "a", "").await.unwrap();
+        s.set_alias("spam", "production", 3, "a", "").await.unwrap();
+        // Another alias's history is its own.
+        s.set_alias("spam", "candidate", 1, "a", "").await.unwrap();
+        assert_eq!(s.rollback_alias("spam", "production", "ops", "bad").await.unwrap(), (3, 2));
+        assert_eq!(s.rollback_alias("spam", "production", "ops", "worse").await.unwrap(), (2, 1));
+        assert!(matches!(s.rollback_alias("spam", "production", "ops", "x").await, Err(Error::Input(_))));
+        assert_eq!(s.get_alias("spam", "production").await.unwrap(), Some(1));
+        // A promotion after rollbacks starts from where the alias is.
+        s.set_alias("spam", "production", 3, "a", "").await.unwrap();
+        assert_eq!(s.rollback_alias("spam", "production", "ops", "again").await.unwrap(), (3, 1));
+        let audit = s.audit_log(1).await.unwrap();
+        assert_eq!((audit[0].action.as_str(), audit[0].actor.as_str()), ("rollback_alias", "ops"));
+        assert_eq!(
+            (audit[0].details["version"].as_u64(), audit[0].details["previous"].as_u64()),
+            (Some(1), Some(3))
+        );
+        assert_eq!(s.get_alias("spam", "candidate").await.unwrap(), Some(1));
     }
 }

@@ -1,0 +1,358 @@
+//! The registry, runs and data versions over REST: reads for `viewer`, promote / rollback for
+//! `admin` (MLflow's model registry and tracking reads, DVC's version list).
+//!
+//! Promote and rollback move an alias in the metadata store (audited, with the caller as the
+//! actor) and announce `ModelPromoted` on the control topic; every server following the alias
+//! hot-swaps (see [`crate::reload`]).
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use trainer::registry;
+use trainer::store::{ModelVersion, Run};
+use utoipa::{IntoParams, ToSchema};
+
+use schemas::auth::Principal;
+use stream::store::{Manifest, SnapshotStore};
+
+use crate::api::{AppState, ErrorBody};
+use crate::{Error, Result};
+
+/// A registered model: its versions (oldest first) and aliases.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelSummary {
+    pub name: String,
+    /// Alias → version.
+    pub aliases: BTreeMap<String, u32>,
+    pub versions: Vec<ModelVersion>,
+}
+
+/// One version with its model card.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionDetail {
+    pub version: ModelVersion,
+    /// The aliases pointing at this version.
+    pub aliases: Vec<String>,
+    /// The model card (`card.json`): family, labels, hyper-parameters, data version, metrics.
+    #[schema(value_type = Object)]
+    pub card: serde_json::Value,
+}
+
+/// `POST /v1/models/{name}/promote`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    pub version: u32,
+    /// Default `production`.
+    pub alias: Option<String>,
+    /// Recorded in the audit log.
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/models/{name}/rollback`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Default `production`.
+    pub alias: Option<String>,
+    /// Recorded in the audit log.
+    pub reason: Option<String>,
+}
+
+/// Where an alias points after a promote or rollback.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasMoved {
+    pub model: String,
+    pub alias: String,
+    pub version: u32,
+    pub previous: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RunsQuery {
+    /// Only the runs of this experiment.
+    pub experiment: Option<String>,
+}
+
+/// One step of a metric.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricPoint {
+    pub step: u64,
+    pub value: f64,
+}
+
+/// A metric's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricHistory {
+    pub run_id: String,
+    pub key: String,
+    pub history: Vec<MetricPoint>,
+}
+
+/// A dataset of the snapshot store.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatasetSummary {
+    pub name: String,
+    pub versions: usize,
+    /// The newest version's id.
+    pub latest: Option<String>,
+    pub rows: u64,
+    /// Tag → version id.
+    pub tags: BTreeMap<String, String>,
+}
+
+const DEFAULT_ALIAS: &str = registry::PRODUCTION;
+
+async fn summary(state: &AppState, name: &str) -> Result<ModelSummary> {
+    let versions = state.store.model_versions(name).await?;
+    if versions.is_empty() {
+        return Err(Error::NotFound(format!("model `{name}`")));
+    }
+    Ok(ModelSummary { name: name.to_string(), aliases: state.store.aliases(name).await?, versions })
+}
+
+/// Every registered model with its versions and aliases.
+#[utoipa::path(get, path = "/v1/models", tag = "registry",
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = Vec<ModelSummary>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_models(State(state): State<AppState>) -> Result<Json<Vec<ModelSummary>>> {
+    let mut out = Vec::new();
+    for name in state.store.model_names().await? {
+        out.push(summary(&state, &name).await?);
+    }
+    Ok(Json(out))
+}
+
+/// One model's versions and aliases.
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "registry",
+    params(("name" = String, Path, description = "model name")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = ModelSummary), (status = 404, body = ErrorBody)))]
+pub async fn get_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelSummary>> {
+    Ok(Json(summary(&state, &name).await?))
+}
+
+/// One version — a number, `latest` or an alias — with its model card.
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}", tag = "registry",
+    params(("name" = String, Path, description = "model name"),
+           ("version" = String, Path, description = "a version number, `latest` or an alias")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = VersionDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_version(
+    State(state): State<AppState>,
+    Path((name, reference)): Path<(String, String)>,
+) -> Result<Json<VersionDetail>> {
+    let version = registry::resolve(state.store.as_ref(), &name, &reference).await?;
+    let aliases = state
+        .store
+        .aliases(&name)
+        .await?
+        .into_iter()
+        .filter(|(_, v)| *v == version.version)
+        .map(|(a, _)| a)
+        .collect();
+    let dir = std::path::PathBuf::from(&version.artifact_dir);
+    let card = match tokio::task::spawn_blocking(move || trainer::model::read_card(&dir))
+        .await
+        .map_err(|e| Error::Internal(format!("reading the model card: {e}")))?
+    {
+        Ok(card) => serde_json::to_value(card).map_err(|e| Error::Internal(e.to_string()))?,
+        // The registry entry is still worth showing when its artifacts are gone.
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    Ok(Json(VersionDetail { version, aliases, card }))
+}
+
+fn alias_or_default(alias: Option<String>) -> String {
+    alias.unwrap_or_else(|| DEFAULT_ALIAS.to_string())
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Points an alias (default `production`) at a version; audited; servers following the alias
+/// hot-swap.
+#[utoipa::path(post, path = "/v1/models/{name}/promote", tag = "registry",
+    params(("name" = String, Path, description = "model name")),
+    request_body = PromoteRequest,
+    security(("oauth2" = ["admin"])),
+    responses((status = 200, body = AliasMoved), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn promote(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<AliasMoved>> {
+    let req: PromoteRequest = json_body(&body)?;
+    let alias = alias_or_default(req.alias);
+    let reason = req.reason.unwrap_or_else(|| "promoted over the REST API".into());
+    let previous = registry::promote(
+        state.store.as_ref(),
+        state.control.as_deref(),
+        &name,
+        req.version,
+        &alias,
+        &principal.subject,
+        &reason,
+    )
+    .await?;
+    tracing::info!(model = %name, alias = %alias, version = req.version, actor = %principal.subject, "alias promoted");
+    Ok(Json(AliasMoved { model: name, alias, version: req.version, previous }))
+}
+
+/// Points an alias (default `production`) back at the version it served before the current
+/// one; each rollback steps one promotion further back. 400 when there is none.
+#[utoipa::path(post, path = "/v1/models/{name}/rollback", tag = "registry",
+    params(("name" = String, Path, description = "model name")),
+    request_body(content = RollbackRequest, description = "optional; `{}` rolls back `production`"),
+    security(("oauth2" = ["admin"])),
+    responses((status = 200, body = AliasMoved), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<AliasMoved>> {
+    let req: RollbackRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { Default::default() } else { json_body(&body)? };
+    let alias = alias_or_default(req.alias);
+    let reason = req.reason.unwrap_or_else(|| "rolled back over the REST API".into());
+    let (from, to) = registry::rollback(
+        state.store.as_ref(),
+        state.control.as_deref(),
+        &name,
+        &alias,
+        &principal.subject,
+        &reason,
+    )
+    .await?;
+    tracing::info!(model = %name, alias = %alias, from, to, actor = %principal.subject, "alias rolled back");
+    Ok(Json(AliasMoved { model: name, alias, version: to, previous: Some(from) }))
+}
+
+/// Tracked runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "tracking", params(RunsQuery),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = Vec<Run>), (status = 401, body = ErrorBody)))]
+pub async fn list_runs(State(state): State<AppState>, Query(q): Query<RunsQuery>) -> Result<Json<Vec<Run>>> {
+    Ok(Json(state.store.list_runs(q.experiment.as_deref()).await?))
+}
+
+/// One run: params, latest metric values, tags, data version, artifacts.
+#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "tracking",
+    params(("run_id" = String, Path, description = "run id")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
+pub async fn get_run(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Json<Run>> {
+    Ok(Json(state.store.get_run(&run_id).await?))
+}
+
+/// The step history of one metric of a run.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/metrics/{key}", tag = "tracking",
+    params(("run_id" = String, Path, description = "run id"), ("key" = String, Path, description = "metric name")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = MetricHistory), (status = 404, body = ErrorBody)))]
+pub async fn metric_history(
+    State(state): State<AppState>,
+    Path((run_id, key)): Path<(String, String)>,
+) -> Result<Json<MetricHistory>> {
+    state.store.get_run(&run_id).await?;
+    let history: Vec<MetricPoint> = state
+        .store
+        .metric_history(&run_id, &key)
+        .await?
+        .into_iter()
+        .map(|(step, value)| MetricPoint { step, value })
+        .collect();
+    if history.is_empty() {
+        return Err(Error::NotFound(format!("metric `{key}` of run `{run_id}`")));
+    }
+    Ok(Json(MetricHistory { run_id, key, history }))
+}
+
+/// Runs `f` on the snapshot store off the async runtime (the store reads files).
+async fn snapshots<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&SnapshotStore) -> stream::Result<T> + Send + 'static,
+) -> Result<T> {
+    let store = state.snapshots.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Error::Internal(format!("snapshot store task failed: {e}")))?
+        .map_err(|e| match e {
+            stream::Error::NotFound(m) => Error::NotFound(m),
+            stream::Error::Spec(m) => Error::BadRequest(m),
+            e => Error::Clean(e),
+        })
+}
+
+fn valid_dataset(name: &str) -> Result<()> {
+    if schemas::config::valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!("invalid dataset name `{name}`")))
+    }
+}
+
+/// Every dataset of the snapshot store.
+#[utoipa::path(get, path = "/v1/datasets", tag = "data",
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = Vec<DatasetSummary>), (status = 401, body = ErrorBody)))]
+pub async fn list_datasets(State(state): State<AppState>) -> Result<Json<Vec<DatasetSummary>>> {
+    let out = snapshots(&state, |s| {
+        let mut out = Vec::new();
+        for name in s.datasets()? {
+            let versions = s.versions(&name)?;
+            out.push(DatasetSummary {
+                latest: versions.last().map(|m| m.id.clone()),
+                rows: versions.last().map_or(0, |m| m.rows),
+                versions: versions.len(),
+                tags: s.tags(&name)?,
+                name,
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// The versions of a dataset, oldest first (manifests: rows, files, offsets consumed, tags).
+#[utoipa::path(get, path = "/v1/datasets/{dataset}/versions", tag = "data",
+    params(("dataset" = String, Path, description = "dataset name")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = Vec<Manifest>), (status = 404, body = ErrorBody)))]
+pub async fn list_data_versions(
+    State(state): State<AppState>,
+    Path(dataset): Path<String>,
+) -> Result<Json<Vec<Manifest>>> {
+    valid_dataset(&dataset)?;
+    let versions = snapshots(&state, move |s| {
+        let versions = s.versions(&dataset)?;
+        if versions.is_empty() {
+            return Err(stream::Error::NotFound(format!("dataset `{dataset}`")));
+        }
+        Ok(versions)
+    })
+    .await?;
+    Ok(Json(versions))
+}
+
+/// One version of a dataset: an id, a unique id prefix, a tag, `v<seq>` or `latest`.
+#[utoipa::path(get, path = "/v1/datasets/{dataset}/versions/{version}", tag = "data",
+    params(("dataset" = String, Path, description = "dataset name"),
+           ("version" = String, Path, description = "an id, id prefix, tag, `v<seq>` or `latest`")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = Manifest), (status = 404, body = ErrorBody)))]
+pub async fn get_data_version(
+    State(state): State<AppState>,
+    Path((dataset, reference)): Path<(String, String)>,
+) -> Result<Json<Manifest>> {
+    valid_dataset(&dataset)?;
+    Ok(Json(snapshots(&state, move |s| s.resolve(&dataset, &reference)).await?))
+}
