@@ -333,3 +333,21 @@ pub fn app_state(dir: &Path, auth: std::sync::Arc<serving::auth::JwtAuth>) -> Re
         control: None,
     })
 }
+
+/// Trains the `spam` logreg and points `production` at it, through the `driftwood` binary: the
+/// first `rows` texts of corpus period 1 (shuffled) are published under the prefix
+/// `<prefix>-history`, snapshotted into `config`'s data dir, and trained on.
+pub async fn train_production(config: &Config, rows: usize) -> Result<()> {
+    let bin = driftwood_bin()?;
+    let mut history = config.clone();
+    history.kafka.topic_prefix = format!("{}-history", config.kafka.topic_prefix);
+    ingest::kafka::ensure_topics(&history.kafka, &history.topics().all()).await?;
+    let mut period1 = ingest::source::corpus(&corpus_dir()?, ingest::source::CORPUS_PERIOD_1)?;
+    shuffle(&mut period1, 5);
+    period1.truncate(rows);
+    publish(&history, &history.topics().raw, outgoing(&period1)).await?;
+    for args in [&["snapshot"][..], &["train", "--alias", "production"][..]] {
+        run_ok(Command::new(&bin).args(args).envs(env_for(&history)))?;
+    }
+    Ok(())
+}

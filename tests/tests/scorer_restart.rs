@@ -12,11 +12,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingest::source::{self, Outgoing};
+use ingest::source::Outgoing;
 use schemas::records::RawRecord;
-use tests::{
-    Killed, Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, publish, read_all, shuffle,
-};
+use tests::{Killed, Tansu, config_for, driftwood_bin, env_for, free_port, publish, read_all};
 
 fn run(bin: &std::path::Path, config: &schemas::Config, args: &[&str]) -> anyhow::Result<()> {
     tests::run_ok(Command::new(bin).args(args).envs(env_for(config))).map(|_| ())
@@ -143,15 +141,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     let bin = driftwood_bin()?;
 
     // A model to score with, trained on part of the corpus under another prefix.
-    let mut history = config.clone();
-    history.kafka.topic_prefix = "restart-history".into();
-    ingest::kafka::ensure_topics(&history.kafka, &history.topics().all()).await?;
-    let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
-    shuffle(&mut period1, 5);
-    period1.truncate(800);
-    publish(&history, &history.topics().raw, tests::outgoing(&period1)).await?;
-    run(&bin, &history, &["snapshot"])?;
-    run(&bin, &history, &["train", "--alias", "production"])?;
+    tests::train_production(&config, 800).await?;
 
     // Graceful restart: SIGTERM while a burst is being scored, then started again.
     let raw_topic = config.topics().raw;
