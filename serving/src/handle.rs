@@ -6,6 +6,8 @@
 //!  Kafka scorer ──┘                                         └──► replies, per job
 //! ```
 //!
+//! Raw texts are cleaned by the caller ([`ModelHandle::predict_raw`], in parallel across the
+//! runtime's workers), so the one model thread only featurizes and runs the model.
 //! libtorch never runs on the async runtime. The thread gathers jobs until `max_batch` texts or
 //! `max_wait` after the first, runs one forward pass, and answers each job. A swap message
 //! replaces the model between batches: jobs queued before it finish on the old model.
@@ -66,7 +68,8 @@ pub struct Answer {
 }
 
 enum Msg {
-    Predict { texts: Vec<String>, raw: bool, reply: oneshot::Sender<Result<Answer>> },
+    /// Cleaned texts; `None` where the cleaning plan dropped the text.
+    Predict { texts: Vec<Option<String>>, reply: oneshot::Sender<Result<Answer>> },
     Swap { model: Box<LoadedModel>, reply: oneshot::Sender<Result<Arc<ModelInfo>>> },
 }
 
@@ -84,7 +87,13 @@ pub struct BatchingConfig {
 pub struct ModelHandle {
     tx: flume::Sender<Msg>,
     info: Arc<RwLock<Option<Arc<ModelInfo>>>>,
+    /// The running plan: raw texts are cleaned by the caller, off the model thread.
+    plan: Arc<CleanPlan>,
 }
+
+/// Raw texts up to this many bytes are cleaned inline on the caller's task (tens of µs); more
+/// go to a blocking thread.
+const INLINE_CLEAN_BYTES: usize = 8 * 1024;
 
 impl ModelHandle {
     /// Starts the model thread with `model` (checked against `plan`), or with none: requests
@@ -100,11 +109,12 @@ impl ModelHandle {
         let info = Arc::new(RwLock::new(model.as_ref().map(|m| Arc::new(ModelInfo::of(m)))));
         let (tx, rx) = flume::bounded(cfg.queue);
         let shared = info.clone();
+        let thread_plan = plan.clone();
         std::thread::Builder::new()
             .name("driftwood-model".into())
-            .spawn(move || model_thread(model, plan, cfg, rx, shared))
+            .spawn(move || model_thread(model, thread_plan, cfg, rx, shared))
             .map_err(|e| Error::Internal(format!("cannot start the model thread: {e}")))?;
-        Ok(ModelHandle { tx, info })
+        Ok(ModelHandle { tx, info, plan })
     }
 
     /// Jobs waiting for the model thread.
@@ -117,11 +127,24 @@ impl ModelHandle {
         self.info.read().expect("info lock").clone()
     }
 
-    /// Predicts raw texts (cleaned on the model thread). Fails fast with `Overloaded` when the
-    /// queue is full.
+    /// Predicts raw texts: cleaned here with the running plan (so the single model thread only
+    /// runs the model), then batched. Fails fast with `Overloaded` when the queue is full.
     pub async fn predict_raw(&self, texts: Vec<String>) -> Result<Answer> {
+        let clean = |plan: &CleanPlan, texts: &[String]| {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            plan.clean_texts(&refs).map_err(|e| Error::Internal(format!("cleaning failed: {e}")))
+        };
+        let bytes: usize = texts.iter().map(String::len).sum();
+        let texts = if bytes <= INLINE_CLEAN_BYTES {
+            clean(&self.plan, &texts)?
+        } else {
+            let plan = self.plan.clone();
+            tokio::task::spawn_blocking(move || clean(&plan, &texts))
+                .await
+                .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))??
+        };
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Msg::Predict { texts, raw: true, reply }).map_err(|e| match e {
+        self.tx.try_send(Msg::Predict { texts, reply }).map_err(|e| match e {
             flume::TrySendError::Full(_) => Error::Overloaded,
             flume::TrySendError::Disconnected(_) => Error::Internal("model thread stopped".into()),
         })?;
@@ -131,8 +154,9 @@ impl ModelHandle {
     /// Predicts already-cleaned texts, waiting for queue space (back-pressure for the scorer).
     pub async fn predict_cleaned(&self, texts: Vec<String>) -> Result<Answer> {
         let (reply, rx) = oneshot::channel();
+        let texts = texts.into_iter().map(Some).collect();
         self.tx
-            .send_async(Msg::Predict { texts, raw: false, reply })
+            .send_async(Msg::Predict { texts, reply })
             .await
             .map_err(|_| Error::Internal("model thread stopped".into()))?;
         rx.await.map_err(|_| Error::Internal("model thread dropped a request".into()))?
@@ -191,7 +215,7 @@ fn model_thread(
                 let _ = reply.send(result);
                 continue;
             }
-            Msg::Predict { texts, raw, reply } => vec![(texts, raw, reply)],
+            Msg::Predict { texts, reply } => vec![(texts, reply)],
         };
         let mut n: usize = jobs[0].0.len();
         let deadline = Instant::now() + cfg.max_wait;
@@ -199,9 +223,9 @@ fn model_thread(
             let left = deadline.saturating_duration_since(Instant::now());
             let next = if left.is_zero() { rx.try_recv().ok() } else { rx.recv_timeout(left).ok() };
             match next {
-                Some(Msg::Predict { texts, raw, reply }) => {
+                Some(Msg::Predict { texts, reply }) => {
                     n += texts.len();
-                    jobs.push((texts, raw, reply));
+                    jobs.push((texts, reply));
                 }
                 Some(swap @ Msg::Swap { .. }) => {
                     pending = Some(swap);
@@ -211,9 +235,9 @@ fn model_thread(
             }
         }
         match &model {
-            Some(m) => run_batch(m, &plan, jobs),
+            Some(m) => run_batch(m, jobs),
             None => {
-                for (_, _, reply) in jobs {
+                for (_, reply) in jobs {
                     let _ = reply.send(Err(Error::NotReady));
                 }
             }
@@ -222,26 +246,13 @@ fn model_thread(
 }
 
 type Reply = oneshot::Sender<Result<Answer>>;
-type Job = (Vec<String>, bool, Reply);
+type Job = (Vec<Option<String>>, Reply);
 
-fn run_batch(model: &LoadedModel, plan: &CleanPlan, jobs: Vec<Job>) {
+fn run_batch(model: &LoadedModel, jobs: Vec<Job>) {
     let started = Instant::now();
     let info = Arc::new(ModelInfo::of(model));
-    // Clean the raw jobs' texts in one pass, then one forward pass over every kept text.
-    let mut cleaned_jobs: Vec<(Vec<Option<String>>, Reply)> = Vec::with_capacity(jobs.len());
-    for (texts, raw, reply) in jobs {
-        if raw {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            match plan.clean_texts(&refs) {
-                Ok(c) => cleaned_jobs.push((c, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(Error::Internal(format!("cleaning failed: {e}"))));
-                }
-            }
-        } else {
-            cleaned_jobs.push((texts.into_iter().map(Some).collect(), reply));
-        }
-    }
+    // One forward pass over every kept text of every job.
+    let cleaned_jobs = jobs;
     let inputs: Vec<&str> =
         cleaned_jobs.iter().flat_map(|(c, _)| c.iter().flatten().map(String::as_str)).collect();
     let result = model.predict(&inputs);
