@@ -310,6 +310,39 @@ fn finish_mv((mut mv, metrics, created): (ModelVersion, String, String)) -> Resu
     Ok(mv)
 }
 
+/// An alias pointed at `version`: the row and its audit record, in the caller's transaction.
+struct AliasMove<'a> {
+    name: &'a str,
+    alias: &'a str,
+    version: u32,
+    previous: Option<u32>,
+    actor: &'a str,
+    reason: &'a str,
+    at: DateTime<Utc>,
+}
+
+impl AliasMove<'_> {
+    fn record(&self, tx: &rusqlite::Transaction<'_>, action: &str) -> Result<()> {
+        let at = self.at.to_rfc3339();
+        tx.execute(
+            "INSERT INTO aliases (name, alias, version, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+            params![self.name, self.alias, self.version, at],
+        )
+        .map_err(sql)?;
+        let details = serde_json::json!({
+            "model": self.name, "alias": self.alias, "version": self.version,
+            "previous": self.previous, "reason": self.reason
+        });
+        tx.execute(
+            "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
+            params![at, self.actor, action, details.to_string()],
+        )
+        .map_err(sql)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn create_run(&self, run: &Run) -> Result<()> {
@@ -493,7 +526,11 @@ impl MetadataStore for SqliteStore {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
             let exists: bool = tx
-                .query_row("SELECT 1 FROM model_versions WHERE name = ?1 AND version = ?2", params![name, version], |_| Ok(true))
+                .query_row(
+                    "SELECT 1 FROM model_versions WHERE name = ?1 AND version = ?2",
+                    params![name, version],
+                    |_| Ok(true),
+                )
                 .optional()
                 .map_err(sql)?
                 .unwrap_or(false);
@@ -501,23 +538,15 @@ impl MetadataStore for SqliteStore {
                 return Err(Error::NotFound(format!("model {name} version {version}")));
             }
             let previous: Option<u32> = tx
-                .query_row("SELECT version FROM aliases WHERE name = ?1 AND alias = ?2", params![name, alias], |r| r.get(0))
+                .query_row(
+                    "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
+                    params![name, alias],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(sql)?;
-            tx.execute(
-                "INSERT INTO aliases (name, alias, version, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
-                params![name, alias, version, now.to_rfc3339()],
-            )
-            .map_err(sql)?;
-            let details = serde_json::json!({
-                "model": name, "alias": alias, "version": version, "previous": previous, "reason": reason
-            });
-            tx.execute(
-                "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, 'set_alias', ?3)",
-                params![now.to_rfc3339(), actor, details.to_string()],
-            )
-            .map_err(sql)?;
+            let to = AliasMove { name, alias, version, previous, actor, reason, at: now };
+            to.record(&tx, "set_alias")?;
             tx.commit().map_err(sql)?;
             Ok(previous)
         })
@@ -568,19 +597,9 @@ impl MetadataStore for SqliteStore {
                     "`{name}@{alias}` has no earlier version to roll back to (it is at v{current})"
                 )));
             };
-            tx.execute(
-                "UPDATE aliases SET version = ?3, updated_at = ?4 WHERE name = ?1 AND alias = ?2",
-                params![name, alias, target, now.to_rfc3339()],
-            )
-            .map_err(sql)?;
-            let details = serde_json::json!({
-                "model": name, "alias": alias, "version": target, "previous": current, "reason": reason
-            });
-            tx.execute(
-                "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, 'rollback_alias', ?3)",
-                params![now.to_rfc3339(), actor, details.to_string()],
-            )
-            .map_err(sql)?;
+            let to =
+                AliasMove { name, alias, version: target, previous: Some(current), actor, reason, at: now };
+            to.record(&tx, "rollback_alias")?;
             tx.commit().map_err(sql)?;
             Ok((current, target))
         })
