@@ -32,6 +32,9 @@ use crate::metrics::Metrics;
 use crate::predlog::PredictionLog;
 use crate::{Error, Result};
 
+/// Rows cleaned and predicted as one unit; a batch's chunks run in parallel.
+const SCORE_CHUNK_ROWS: usize = 512;
+
 /// Counts of a scorer run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScorerReport {
@@ -151,8 +154,53 @@ impl Scorer {
         batch: &arrow::array::RecordBatch,
         rejected: &[ingest::consume::DeadLetter],
     ) -> Result<Vec<ScoredRecord>> {
+        use futures::{StreamExt, TryStreamExt};
+        // Chunks cleaned on parallel blocking threads, each sent to the model as soon as it is
+        // clean (so cleaning and the model thread overlap), reassembled in order.
+        let n = batch.num_rows();
+        let parallel = std::thread::available_parallelism().map_or(2, usize::from) + 1;
+        let chunks: Vec<Vec<ScoredRecord>> = futures::stream::iter((0..n).step_by(SCORE_CHUNK_ROWS))
+            .map(|start| self.score_rows(batch.slice(start, SCORE_CHUNK_ROWS.min(n - start))))
+            .buffered(parallel)
+            .try_collect()
+            .await?;
+        let mut out: Vec<ScoredRecord> = chunks.into_iter().flatten().collect();
+        if rejected.is_empty() {
+            return Ok(out);
+        }
+        let info = self.model.info().ok_or(Error::NotReady)?;
+        let now = Utc::now().timestamp_millis();
+        for r in rejected {
+            let id = r
+                .key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .filter(|k| !k.is_empty())
+                .map_or_else(|| format!("p{}-o{}", r.partition, r.offset), str::to_string);
+            out.push(ScoredRecord {
+                v: SCORED_FORMAT_VERSION,
+                id,
+                status: ScoreStatus::Skipped,
+                reason: Some(format!("invalid_record:{}", r.reason.code())),
+                model: info.name.clone(),
+                model_version: info.version,
+                label: None,
+                truth: None,
+                probabilities: BTreeMap::new(),
+                features: BTreeMap::new(),
+                partition: r.partition,
+                offset: r.offset,
+                scored_at: now,
+                latency_us: 0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Scores rows of a raw batch (cleaned, predicted), one scored record per row, in order.
+    async fn score_rows(&self, batch: arrow::array::RecordBatch) -> Result<Vec<ScoredRecord>> {
         let plan = self.plan.clone();
-        let input = batch.clone();
+        let input = batch;
         let cleaned = tokio::task::spawn_blocking(move || plan.apply(&input))
             .await
             .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))??;
@@ -191,7 +239,7 @@ impl Scorer {
             Some(answer)
         };
         let now = Utc::now().timestamp_millis();
-        let mut out = Vec::with_capacity(b.num_rows() + rejected.len());
+        let mut out = Vec::with_capacity(b.num_rows());
         let mut predictions = answer.as_ref().map(|a| a.predictions.iter());
         let (model, version, labels, model_us) = match &answer {
             Some(a) => (a.model.name.clone(), a.model.version, a.model.labels.clone(), a.model_us),
@@ -248,30 +296,6 @@ impl Scorer {
                 }
                 None => out.push(ScoredRecord { reason: Some("dropped_by_cleaning".into()), ..base }),
             }
-        }
-        for r in rejected {
-            let id = r
-                .key
-                .as_deref()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .filter(|k| !k.is_empty())
-                .map_or_else(|| format!("p{}-o{}", r.partition, r.offset), str::to_string);
-            out.push(ScoredRecord {
-                v: SCORED_FORMAT_VERSION,
-                id,
-                status: ScoreStatus::Skipped,
-                reason: Some(format!("invalid_record:{}", r.reason.code())),
-                model: model.clone(),
-                model_version: version,
-                label: None,
-                truth: None,
-                probabilities: BTreeMap::new(),
-                features: BTreeMap::new(),
-                partition: r.partition,
-                offset: r.offset,
-                scored_at: now,
-                latency_us: 0,
-            });
         }
         if let Some(predlog) = &self.predlog {
             predlog.record(log);
