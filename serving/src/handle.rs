@@ -69,8 +69,14 @@ pub struct Answer {
 
 enum Msg {
     /// Cleaned texts; `None` where the cleaning plan dropped the text.
-    Predict { texts: Vec<Option<String>>, reply: oneshot::Sender<Result<Answer>> },
-    Swap { model: Box<LoadedModel>, reply: oneshot::Sender<Result<Arc<ModelInfo>>> },
+    Predict {
+        texts: Vec<Option<String>>,
+        reply: oneshot::Sender<Result<Answer>>,
+    },
+    Swap {
+        model: Box<LoadedModel>,
+        reply: oneshot::Sender<Result<Arc<ModelInfo>>>,
+    },
 }
 
 /// Dynamic batching limits.
