@@ -379,6 +379,13 @@ async fn with_metrics_endpoint<T>(
     result
 }
 
+/// Who the audit log names for an action taken with the CLI: `cli:<login>`.
+fn cli_actor() -> String {
+    let user =
+        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
 fn control(config: &Config) -> Result<ingest::control::ControlProducer> {
     let producer = ingest::kafka::producer(&config.kafka, &config.ingest)?;
     Ok(ingest::control::ControlProducer::new(producer, config.topics().control))
@@ -456,7 +463,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 params,
                 data_dir: data_dir(&config),
                 alias,
-                actor: "cli".into(),
+                actor: cli_actor(),
             };
             let store = metadata(&config)?;
             let snapshots = SnapshotStore::open(&data_dir(&config))?;
@@ -716,7 +723,7 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
                 &name,
                 version,
                 &alias,
-                "cli",
+                &cli_actor(),
                 "promoted by hand",
             )
             .await?;
@@ -727,9 +734,15 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
         }
         ModelsCommand::Rollback { name, alias, reason } => {
             let control = control(config)?;
-            let (from, to) =
-                trainer::registry::rollback(store.as_ref(), Some(&control), &name, &alias, "cli", &reason)
-                    .await?;
+            let (from, to) = trainer::registry::rollback(
+                store.as_ref(),
+                Some(&control),
+                &name,
+                &alias,
+                &cli_actor(),
+                &reason,
+            )
+            .await?;
             println!("{name}@{alias}: v{to} (was v{from})");
         }
     }

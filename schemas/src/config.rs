@@ -71,7 +71,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated.
@@ -201,6 +201,32 @@ pub struct AuthConfig {
     /// TOML file of users and service clients with argon2 password hashes and roles (see the
     /// README); a file because it holds secrets' hashes.
     pub users_file: String,
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...).
+pub fn is_secret_property(key: &str) -> bool {
+    ["password", "secret", "key.pem", "token"].iter().any(|s| key.contains(s))
+}
+
+/// Secrets among the passthrough properties are shown as `<redacted>`.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let client: BTreeMap<&str, &str> = self
+            .client
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("group_id", &self.group_id)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("resume_rewind", &self.resume_rewind)
+            .field("client", &client)
+            .finish()
+    }
 }
 
 /// TLS of the servers (REST API, Flight SQL). Both files empty: plaintext.
@@ -786,6 +812,27 @@ mod tests {
             &[],
             &[],
             "train.validation_fraction",
+        );
+    }
+
+    #[test]
+    fn kafka_secrets_never_show_in_debug_output() {
+        let mut kafka = KafkaConfig::default();
+        for (k, v) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.username", "svc"),
+            ("sasl.password", "hunter2-sasl"),
+            ("ssl.key.password", "hunter2-key"),
+            ("sasl.oauthbearer.client.secret", "hunter2-oauth"),
+        ] {
+            kafka.client.insert(k.into(), v.into());
+        }
+        let config = Config { kafka, ..Config::default() };
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("sasl_ssl") && shown.contains("\"svc\"") && shown.contains("<redacted>"),
+            "{shown}"
         );
     }
 }
