@@ -261,7 +261,7 @@ fn run_batch(model: &LoadedModel, jobs: Vec<Job>) {
     let cleaned_jobs = jobs;
     let inputs: Vec<&str> =
         cleaned_jobs.iter().flat_map(|(c, _)| c.iter().flatten().map(String::as_str)).collect();
-    let result = model.predict(&inputs);
+    let result = model.predict_with_oov(&inputs);
     let model_us = started.elapsed().as_micros() as u64;
     match result {
         Err(e) => {
@@ -277,10 +277,9 @@ fn run_batch(model: &LoadedModel, jobs: Vec<Job>) {
                     .into_iter()
                     .map(|c| {
                         let c = c?;
-                        let p = probs.next()?;
+                        let (p, oov_rate) = probs.next()?;
                         let best =
                             p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-                        let oov_rate = model.oov_rate(&c);
                         Some(Prediction {
                             label: info.labels[best].clone(),
                             probabilities: p,

@@ -69,11 +69,23 @@ pub fn word_buckets<'a>(cfg: &HashingConfig, text: &'a str) -> impl Iterator<Ite
 
 /// Sparse features of one text: `(bucket, weight)` pairs, buckets unique and sorted.
 pub fn featurize(cfg: &HashingConfig, text: &str, out: &mut Vec<(u32, f32)>) {
+    featurize_with(cfg, text, out, |_| {});
+}
+
+/// [`featurize`], also calling `on_word` with each word's unigram bucket, in order (what
+/// [`word_buckets`] yields) — one tokenization for the features and the per-word statistics.
+pub fn featurize_with(
+    cfg: &HashingConfig,
+    text: &str,
+    out: &mut Vec<(u32, f32)>,
+    mut on_word: impl FnMut(u32),
+) {
     out.clear();
     let mask = (cfg.buckets() - 1) as u64;
     let mut prev: Option<u64> = None;
     for w in words(text) {
         let h = fnv(FNV_OFFSET, w.as_bytes());
+        on_word((h & mask) as u32);
         out.push(((h & mask) as u32, 1.0));
         if cfg.max_ngram >= 2
             && let Some(p) = prev

@@ -62,6 +62,17 @@ impl LogReg {
     /// Smoothed IDF over training documents: `ln((1 + n) / (1 + df)) + 1`.
     /// Share of the words of `text` never seen in training (their bucket had no document
     /// frequency, so its idf is the largest possible); `None` for a text without words.
+    /// The features of `text` and its [`LogReg::oov_rate`], from one tokenization.
+    pub fn featurize_with_oov(&self, text: &str) -> (Doc, Option<f64>) {
+        let (mut words, mut oov) = (0usize, 0usize);
+        let mut doc = Vec::new();
+        crate::features::featurize_with(&self.hashing, text, &mut doc, |b| {
+            words += 1;
+            oov += usize::from(self.idf[b as usize] >= self.unseen_idf);
+        });
+        (doc, (words > 0).then(|| oov as f64 / words as f64))
+    }
+
     pub fn oov_rate(&self, text: &str) -> Option<f64> {
         let unseen = self.unseen_idf;
         let (mut words, mut oov) = (0usize, 0usize);
@@ -252,5 +263,13 @@ mod tests {
         assert_eq!(model.oov_rate("cheap zebra"), Some(0.5));
         assert_eq!(model.oov_rate("quantum zebra"), Some(1.0));
         assert_eq!(model.oov_rate("   "), None);
+        for text in ["cheap meeting notes", "cheap zebra", "quantum zebra", "   "] {
+            let (doc, oov) = model.featurize_with_oov(text);
+            assert_eq!(
+                (doc, oov),
+                (LogReg::featurize(&model.hashing(), text), model.oov_rate(text)),
+                "{text}"
+            );
+        }
     }
 }

@@ -36,6 +36,18 @@ impl LoadedModel {
         }
     }
 
+    /// Class probabilities of cleaned texts, each with its out-of-vocabulary rate (one
+    /// tokenization per text for both).
+    pub fn predict_with_oov(&self, texts: &[&str]) -> Result<Vec<(Vec<f32>, Option<f64>)>> {
+        match &self.classifier {
+            Classifier::LogReg(m) => {
+                let (docs, oov): (Vec<_>, Vec<_>) = texts.iter().map(|t| m.featurize_with_oov(t)).unzip();
+                let refs: Vec<_> = docs.iter().collect();
+                Ok(m.predict_proba(&refs)?.into_iter().zip(oov).collect())
+            }
+        }
+    }
+
     /// Class probabilities of cleaned texts.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         match &self.classifier {
