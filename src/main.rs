@@ -826,7 +826,7 @@ async fn serve(
     let api = if config.tls.enabled() {
         let tls = serving::tls::server_config(&config.tls).map_err(anyhow::Error::msg)?;
         let listener = serving::tls::TlsListener::new(listener, tls)?;
-        tokio::spawn(serving::api::serve_tls(listener, router, shutdown))
+        tokio::spawn(serving::api::serve(listener, router, shutdown))
     } else {
         tokio::spawn(serving::api::serve(listener, router, shutdown))
     };

@@ -216,14 +216,12 @@ struct ErrorType(&'static str);
 
 async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     // Route patterns (`/v1/models/{name}`), never raw paths: the label set stays bounded.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
     let response = next.run(req).await;
-    metrics.duration.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
-    metrics.requests.with_label_values(&[&route, response.status().as_str()]).inc();
+    metrics.duration.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    metrics.requests.with_label_values(&[route, response.status().as_str()]).inc();
     if let Some(ErrorType(error_type)) = response.extensions().get::<ErrorType>() {
         metrics.errors.with_label_values(&[error_type]).inc();
     }
@@ -270,8 +268,7 @@ pub struct PredictResponse {
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<PredictResponse>> {
     let started = Instant::now();
-    let req: PredictRequest =
-        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
+    let req: PredictRequest = json_body(&body)?;
     let texts = match (req.text, req.texts) {
         (Some(t), None) => vec![t],
         (None, Some(ts)) => ts,
@@ -340,6 +337,11 @@ async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<Pred
         predictions,
         latency_ms: started.elapsed().as_secs_f64() * 1e3,
     }))
+}
+
+/// A JSON request body, or 400 saying why it is not one.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Lets the request through only with a bearer token granting `role`.
@@ -519,20 +521,16 @@ pub fn metrics_router(registry: prometheus::Registry) -> Router {
     )
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves.
-pub async fn serve_tls(
-    listener: crate::tls::TlsListener,
+/// Serves `router` on `listener` — a `tokio::net::TcpListener`, or a [`crate::tls::TlsListener`]
+/// — until `shutdown` resolves.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

@@ -258,21 +258,19 @@ fn run_batch(model: &LoadedModel, jobs: Vec<Job>) {
     let started = Instant::now();
     let info = Arc::new(ModelInfo::of(model));
     // One forward pass over every kept text of every job.
-    let cleaned_jobs = jobs;
-    let inputs: Vec<&str> =
-        cleaned_jobs.iter().flat_map(|(c, _)| c.iter().flatten().map(String::as_str)).collect();
+    let inputs: Vec<&str> = jobs.iter().flat_map(|(c, _)| c.iter().flatten().map(String::as_str)).collect();
     let result = model.predict_with_oov(&inputs);
     let model_us = started.elapsed().as_micros() as u64;
     match result {
         Err(e) => {
             let msg = e.to_string();
-            for (_, reply) in cleaned_jobs {
+            for (_, reply) in jobs {
                 let _ = reply.send(Err(Error::Internal(format!("prediction failed: {msg}"))));
             }
         }
         Ok(probs) => {
             let mut probs = probs.into_iter();
-            for (cleaned, reply) in cleaned_jobs {
+            for (cleaned, reply) in jobs {
                 let predictions = cleaned
                     .into_iter()
                     .map(|c| {

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use schemas::auth::Principal;
 use stream::store::{Manifest, SnapshotStore};
 
-use crate::api::{AppState, ErrorBody};
+use crate::api::{AppState, ErrorBody, json_body};
 use crate::{Error, Result};
 
 /// A registered model: its versions (oldest first) and aliases.
@@ -169,10 +169,6 @@ pub async fn get_version(
 
 fn alias_or_default(alias: Option<String>) -> String {
     alias.unwrap_or_else(|| DEFAULT_ALIAS.to_string())
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Points an alias (default `production`) at a version; audited; servers following the alias

@@ -200,8 +200,7 @@ impl Scorer {
     /// Scores rows of a raw batch (cleaned, predicted), one scored record per row, in order.
     async fn score_rows(&self, batch: arrow::array::RecordBatch) -> Result<Vec<ScoredRecord>> {
         let plan = self.plan.clone();
-        let input = batch;
-        let cleaned = tokio::task::spawn_blocking(move || plan.apply(&input))
+        let cleaned = tokio::task::spawn_blocking(move || plan.apply(&batch))
             .await
             .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))??;
         let b = &cleaned.batch;

@@ -338,7 +338,6 @@ pub fn app_state(dir: &Path, auth: std::sync::Arc<serving::auth::JwtAuth>) -> Re
 /// first `rows` texts of corpus period 1 (shuffled) are published under the prefix
 /// `<prefix>-history`, snapshotted into `config`'s data dir, and trained on.
 pub async fn train_production(config: &Config, rows: usize) -> Result<()> {
-    let bin = driftwood_bin()?;
     let mut history = config.clone();
     history.kafka.topic_prefix = format!("{}-history", config.kafka.topic_prefix);
     ingest::kafka::ensure_topics(&history.kafka, &history.topics().all()).await?;
@@ -346,8 +345,36 @@ pub async fn train_production(config: &Config, rows: usize) -> Result<()> {
     shuffle(&mut period1, 5);
     period1.truncate(rows);
     publish(&history, &history.topics().raw, outgoing(&period1)).await?;
-    for args in [&["snapshot"][..], &["train", "--alias", "production"][..]] {
-        run_ok(Command::new(&bin).args(args).envs(env_for(&history)))?;
+    driftwood(&history, &["snapshot"])?;
+    driftwood(&history, &["train", "--alias", "production"])?;
+    Ok(())
+}
+
+/// Waits until `GET {base}/readyz` answers 200 (a model is loaded and the broker answers), for
+/// at most 60 s.
+pub async fn wait_ready(base: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{base}/readyz")).await.map(|r| r.status() != 200).unwrap_or(true) {
+        anyhow::ensure!(Instant::now() < deadline, "{base} never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Runs `driftwood ARGS` against `config`; its stdout, or an error with its output.
+pub fn driftwood(config: &Config, args: &[&str]) -> Result<String> {
+    run_ok(Command::new(driftwood_bin()?).args(args).envs(env_for(config)))
+}
+
+/// Starts the long-running `driftwood ARGS` against `config`, its log (stderr) in
+/// `<data_dir>/<log>`; stopped when the handle drops.
+pub fn spawn_driftwood(config: &Config, args: &[&str], log: &str) -> Result<Killed> {
+    let log = std::fs::File::create(Path::new(&config.data_dir).join(log))?;
+    let child = Command::new(driftwood_bin()?)
+        .args(args)
+        .envs(env_for(config))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    Ok(Killed(child))
 }

@@ -3,7 +3,6 @@
 //! traffic without drift raises nothing.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,21 +12,9 @@ use schemas::Split;
 use schemas::events::{ControlEvent, ControlMessage, Decoded};
 use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
-use tests::{
-    Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, read_all, shuffle,
-};
+use tests::{Tansu, config_for, corpus_dir, free_port, outgoing, publish, read_all, shuffle};
 use tokio_util::sync::CancellationToken;
 use trainer::store::{MetadataStore, SqliteStore};
-
-fn run(bin: &std::path::Path, config: &schemas::Config, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(bin).args(args).envs(env_for(config)).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "driftwood {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 fn events(messages: &[ingest::consume::RawMessage]) -> Vec<ControlEvent> {
     messages
@@ -73,7 +60,6 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     config.serve.listen = format!("127.0.0.1:{}", free_port()?);
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let bin = driftwood_bin()?;
 
     // Period 1 is history: snapshotted from an earlier topic, trained on, promoted. (Live
     // traffic is new text; replaying the training rows themselves would show as drift of the
@@ -84,20 +70,14 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
     shuffle(&mut period1, 11);
     publish(&history, &history.topics().raw, outgoing(&period1)).await?;
-    run(&bin, &history, &["snapshot"])?;
-    run(&bin, &history, &["train", "--alias", "production"])?;
+    tests::driftwood(&history, &["snapshot"])?;
+    tests::driftwood(&history, &["train", "--alias", "production"])?;
 
     // Everything runs in one `driftwood up`.
-    let log = std::fs::File::create(dir.path().join("up.log"))?;
-    let mut up =
-        Command::new(&bin).arg("up").envs(env_for(&config)).stdout(Stdio::null()).stderr(log).spawn()?;
+    let mut up = tests::spawn_driftwood(&config, &["up"], "up.log")?;
     let base = format!("http://{}", config.serve.listen);
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-        anyhow::ensure!(Instant::now() < deadline, "the API never became ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tests::wait_ready(&base).await?;
     // Clients keep calling the API through the swap.
     let stop = CancellationToken::new();
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -138,7 +118,7 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
             break current.expect("checked");
         }
         if Instant::now() > deadline {
-            let _ = up.kill();
+            let _ = up.0.kill();
             let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
             let tail: String = log
                 .lines()
@@ -170,8 +150,7 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     assert!(metrics.contains(r#"driftwood_retrain_total{outcome="promoted"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"driftwood_training_runs_total{status="finished"} 1"#), "{metrics}");
     assert!(metrics.contains("driftwood_training_duration_seconds_count 1"), "{metrics}");
-    let _ = Command::new("kill").args(["-TERM", &up.id().to_string()]).status();
-    let _ = up.wait();
+    drop(up); // SIGTERM, and wait for it to stop
 
     // The events tell the story: drift within two windows of period 2, a request, a promotion.
     let control = events(&read_all(&config, &topics.control).await?);

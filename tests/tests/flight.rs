@@ -11,10 +11,7 @@ use arrow::array::{Array, AsArray};
 use ingest::source;
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::store::SnapshotStore;
-use tests::{
-    Killed, Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, python,
-    shuffle,
-};
+use tests::{Tansu, config_for, corpus_dir, driftwood_bin, free_port, outgoing, publish, python, shuffle};
 use tokio_util::sync::CancellationToken;
 use trainer::store::{MetadataStore, SqliteStore};
 
@@ -134,10 +131,7 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     config.tls.key_file = secrets.join("server.key").display().to_string();
     let port = free_port()?;
     config.flight.listen = format!("127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.path().join("flight.log"))?;
-    let _server = Killed(
-        Command::new(&bin).arg("flight").envs(env_for(&config)).stdout(Stdio::null()).stderr(log).spawn()?,
-    );
+    let _server = tests::spawn_driftwood(&config, &["flight"], "flight.log")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         anyhow::ensure!(Instant::now() < deadline, "the Flight SQL server did not start");

@@ -4,12 +4,11 @@
 //! a good version promoted next is swapped in.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{Killed, Tansu, config_for, driftwood_bin, env_for, free_port};
+use tests::{Tansu, config_for, free_port};
 use tokio_util::sync::CancellationToken;
 use trainer::store::{MetadataStore, ModelVersion, SqliteStore};
 
@@ -73,22 +72,10 @@ async fn refused_models_leave_the_running_one_serving() -> anyhow::Result<()> {
     let v4 = register_copy(&store, &v1, dir.path().join("v4-good"), |_| Ok(())).await?;
     assert_eq!((v2.version, v3.version, v4.version), (2, 3, 4));
 
-    let log = std::fs::File::create(dir.path().join("serve.log"))?;
-    let _serve = Killed(
-        Command::new(driftwood_bin()?)
-            .arg("serve")
-            .envs(env_for(&config))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
+    let _serve = tests::spawn_driftwood(&config, &["serve"], "serve.log")?;
     let base = format!("http://{}", config.serve.listen);
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-        anyhow::ensure!(Instant::now() < deadline, "the API never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tests::wait_ready(&base).await?;
     assert_eq!(current_version(&http, &base).await?, 1);
 
     // Clients keep calling the API the whole time.

@@ -100,10 +100,7 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
         let out = Command::new(&bin).args(args).envs(env_for(&config)).output()?;
         anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let log = std::fs::File::create(dir.path().join("up.log"))?;
-    let _up = Killed(
-        Command::new(&bin).arg("up").envs(env_for(&config)).stdout(Stdio::null()).stderr(log).spawn()?,
-    );
+    let _up = tests::spawn_driftwood(&config, &["up"], "up.log")?;
     let mut more = outgoing(rest);
     more.extend(
         [b"\xff\xfe".to_vec(), b"[1]".to_vec()].into_iter().map(|value| Outgoing { key: None, value }),
@@ -112,11 +109,7 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
 
     let base = format!("http://{}", config.serve.listen);
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-        anyhow::ensure!(Instant::now() < deadline, "the API never became ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tests::wait_ready(&base).await?;
 
     // Prometheus scrapes every second and evaluates the rules.
     let prom_dir = tempfile::tempdir()?;

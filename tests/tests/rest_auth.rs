@@ -107,13 +107,22 @@ async fn seed(state: &serving::api::AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<()> {
+/// The API over [`seed`]ed stores with auth on (users from [`auth_config`]), on a free port.
+struct Seeded {
+    dir: tempfile::TempDir,
+    auth: Arc<JwtAuth>,
+    store: Arc<dyn trainer::store::MetadataStore>,
+    base: String,
+    stop: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn seeded() -> anyhow::Result<Seeded> {
     let dir = tempfile::tempdir()?;
     let auth = Arc::new(JwtAuth::from_config(&auth_config(dir.path(), "driftwood", key(1))?)?);
-    // No model loaded: a request that passes authorization gets 503 not_ready from predict.
     let state = tests::app_state(dir.path(), auth.clone())?;
     seed(&state).await?;
+    let store = state.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -121,6 +130,13 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
     let server = tokio::spawn(serving::api::serve(listener, serving::api::router(state), async move {
         s.cancelled().await
     }));
+    Ok(Seeded { dir, auth, store, base, stop, server })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<()> {
+    // No model loaded: a request that passes authorization gets 503 not_ready from predict.
+    let Seeded { dir, auth, base, stop, server, .. } = seeded().await?;
     let http = reqwest::Client::new();
 
     // OAuth2 password grant per user.
@@ -308,7 +324,7 @@ async fn tls_1_2_and_1_3_only_checked_with_curl_and_openssl() -> anyhow::Result<
         serving::tls::TlsListener::new(tcp, serving::tls::server_config(&tls).map_err(anyhow::Error::msg)?)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let s = stop.clone();
-    let server = tokio::spawn(serving::api::serve_tls(listener, serving::api::router(state), async move {
+    let server = tokio::spawn(serving::api::serve(listener, serving::api::router(state), async move {
         s.cancelled().await
     }));
     let url = format!("https://127.0.0.1:{port}/healthz");
@@ -479,14 +495,7 @@ async fn readyz_names_what_is_missing_including_an_unreachable_broker() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_rollback_runs_and_data_versions_over_rest() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let auth = Arc::new(JwtAuth::from_config(&auth_config(dir.path(), "driftwood", key(1))?)?);
-    let state = tests::app_state(dir.path(), auth.clone())?;
-    seed(&state).await?;
-    let store = state.store.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(serving::api::serve(listener, serving::api::router(state), std::future::pending()));
+    let Seeded { dir: _dir, auth, base, store, .. } = seeded().await?;
     let http = reqwest::Client::new();
     let admin = auth.login("admin", "admin-pw")?.token;
     let call = |method: &str, path: &str, body: Option<serde_json::Value>| {

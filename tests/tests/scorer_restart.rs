@@ -9,16 +9,12 @@
 //! no partitions, so there is nothing to observe on this broker.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ingest::source::Outgoing;
 use schemas::records::RawRecord;
-use tests::{Killed, Tansu, config_for, driftwood_bin, env_for, free_port, publish, read_all};
-
-fn run(bin: &std::path::Path, config: &schemas::Config, args: &[&str]) -> anyhow::Result<()> {
-    tests::run_ok(Command::new(bin).args(args).envs(env_for(config))).map(|_| ())
-}
+use tests::{Killed, Tansu, config_for, free_port, publish, read_all};
 
 fn raw(range: std::ops::Range<usize>) -> Vec<Outgoing> {
     range
@@ -76,13 +72,6 @@ async fn wait_scored(
     }
 }
 
-fn start(bin: &std::path::Path, config: &schemas::Config, log: &str) -> anyhow::Result<Killed> {
-    let log = std::fs::File::create(std::path::Path::new(&config.data_dir).join(log))?;
-    Ok(Killed(
-        Command::new(bin).arg("serve").envs(env_for(config)).stdout(Stdio::null()).stderr(log).spawn()?,
-    ))
-}
-
 /// Records the scorer at `base` has written (its `/metrics`); 0 until it answers.
 async fn scorer_count(base: &str) -> u64 {
     let Ok(r) = reqwest::get(format!("{base}/metrics")).await else { return 0 };
@@ -96,19 +85,15 @@ async fn scorer_count(base: &str) -> u64 {
 /// Starts a scorer, waits until it is ready, publishes `burst` and returns once the scorer has
 /// written some of it but (normally) not all: where a stop lands mid-stream.
 async fn start_and_burst(
-    bin: &std::path::Path,
     config: &schemas::Config,
     log: &str,
     burst: Vec<Outgoing>,
 ) -> anyhow::Result<Killed> {
-    let p = start(bin, config, log)?;
+    let p = tests::spawn_driftwood(config, &["serve"], log)?;
     let base = format!("http://{}", config.serve.listen);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{base}/readyz")).await.map(|r| r.status() != 200).unwrap_or(true) {
-        anyhow::ensure!(Instant::now() < deadline, "the scorer never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tests::wait_ready(&base).await?;
     let n = burst.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
     let sender = tokio::spawn({
         let (config, topic) = (config.clone(), config.topics().raw);
         async move { publish(&config, &topic, burst).await }
@@ -138,18 +123,17 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     config.ingest.batch_max_rows = 100;
     config.serve.listen = format!("127.0.0.1:{}", free_port()?);
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
-    let bin = driftwood_bin()?;
 
     // A model to score with, trained on part of the corpus under another prefix.
     tests::train_production(&config, 800).await?;
 
     // Graceful restart: SIGTERM while a burst is being scored, then started again.
     let raw_topic = config.topics().raw;
-    let first = start_and_burst(&bin, &config, "serve-1.log", raw(0..10_000)).await?;
+    let first = start_and_burst(&config, "serve-1.log", raw(0..10_000)).await?;
     stop(first)?;
     let at_stop = scored_ids(&config).await?.len();
     publish(&config, &raw_topic, raw(10_000..11_000)).await?;
-    let second = start(&bin, &config, "serve-2.log")?;
+    let second = tests::spawn_driftwood(&config, &["serve"], "serve-2.log")?;
     let ids = wait_scored(&config, "every record", |ids| ids.len() >= 11_000).await?;
     // Late duplicates would arrive just after: give them the time to.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -163,7 +147,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
 
     // The scored snapshot (which would also absorb the duplicates a crash can leave) has one
     // row per record.
-    run(&bin, &config, &["snapshot", "--scored"])?;
+    tests::driftwood(&config, &["snapshot", "--scored"])?;
     let store = stream::store::SnapshotStore::open(dir.path())?;
     let latest = store.latest(&config.snapshot.scored_dataset)?.expect("a scored version");
     assert_eq!(latest.rows, 11_000, "scored snapshot rows");
@@ -189,7 +173,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     let mut transactional = config.clone();
     transactional.serve.scorer_transactions = true;
     publish(&config, &raw_topic, raw(11_000..11_500)).await?;
-    let mut p = start(&bin, &transactional, "serve-txn.log")?;
+    let mut p = tests::spawn_driftwood(&transactional, &["serve"], "serve-txn.log")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = p.0.try_wait()? {
@@ -203,7 +187,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     assert!(log.contains("does not support transactions"), "{log}");
     assert_eq!(scored_ids(&config).await?.len(), 11_000);
     // The at-least-once scorer then scores exactly the new records, once each.
-    let after = start(&bin, &config, "serve-after-txn.log")?;
+    let after = tests::spawn_driftwood(&config, &["serve"], "serve-after-txn.log")?;
     let ids = wait_scored(&config, "the records published meanwhile", |ids| ids.len() >= 11_500).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop(after)?;

@@ -59,27 +59,26 @@ impl LogReg {
         out
     }
 
-    /// Smoothed IDF over training documents: `ln((1 + n) / (1 + df)) + 1`.
     /// Share of the words of `text` never seen in training (their bucket had no document
     /// frequency, so its idf is the largest possible); `None` for a text without words.
+    pub fn oov_rate(&self, text: &str) -> Option<f64> {
+        self.oov_share(|word| crate::features::word_buckets(&self.hashing, text).for_each(word))
+    }
+
     /// The features of `text` and its [`LogReg::oov_rate`], from one tokenization.
     pub fn featurize_with_oov(&self, text: &str) -> (Doc, Option<f64>) {
-        let (mut words, mut oov) = (0usize, 0usize);
         let mut doc = Vec::new();
-        crate::features::featurize_with(&self.hashing, text, &mut doc, |b| {
+        let oov = self.oov_share(|word| crate::features::featurize_with(&self.hashing, text, &mut doc, word));
+        (doc, oov)
+    }
+
+    /// The out-of-vocabulary share of the word buckets `visit` feeds to the callback it gets.
+    fn oov_share(&self, visit: impl FnOnce(&mut dyn FnMut(u32))) -> Option<f64> {
+        let (mut words, mut oov) = (0usize, 0usize);
+        visit(&mut |b| {
             words += 1;
             oov += usize::from(self.idf[b as usize] >= self.unseen_idf);
         });
-        (doc, (words > 0).then(|| oov as f64 / words as f64))
-    }
-
-    pub fn oov_rate(&self, text: &str) -> Option<f64> {
-        let unseen = self.unseen_idf;
-        let (mut words, mut oov) = (0usize, 0usize);
-        for b in crate::features::word_buckets(&self.hashing, text) {
-            words += 1;
-            oov += usize::from(self.idf[b as usize] >= unseen);
-        }
         (words > 0).then(|| oov as f64 / words as f64)
     }
 
@@ -88,6 +87,7 @@ impl LogReg {
         self.idf = idf;
     }
 
+    /// Smoothed IDF over training documents: `ln((1 + n) / (1 + df)) + 1`.
     fn fit_idf(&mut self, docs: &[&Doc]) {
         let mut df = vec![0u32; self.hashing.buckets()];
         for d in docs {

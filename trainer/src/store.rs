@@ -310,6 +310,15 @@ fn finish_mv((mut mv, metrics, created): (ModelVersion, String, String)) -> Resu
     Ok(mv)
 }
 
+/// The version `alias` of model `name` points at.
+fn alias_version(conn: &Connection, name: &str, alias: &str) -> Result<Option<u32>> {
+    conn.query_row("SELECT version FROM aliases WHERE name = ?1 AND alias = ?2", params![name, alias], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(sql)
+}
+
 /// An alias pointed at `version`: the row and its audit record, in the caller's transaction.
 struct AliasMove<'a> {
     name: &'a str,
@@ -537,14 +546,7 @@ impl MetadataStore for SqliteStore {
             if !exists {
                 return Err(Error::NotFound(format!("model {name} version {version}")));
             }
-            let previous: Option<u32> = tx
-                .query_row(
-                    "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
-                    params![name, alias],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql)?;
+            let previous = alias_version(&tx, name, alias)?;
             let to = AliasMove { name, alias, version, previous, actor, reason, at: now };
             to.record(&tx, "set_alias")?;
             tx.commit().map_err(sql)?;
@@ -556,14 +558,7 @@ impl MetadataStore for SqliteStore {
         let now = Utc::now();
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
-            let current: u32 = tx
-                .query_row(
-                    "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
-                    params![name, alias],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql)?
+            let current = alias_version(&tx, name, alias)?
                 .ok_or_else(|| Error::NotFound(format!("alias `{alias}` of model `{name}`")))?;
             // Replay the alias's history: a promotion pushes its version, a rollback pops one.
             let history = {
@@ -606,15 +601,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<u32>> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
-                params![name, alias],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql)
-        })
+        self.with(|c| alias_version(c, name, alias))
     }
 
     async fn aliases(&self, name: &str) -> Result<BTreeMap<String, u32>> {
