@@ -972,6 +972,10 @@ async fn retrainer(
         base: config.train.clone(),
         policy: config.retrain.clone(),
         actor: "retrainer".into(),
+        source: Some(trainer::retrain::SnapshotSource {
+            kafka: config.kafka.clone(),
+            topic: config.topics().raw,
+        }),
     };
     println!("retrainer: waiting for RetrainRequested on {}", config.topics().control);
     trainer::retrain::run_retrainer(

@@ -1,5 +1,6 @@
 //! librdkafka clients built from the configuration, and topic administration.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -175,6 +176,26 @@ pub fn partitions(client: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// The (low, high) watermarks of every partition of `topic`: its first retained offset and
+/// the offset its next record gets.
+pub async fn watermarks(kafka: &KafkaConfig, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let (kafka, topic) = (kafka.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let client = metadata_client(&kafka)?;
+        partitions(&client, &topic)?
+            .into_iter()
+            .map(|p| {
+                let marks = client
+                    .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                    .map_err(Error::kafka(format!("fetching watermarks of {topic}/{p}")))?;
+                Ok((p, marks))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("watermark task failed: {e}")))?
 }
 
 /// Creates the topics that do not exist yet (idempotent).

@@ -324,6 +324,10 @@ pub struct RetrainConfig {
     pub margin: f64,
     /// Fewer recent labelled holdout rows than this: no retrain (not enough evidence).
     pub min_holdout: usize,
+    /// Before training, wait up to this long for the snapshot job to cover everything that was
+    /// on the raw topic when the request arrived, so the candidate sees the drifted text
+    /// (0: train on whatever the latest version is).
+    pub catch_up_secs: u64,
 }
 
 impl Default for Config {
@@ -443,7 +447,7 @@ impl Default for AuthConfig {
 
 impl Default for RetrainConfig {
     fn default() -> Self {
-        RetrainConfig { enabled: true, margin: 0.01, min_holdout: 50 }
+        RetrainConfig { enabled: true, margin: 0.01, min_holdout: 50, catch_up_secs: 60 }
     }
 }
 

@@ -203,7 +203,21 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     assert_eq!(failed, 0, "no request may fail during the swap");
     assert!(ok > 50);
     let audit = meta.audit_log(50).await?;
-    assert!(audit.iter().any(|a| a.action == "retrain.promoted"), "{audit:?}");
+    let promotion = audit.iter().find(|a| a.action == "retrain.promoted").expect("a retrain.promoted audit");
+    // The candidate waited for the snapshot job: it trained on a version covering all of
+    // period 2, not on whatever part of it was committed when the drift was confirmed.
+    let trained_on = promotion.details["outcome"]["data_version"].as_str().expect("a data version");
+    let manifest = stream::store::SnapshotStore::open(dir.path())?.resolve("text", trained_on)?;
+    let ends: BTreeMap<i32, i64> = ingest::kafka::watermarks(&config.kafka, &topics.raw)
+        .await?
+        .into_iter()
+        .map(|(p, (_, high))| (p, high))
+        .collect();
+    // (tansu's high watermark can trail the last batch, so "covers" is at least, not equal.)
+    let covered = manifest.resume_offsets(&topics.raw);
+    for (p, end) in &ends {
+        assert!(covered.get(p).is_some_and(|c| c >= end), "trained on {trained_on}: {covered:?} < {ends:?}");
+    }
     Ok(())
 }
 

@@ -9,14 +9,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::Array;
 use chrono::Utc;
 use ingest::consume::{MessageReader, Mode};
 use ingest::control::ControlProducer;
 use schemas::Split;
-use schemas::config::{RetrainConfig, TrainConfig};
+use schemas::config::{KafkaConfig, RetrainConfig, TrainConfig};
 use schemas::events::{ControlEvent, ControlMessage, Decoded};
 use schemas::records::col;
 use serde::Serialize;
@@ -37,6 +37,16 @@ pub struct Retrainer {
     pub base: TrainConfig,
     pub policy: RetrainConfig,
     pub actor: String,
+    /// Where the dataset is snapshotted from; the retrainer waits for the snapshot job to
+    /// cover it (`retrain.catch_up_secs`). None: train on the latest version as it is.
+    pub source: Option<SnapshotSource>,
+}
+
+/// A raw topic a dataset is snapshotted from.
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    pub kafka: KafkaConfig,
+    pub topic: String,
 }
 
 /// The outcome of one retrain request.
@@ -82,9 +92,10 @@ impl Retrainer {
         model: &str,
         requested_reason: &str,
         control: Option<&ControlProducer>,
+        cancel: &CancellationToken,
     ) -> Result<RetrainOutcome> {
         let production = registry::resolve(store, model, PRODUCTION).await?;
-        let outcome = self.gate(store, snapshots, &production, requested_reason, control).await?;
+        let outcome = self.gate(store, snapshots, &production, requested_reason, control, cancel).await?;
         let action = if outcome.promoted { "retrain.promoted" } else { "retrain.declined" };
         store
             .append_audit(&AuditRecord {
@@ -118,9 +129,11 @@ impl Retrainer {
         production: &ModelVersion,
         requested_reason: &str,
         control: Option<&ControlProducer>,
+        cancel: &CancellationToken,
     ) -> Result<RetrainOutcome> {
         let card = crate::model::read_card(std::path::Path::new(&production.artifact_dir))?;
         let dataset = card.data.dataset.clone();
+        self.catch_up(snapshots, &dataset, cancel).await;
         let mut outcome = RetrainOutcome {
             model: production.name.clone(),
             production: production.version,
@@ -254,6 +267,64 @@ fn recent_holdout(
 
 /// Accuracy and friends of a registered version on labelled rows (labels it does not know
 /// count as errors).
+impl Retrainer {
+    /// Waits (up to `retrain.catch_up_secs`) until the latest version of `dataset` covers
+    /// every record that was on the source topic when this was called: a drift request comes
+    /// from scored text that the snapshot job may not have committed yet, and a candidate
+    /// trained without it would not have seen the drift. Never fails: when the broker cannot
+    /// be asked or the time is up, training goes on with the latest version as it is.
+    async fn catch_up(&self, snapshots: &SnapshotStore, dataset: &str, cancel: &CancellationToken) {
+        let Some(source) = &self.source else { return };
+        if self.policy.catch_up_secs == 0 {
+            return;
+        }
+        let marks = match ingest::kafka::watermarks(&source.kafka, &source.topic).await {
+            Ok(marks) => marks,
+            Err(e) => {
+                tracing::warn!(error = %e, topic = source.topic, "cannot see the source topic's end; not waiting for the snapshot");
+                return;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(self.policy.catch_up_secs);
+        loop {
+            let covered = match snapshots.latest(dataset) {
+                Ok(latest) => latest.map(|m| m.resume_offsets(&source.topic)).unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(error = %e, dataset, "cannot read the latest version; not waiting for the snapshot");
+                    return;
+                }
+            };
+            let behind = records_behind(&marks, &covered);
+            if behind == 0 {
+                return;
+            }
+            if Instant::now() >= deadline || cancel.is_cancelled() {
+                tracing::warn!(
+                    dataset,
+                    topic = source.topic,
+                    behind,
+                    "the snapshot job has not caught up; training on the latest version as it is"
+                );
+                return;
+            }
+            tracing::debug!(dataset, behind, "waiting for the snapshot job before training");
+            tokio::select! {
+                () = tokio::time::sleep(CATCH_UP_POLL) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// How often the retrainer looks at the latest version while it waits for it.
+const CATCH_UP_POLL: Duration = Duration::from_millis(250);
+
+/// Records between what a version covers and the partition ends, per (low, high) watermarks
+/// (records below the low watermark are gone and cannot be waited for).
+fn records_behind(marks: &BTreeMap<i32, (i64, i64)>, covered: &BTreeMap<i32, i64>) -> i64 {
+    marks.iter().map(|(p, &(low, high))| (high - covered.get(p).copied().unwrap_or(0).max(low)).max(0)).sum()
+}
+
 fn evaluate(version: &ModelVersion, rows: &[Labelled]) -> Result<Evaluation> {
     let model = crate::model::load(version)?;
     let labels = model.labels().to_vec();
@@ -313,7 +384,7 @@ pub async fn run_retrainer(
                     continue;
                 }
             }
-            match retrainer.retrain(store, snapshots, &model, &reason, control).await {
+            match retrainer.retrain(store, snapshots, &model, &reason, control, cancel).await {
                 Ok(outcome) => on_outcome(Ok(&outcome)),
                 // A failed retrain (bad data, a broken artifact) must not stop the listener.
                 Err(e) => {
@@ -325,4 +396,21 @@ pub async fn run_retrainer(
         reader.commit(&ranges)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_behind_counts_what_the_version_has_not_read() {
+        let marks = BTreeMap::from([(0, (0, 10)), (1, (0, 5)), (2, (7, 9))]);
+        // Partition 1 is covered, 0 is 4 behind, 2 was never read but starts at 7.
+        let covered = BTreeMap::from([(0, 6), (1, 5)]);
+        assert_eq!(records_behind(&marks, &covered), 4 + 2);
+        let all = BTreeMap::from([(0, 10), (1, 5), (2, 9)]);
+        assert_eq!(records_behind(&marks, &all), 0);
+        // A version ahead of the marks (another topic's offsets or a truncated log) is not behind.
+        assert_eq!(records_behind(&marks, &BTreeMap::from([(0, 12), (1, 6), (2, 10)])), 0);
+    }
 }
