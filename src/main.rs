@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use schemas::Config;
 use schemas::config::LogFormat;
 use stream::clean::{CleanPlan, CleanSpec};
+use stream::crypto::Keyring;
 use stream::job::{SnapshotOptions, run_snapshot};
 use stream::store::SnapshotStore;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +101,9 @@ enum Command {
     /// Authentication helpers.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Encryption keys at rest: the keyring and re-encryption.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run snapshot (follow, text and scored), serve + scorer, drift, the retrainer and
     /// Flight SQL in one process.
     Up,
@@ -111,6 +115,23 @@ enum AuthCommand {
     HashPassword,
     /// Log in with a user's password (stdin) and print an access token.
     Token { user: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List the keyring's key ids (never the keys) and which one is active.
+    List,
+    /// Add a new random key and make it active (creating the key file if needed); new data
+    /// is encrypted with it, old data stays readable with the old keys.
+    Add {
+        /// Id of the new key (1-64 of A-Z a-z 0-9 _ . -).
+        id: String,
+    },
+    /// Re-encrypt: re-seal every data key of the snapshot store under the active key, so that
+    /// older keys can be removed. Version ids do not change.
+    Reencrypt,
+    /// Remove a key that no longer seals anything (run `reencrypt` first).
+    Remove { id: String },
 }
 
 #[derive(Args)]
@@ -347,6 +368,17 @@ fn data_dir(config: &Config) -> PathBuf {
     PathBuf::from(&config.data_dir)
 }
 
+/// The keyring of `[encryption]` (or `DRIFTWOOD_ENCRYPTION_KEYS`), if one is configured.
+fn keyring(config: &Config) -> Result<Option<Arc<Keyring>>> {
+    let env = std::env::var(stream::crypto::KEYS_ENV).ok();
+    Ok(Keyring::load(&config.encryption, env)?.map(Arc::new))
+}
+
+/// The snapshot store of the data dir, encrypting with the configured keyring.
+fn snapshots(config: &Config) -> Result<SnapshotStore> {
+    Ok(SnapshotStore::open(&data_dir(config))?.with_keyring(keyring(config)?))
+}
+
 fn metadata(config: &Config) -> Result<Arc<dyn MetadataStore>> {
     Ok(Arc::new(SqliteStore::in_data_dir(&data_dir(config))?))
 }
@@ -400,7 +432,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         }
         Command::Publish(args) => publish(&config, args).await?,
         Command::Snapshot { follow, scored: true, tag, .. } => {
-            let store = SnapshotStore::open(&data_dir(&config))?;
+            let store = snapshots(&config)?;
             let mut opts = SnapshotOptions::from_config(&config, !follow);
             opts.tags = tag;
             let report =
@@ -412,7 +444,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             );
         }
         Command::Snapshot { follow, group, tag, scored: false } => {
-            let store = SnapshotStore::open(&data_dir(&config))?;
+            let store = snapshots(&config)?;
             let mut opts = SnapshotOptions::from_config(&config, !follow && !group);
             opts.group = group;
             opts.tags = tag;
@@ -466,7 +498,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 actor: cli_actor(),
             };
             let store = metadata(&config)?;
-            let snapshots = SnapshotStore::open(&data_dir(&config))?;
+            let snapshots = snapshots(&config)?;
             let control = control(&config)?;
             let progress = ingest::publish::progress_bar(None, "training");
             progress.set_style(
@@ -531,8 +563,120 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let issued = auth(&config)?.login(&user, &password)?;
             println!("{}", issued.token);
         }
+        Command::Keys(command) => keys(&config, command).await?,
         Command::Up => up(&config).await?,
     }
+    Ok(())
+}
+
+/// `driftwood keys ...`: every change is audited with the CLI user.
+async fn keys(config: &Config, command: KeysCommand) -> Result<()> {
+    let audit = |action: &str, details: serde_json::Value| trainer::store::AuditRecord {
+        at: chrono::Utc::now(),
+        actor: cli_actor(),
+        action: action.into(),
+        details,
+    };
+    match command {
+        KeysCommand::List => {
+            let Some(keyring) = keyring(config)? else {
+                println!("no keyring: data at rest is not encrypted (set [encryption] key_file)");
+                return Ok(());
+            };
+            let usage = snapshots(config)?.key_usage()?;
+            for id in keyring.ids() {
+                let active = if id == keyring.active() { " (active)" } else { "" };
+                let sealed = usage.get(id).copied().unwrap_or_default();
+                println!("{id}{active}: seals {sealed} data keys");
+            }
+            for (id, n) in usage.iter().filter(|(id, _)| !keyring.ids().any(|k| k == id.as_str())) {
+                println!("{id} (NOT IN THE KEYRING): seals {n} data keys, unreadable");
+            }
+        }
+        KeysCommand::Add { id } => {
+            let path = key_file(config)?;
+            let keyring = if path.exists() {
+                let mut k = Keyring::load(&config.encryption, None)?.expect("the key file is set");
+                k.add(&id)?;
+                k
+            } else {
+                Keyring::generate(&id)?
+            };
+            write_secret_file(&path, keyring.to_toml().as_bytes())?;
+            metadata(config)?
+                .append_audit(&audit("keys.add", serde_json::json!({ "key": id, "key_file": path })))
+                .await?;
+            println!("key {id} added to {} and active; new data is encrypted with it", path.display());
+        }
+        KeysCommand::Reencrypt => {
+            let store = snapshots(config)?;
+            let keyring = store.keyring().cloned().context("no keyring: set [encryption] key_file")?;
+            let report = store.rewrap()?;
+            let weights = trainer::model::reencrypt_weights(&data_dir(config).join("artifacts"), &keyring)?;
+            metadata(config)?
+                .append_audit(&audit(
+                    "keys.reencrypt",
+                    serde_json::json!({ "active": keyring.active(), "snapshots": report, "weights": weights }),
+                ))
+                .await?;
+            let moved: u64 = report.rewrapped.values().sum();
+            println!(
+                "snapshot data keys: {moved} re-sealed ({:?}), {} already under {}",
+                report.rewrapped,
+                report.current,
+                keyring.active()
+            );
+            let sealed: u64 = weights.resealed.values().sum();
+            println!(
+                "model weights: {sealed} sealed anew ({:?}), {} already under {}",
+                weights.resealed,
+                weights.current,
+                keyring.active()
+            );
+        }
+        KeysCommand::Remove { id } => {
+            let path = key_file(config)?;
+            let mut keyring = Keyring::load(&config.encryption, None)?.expect("the key file is set");
+            let still = snapshots(config)?.key_usage()?.get(&id).copied().unwrap_or_default();
+            if still > 0 {
+                bail!("key {id} still seals {still} data keys: run `driftwood keys reencrypt` first");
+            }
+            keyring.remove(&id)?;
+            write_secret_file(&path, keyring.to_toml().as_bytes())?;
+            metadata(config)?
+                .append_audit(&audit("keys.remove", serde_json::json!({ "key": id, "key_file": path })))
+                .await?;
+            println!("key {id} removed from {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The configured key file (`keys add` and `keys remove` edit it).
+fn key_file(config: &Config) -> Result<PathBuf> {
+    if config.encryption.key_file.is_empty() {
+        bail!("set [encryption] key_file (DRIFTWOOD_ENCRYPTION_KEY_FILE) to where the keyring lives");
+    }
+    Ok(PathBuf::from(&config.encryption.key_file))
+}
+
+/// Writes a secret atomically, readable by its owner only.
+fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("keys")));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -569,7 +713,7 @@ async fn publish(config: &Config, args: PublishArgs) -> Result<()> {
 }
 
 async fn data(config: &Config, cmd: DataCommand) -> Result<()> {
-    let store = SnapshotStore::open(&data_dir(config))?;
+    let store = snapshots(config)?;
     let default = || config.snapshot.dataset.clone();
     match cmd {
         DataCommand::List { dataset } => {
@@ -662,7 +806,10 @@ async fn data(config: &Config, cmd: DataCommand) -> Result<()> {
         DataCommand::Gc { dry_run } => {
             let r = store.gc(dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
-            println!("{verb} {} unreferenced objects ({} bytes), kept {}", r.removed, r.bytes, r.kept);
+            println!(
+                "{verb} {} unreferenced objects ({} bytes) and {} data keys, kept {}",
+                r.removed, r.bytes, r.keys_removed, r.kept
+            );
         }
         DataCommand::Verify { version, dataset } => {
             let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
@@ -790,7 +937,8 @@ async fn serve(
     let (predlog, predlog_task) =
         serving::predlog::PredictionLog::start(store.clone(), metrics.clone(), token.clone());
     let (name, alias) = (config.serve.model.clone(), config.serve.alias.clone());
-    match serving::reload::reload_once(store.as_ref(), &handle, &name, &alias).await {
+    let keyring = keyring(config)?;
+    match serving::reload::reload_once(store.as_ref(), &handle, &name, &alias, keyring.clone()).await {
         Ok(Some(v)) => tracing::info!(model = %name, version = v, "serving"),
         Ok(None) => {
             tracing::warn!(model = %name, alias = %alias, "no model yet; /readyz stays 503 until one is promoted")
@@ -802,6 +950,7 @@ async fn serve(
         handle.clone(),
         name,
         alias,
+        keyring,
         Duration::from_secs(2),
         token.clone(),
     ));
@@ -814,7 +963,7 @@ async fn serve(
         limits: serving::api::Limits::from_config(&config.serve),
         broker: Some(serving::api::BrokerHealth::probe(&config.kafka, token.clone())?),
         store: store.clone(),
-        snapshots: Arc::new(SnapshotStore::open(&data_dir(config))?),
+        snapshots: Arc::new(snapshots(config)?),
         control: Some(Arc::new(control(config)?)),
     };
     let listener = tokio::net::TcpListener::bind(config.serve_addr())
@@ -965,7 +1114,7 @@ async fn retrainer(
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(accuracy.clone()))?;
     }
-    let snapshots = SnapshotStore::open(&data_dir(config))?;
+    let snapshots = snapshots(config)?;
     let control = control(config)?;
     let retrainer = trainer::retrain::Retrainer {
         data_dir: data_dir(config),
@@ -1048,7 +1197,7 @@ fn read_secret_stdin() -> Result<String> {
 
 /// The Flight SQL server until `token` is cancelled.
 async fn flight(config: &Config, auth: Arc<serving::auth::JwtAuth>, token: CancellationToken) -> Result<()> {
-    let store = SnapshotStore::open(&data_dir(config))?;
+    let store = snapshots(config)?;
     let service =
         stream::flight::FlightSql::new(store, &config.snapshot.dataset, auth, config.flight.max_prepared);
     stream::flight::serve(config.flight_addr(), config.tls.clone(), service, token).await?;
@@ -1066,7 +1215,7 @@ async fn up(config: &Config) -> Result<()> {
         let (config, token) = (config.clone(), token.clone());
         let snapshot_metrics = stream::metrics::SnapshotMetrics::register(&metrics.registry)?;
         tokio::spawn(async move {
-            let store = SnapshotStore::open(&data_dir(&config))?;
+            let store = snapshots(&config)?;
             let control = control(&config)?;
             let opts = SnapshotOptions {
                 metrics: Some(snapshot_metrics),
@@ -1079,7 +1228,7 @@ async fn up(config: &Config) -> Result<()> {
     let scored_snapshot = {
         let (config, token) = (config.clone(), token.clone());
         tokio::spawn(async move {
-            let store = SnapshotStore::open(&data_dir(&config))?;
+            let store = snapshots(&config)?;
             let opts = SnapshotOptions::from_config(&config, false);
             stream::scored::run_scored_snapshot(&config, &store, &opts, &token).await?;
             anyhow::Ok(())

@@ -22,6 +22,8 @@ pub const TOOLING_ENV: &[&str] = &[
     "DRIFTWOOD_CORPUS_DIR",
     "DRIFTWOOD_MINILM_DIR",
     "DRIFTWOOD_PYTHON",
+    // The keyring itself (TOML text), for deployments that pass secrets as environment.
+    "DRIFTWOOD_ENCRYPTION_KEYS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,7 @@ pub struct Config {
     pub flight: FlightConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub encryption: EncryptionConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +247,16 @@ impl TlsConfig {
     }
 }
 
+/// Encryption at rest (snapshot objects, model weights). The keyring comes from `key_file`
+/// or, when that is empty, from the `DRIFTWOOD_ENCRYPTION_KEYS` environment variable (the
+/// same TOML text); neither: data is written in the clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// Path of the keyring file (`driftwood keys add` writes it; keep it out of git, mode 0600).
+    pub key_file: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
@@ -346,6 +359,7 @@ impl Default for Config {
             flight: FlightConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }

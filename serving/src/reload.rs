@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use stream::crypto::Keyring;
 use tokio_util::sync::CancellationToken;
 use trainer::registry;
 use trainer::store::MetadataStore;
@@ -21,6 +22,7 @@ pub async fn reload_once(
     handle: &ModelHandle,
     name: &str,
     alias: &str,
+    keyring: Option<Arc<Keyring>>,
 ) -> Result<Option<u32>> {
     let Some(version) = store.get_alias(name, alias).await? else {
         return Ok(None);
@@ -29,7 +31,7 @@ pub async fn reload_once(
         return Ok(None);
     }
     let mv = registry::resolve(store, name, &version.to_string()).await?;
-    let model = tokio::task::spawn_blocking(move || trainer::model::load(&mv))
+    let model = tokio::task::spawn_blocking(move || trainer::model::load(&mv, keyring.as_deref()))
         .await
         .map_err(|e| Error::Internal(format!("model loading task failed: {e}")))??;
     let info = handle.swap(model).await?;
@@ -44,6 +46,7 @@ pub async fn follow_alias(
     handle: ModelHandle,
     name: String,
     alias: String,
+    keyring: Option<Arc<Keyring>>,
     interval: Duration,
     cancel: CancellationToken,
 ) {
@@ -51,7 +54,7 @@ pub async fn follow_alias(
     loop {
         let current = store.get_alias(&name, &alias).await.ok().flatten();
         if current.is_some() && current != refused {
-            match reload_once(store.as_ref(), &handle, &name, &alias).await {
+            match reload_once(store.as_ref(), &handle, &name, &alias, keyring.clone()).await {
                 Ok(Some(v)) => tracing::info!(model = %name, version = v, alias = %alias, "model reloaded"),
                 Ok(None) => {}
                 Err(e) => {

@@ -2,12 +2,8 @@
 //! (dvc#770). Runs as a DataFusion full outer join over the two versions' Parquet objects, so
 //! it streams and spills instead of loading either version into memory.
 
-use std::sync::Arc;
-
 use arrow::array::{Array, AsArray};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use schemas::records::clean_schema;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Serialize;
 
 use crate::store::{Manifest, SnapshotStore};
@@ -33,21 +29,13 @@ pub async fn register_version(
     store: &SnapshotStore,
     m: &Manifest,
 ) -> Result<()> {
-    if m.files.is_empty() {
-        let table = MemTable::try_new(clean_schema(), vec![vec![]])?;
-        ctx.register_table(name, Arc::new(table))?;
-        return Ok(());
-    }
-    let paths: Vec<String> =
-        m.files.iter().map(|f| store.object_path(&f.hash).display().to_string()).collect();
-    let df = ctx.read_parquet(paths, ParquetReadOptions::default()).await?;
-    ctx.register_table(name, df.into_view())?;
+    ctx.register_table(name, crate::flight::catalog::version_table(store, m)?)?;
     Ok(())
 }
 
 /// Compares version `a` (before) with version `b` (after).
 pub async fn diff(store: &SnapshotStore, a: &Manifest, b: &Manifest, examples: usize) -> Result<Diff> {
-    let ctx = SessionContext::new();
+    let ctx = crate::flight::catalog::session_context(store, SessionConfig::new());
     register_version(&ctx, "va", store, a).await?;
     register_version(&ctx, "vb", store, b).await?;
     let joined = "(SELECT id, text, label FROM va) a FULL OUTER JOIN (SELECT id, text, label FROM vb) b ON a.id = b.id";

@@ -13,7 +13,6 @@ use std::time::Duration;
 use arrow::array::{RecordBatch, StringArray};
 use chrono::Utc;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use ingest::consume::{DeadLetter, DeadLetters, MessageReader, Mode};
 use schemas::Config;
@@ -104,7 +103,7 @@ pub async fn join_labels(
     }
 
     // Join: every row keeps its columns; its label becomes the new one where there is one.
-    let ctx = SessionContext::new();
+    let ctx = crate::flight::catalog::session_context(store, datafusion::prelude::SessionConfig::new());
     register_version(&ctx, "t", store, &latest).await?;
     let ids: Vec<&str> = labels.keys().map(String::as_str).collect();
     let values: Vec<&str> = ids.iter().map(|id| labels[*id].2.as_str()).collect();

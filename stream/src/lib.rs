@@ -18,12 +18,15 @@
 //! * [`scored`] — the scored snapshot job: predictions from `text.scored` into versions;
 //! * [`flight`] — the Arrow Flight SQL server over every version (DataFusion catalog, auth, TLS);
 //! * [`diff`] — row-level differences between versions, by id (DataFusion);
+//! * [`crypto`] — the keyring of AES-256-GCM key-encryption keys and sealed blobs (data keys
+//!   of encrypted objects, model weights);
 //! * [`remote`] — push/pull of versions and objects to a directory or S3-compatible remote.
 //!
 //! Architecture invariant: this crate knows nothing about models; it depends on `ingest` for
 //! reading Kafka and on `schemas` for the record schemas, never on libtorch.
 
 pub mod clean;
+pub mod crypto;
 pub mod diff;
 pub mod flight;
 pub mod job;
@@ -52,6 +55,9 @@ pub enum Error {
     },
     #[error("corrupt snapshot data: {0}")]
     Corrupt(String),
+    /// Encryption at rest: a bad keyring, a missing key, data that fails authentication.
+    #[error("encryption: {0}")]
+    Key(String),
     #[error("Parquet error: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("Arrow error: {0}")]

@@ -136,6 +136,13 @@ impl Remote {
                     report.skipped += 1;
                     continue;
                 }
+                // An encrypted object's data key goes first, still sealed.
+                if let Some(key) = &f.key {
+                    let sealed = local.key_record(key)?.ok_or_else(|| {
+                        Error::Key(format!("data key {key} of object {} is missing", f.hash))
+                    })?;
+                    self.put(&key_rel(key), sealed).await?;
+                }
                 let path = local.object_path(&f.hash);
                 let data = std::fs::read(&path).map_err(Error::io(&path))?;
                 report.bytes += data.len() as u64;
@@ -167,6 +174,11 @@ impl Remote {
             }
             let mut fetched_any = false;
             for f in &m.files {
+                if let Some(key) = &f.key
+                    && local.key_record(key)?.is_none()
+                {
+                    local.put_key_record(key, &self.get(&key_rel(key)).await?)?;
+                }
                 if local.has_object(&f.hash) {
                     report.skipped += 1;
                     continue;
@@ -190,6 +202,10 @@ impl Remote {
 
 fn object_rel(hash: &str) -> String {
     format!("objects/{}/{hash}.parquet", &hash[..2])
+}
+
+fn key_rel(id: &str) -> String {
+    format!("keys/{id}.key")
 }
 
 fn manifest_rel(dataset: &str, seq: u64) -> String {

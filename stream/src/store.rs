@@ -5,7 +5,15 @@
 //!  <data_dir>/snapshots/objects/<h[0..2]>/<h>.parquet        h = SHA-256 of the file's bytes
 //!  <data_dir>/snapshots/datasets/<dataset>/versions/<seq>.json   one manifest per version
 //!  <data_dir>/snapshots/datasets/<dataset>/tags/<tag>            a version id
+//!  <data_dir>/snapshots/keys/<k>.key       the sealed data key of encrypted objects
 //! ```
+//!
+//! Encryption at rest (with a [`Keyring`]): every new object is written with Parquet modular
+//! encryption (AES-256-GCM, footer and every column) under its own random data key `k`, named
+//! in the file's key metadata and in the manifest's [`FileEntry::key`]; the data key is kept
+//! sealed by the keyring's active key in `keys/<k>.key` (see [`crate::crypto`]). Reads unseal it
+//! with whichever keyring key sealed it; [`SnapshotStore::rewrap`] re-seals every data key under
+//! the active key. Objects written without a keyring stay plaintext and readable.
 //!
 //! A version is the whole dataset at that point: its manifest lists every object (the parent's
 //! plus the new ones), the cumulative Kafka offsets consumed per partition, and what this commit
@@ -22,17 +30,21 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::encryption::decrypt::{FileDecryptionProperties, KeyRetriever};
+use parquet::encryption::encrypt::FileEncryptionProperties;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::crypto::{self, Keyring};
 use crate::{Error, Result};
 
 /// Format version of manifests.
@@ -48,6 +60,9 @@ pub struct FileEntry {
     pub hash: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Id of the object's data key (`keys/<key>.key`) when it is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Offsets `[first, next)` of one topic partition.
@@ -158,13 +173,15 @@ pub struct Committed {
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     root: PathBuf,
+    /// Encrypts new objects and decrypts encrypted ones; None: new objects are plaintext.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl SnapshotStore {
     /// Opens (creating if needed) the store under `data_dir`, removing stale temporary files.
     pub fn open(data_dir: &Path) -> Result<SnapshotStore> {
         let root = data_dir.join("snapshots");
-        let store = SnapshotStore { root };
+        let store = SnapshotStore { root, keyring: None };
         fs::create_dir_all(store.objects_dir()).map_err(Error::io(&store.root))?;
         fs::create_dir_all(store.tmp_dir()).map_err(Error::io(&store.root))?;
         for entry in fs::read_dir(store.tmp_dir()).map_err(Error::io(&store.root))? {
@@ -181,8 +198,27 @@ impl SnapshotStore {
         Ok(store)
     }
 
+    /// The store encrypting new objects with (and decrypting with) `keyring`.
+    pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> SnapshotStore {
+        self.keyring = keyring;
+        self
+    }
+
+    pub fn keyring(&self) -> Option<&Arc<Keyring>> {
+        self.keyring.as_ref()
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// Path of the sealed data key `id`.
+    pub fn key_path(&self, id: &str) -> PathBuf {
+        self.keys_dir().join(format!("{id}.key"))
     }
 
     fn objects_dir(&self) -> PathBuf {
@@ -312,12 +348,132 @@ impl SnapshotStore {
     pub fn object_writer(&self, schema: SchemaRef) -> Result<ObjectWriter> {
         let tmp = self.tmp_dir().join(format!("obj-{}-{}.parquet", std::process::id(), unique()));
         let file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .set_max_row_group_row_count(Some(64 * 1024))
-            .build();
-        let writer = ArrowWriter::try_new(HashingWriter::new(file), schema, Some(props))?;
-        Ok(ObjectWriter { store: self.clone(), tmp, writer: Some(writer), rows: 0 })
+            .set_max_row_group_row_count(Some(64 * 1024));
+        let mut key = None;
+        if let Some(keyring) = &self.keyring {
+            let (id, dek) = self.new_data_key(keyring)?;
+            let encryption = FileEncryptionProperties::builder(dek.to_vec())
+                .with_footer_key_metadata(id.clone().into_bytes())
+                .build()?;
+            props = props.with_file_encryption_properties(encryption);
+            key = Some(id);
+        }
+        let writer = ArrowWriter::try_new(HashingWriter::new(file), schema, Some(props.build()))?;
+        Ok(ObjectWriter { store: self.clone(), tmp, writer: Some(writer), rows: 0, key })
+    }
+
+    /// A fresh random data key, stored sealed by the keyring's active key before any data is
+    /// written with it.
+    fn new_data_key(&self, keyring: &Keyring) -> Result<(String, [u8; crypto::KEY_LEN])> {
+        let id = hex::encode(crypto::random::<16>()?);
+        let dek = crypto::random::<{ crypto::KEY_LEN }>()?;
+        let sealed = keyring.seal(&dek, &dek_context(&id))?;
+        self.write_key_record(&id, &sealed)?;
+        Ok((id, dek))
+    }
+
+    fn write_key_record(&self, id: &str, sealed: &[u8]) -> Result<()> {
+        let dir = self.keys_dir();
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let tmp = self.tmp_dir().join(format!("key-{}-{}", std::process::id(), unique()));
+        write_synced(&tmp, sealed)?;
+        let target = self.key_path(id);
+        fs::rename(&tmp, &target).map_err(Error::io(&target))?;
+        sync_dir(&dir)
+    }
+
+    /// The data key `id`, unsealed.
+    pub fn data_key(&self, id: &str) -> Result<Vec<u8>> {
+        if !id.bytes().all(|b| b.is_ascii_hexdigit()) || id.is_empty() {
+            return Err(Error::Key(format!("`{id}` is not a data key id")));
+        }
+        let keyring = self.keyring.as_ref().ok_or_else(|| {
+            Error::Key(format!(
+                "data key {id} protects encrypted objects, and no keyring is configured ([encryption] key_file)"
+            ))
+        })?;
+        let path = self.key_path(id);
+        let sealed = fs::read(&path).map_err(Error::io(&path))?;
+        keyring.open(&sealed, &dek_context(id)).map_err(|e| Error::Key(format!("data key {id}: {e}")))
+    }
+
+    /// The sealed data key `id` as stored (for push/pull), if there is one.
+    pub fn key_record(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.key_path(id);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path)(e)),
+        }
+    }
+
+    /// Stores a sealed data key received from elsewhere (it stays sealed: whoever reads the
+    /// objects needs a keyring holding the key that sealed it).
+    pub fn put_key_record(&self, id: &str, sealed: &[u8]) -> Result<()> {
+        if !crypto::is_sealed(sealed) {
+            return Err(Error::Corrupt(format!("received data key {id} is not a sealed blob")));
+        }
+        self.write_key_record(id, sealed)
+    }
+
+    /// Re-seals every data key not sealed by the active key under it, so older keyring keys
+    /// can be removed. Objects (and so version ids) do not change.
+    pub fn rewrap(&self) -> Result<RewrapReport> {
+        let keyring = self
+            .keyring
+            .as_ref()
+            .ok_or_else(|| Error::Key("rewrapping needs a keyring ([encryption] key_file)".into()))?;
+        let mut report = RewrapReport::default();
+        for (id, path) in self.key_records()? {
+            let id = id.as_str();
+            let sealed = fs::read(&path).map_err(Error::io(&path))?;
+            let by = crypto::sealed_by(&sealed).unwrap_or("?").to_string();
+            if by == keyring.active() {
+                report.current += 1;
+                continue;
+            }
+            let dek = keyring
+                .open(&sealed, &dek_context(id))
+                .map_err(|e| Error::Key(format!("data key {id}: {e}")))?;
+            self.write_key_record(id, &keyring.seal(&dek, &dek_context(id))?)?;
+            *report.rewrapped.entry(by).or_default() += 1;
+        }
+        Ok(report)
+    }
+
+    /// How many data keys each keyring key seals (by the ids in the sealed records, so keys
+    /// missing from the keyring show up too).
+    pub fn key_usage(&self) -> Result<BTreeMap<String, u64>> {
+        let mut usage = BTreeMap::new();
+        for (_, path) in self.key_records()? {
+            let sealed = fs::read(&path).map_err(Error::io(&path))?;
+            *usage.entry(crypto::sealed_by(&sealed).unwrap_or("?").to_string()).or_default() += 1;
+        }
+        Ok(usage)
+    }
+
+    /// Every sealed data key record: (id, path), sorted.
+    fn key_records(&self) -> Result<Vec<(String, PathBuf)>> {
+        let dir = self.keys_dir();
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let path = entry.map_err(Error::io(&dir))?.path();
+            if let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".key")) {
+                out.push((id.to_string(), path.clone()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Decryption for any object of this store: the data key named in the file's key metadata.
+    pub fn decryption(&self) -> Result<Arc<FileDecryptionProperties>> {
+        Ok(FileDecryptionProperties::with_key_retriever(Arc::new(DataKeys(self.clone()))).build()?)
     }
 
     /// Commits a new version of `draft.dataset` on top of the latest one, atomically.
@@ -394,7 +550,22 @@ impl SnapshotStore {
                 f.hash, f.bytes
             )));
         }
-        Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(READ_BATCH_ROWS).build()?)
+        let mut options = ArrowReaderOptions::new();
+        if let Some(id) = &f.key {
+            let dek = self.data_key(id)?;
+            options =
+                options.with_file_decryption_properties(FileDecryptionProperties::builder(dek).build()?);
+        }
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|e| {
+            match &f.key {
+                // A flipped byte in an encrypted object fails GCM authentication.
+                Some(id) => {
+                    Error::Corrupt(format!("object {} (data key {id}) cannot be decrypted: {e}", f.hash))
+                }
+                None => Error::from(e),
+            }
+        })?;
+        Ok(reader.with_batch_size(READ_BATCH_ROWS).build()?)
     }
 
     pub fn has_object(&self, hash: &str) -> bool {
@@ -452,8 +623,10 @@ impl SnapshotStore {
     /// With `dry_run`, only reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
         let mut referenced = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
         for d in self.datasets()? {
             for m in self.versions(&d)? {
+                keys.extend(m.files.iter().filter_map(|f| f.key.clone()));
                 referenced.extend(m.files.into_iter().map(|f| f.hash));
             }
         }
@@ -477,6 +650,17 @@ impl SnapshotStore {
                 }
                 report.removed += 1;
                 report.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if !dry_run {
+                    fs::remove_file(&path).map_err(Error::io(&path))?;
+                }
+            }
+        }
+        for (id, path) in self.key_records()? {
+            let old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > KEY_RECORD_GRACE);
+            if !keys.contains(&id) && old {
+                report.keys_removed += 1;
                 if !dry_run {
                     fs::remove_file(&path).map_err(Error::io(&path))?;
                 }
@@ -634,6 +818,9 @@ pub struct GcReport {
     pub kept: usize,
     pub removed: usize,
     pub bytes: u64,
+    /// Sealed data keys of objects no version references (left for an hour: a writer may be
+    /// about to commit the object).
+    pub keys_removed: usize,
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -680,12 +867,44 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// What [`SnapshotStore::rewrap`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RewrapReport {
+    /// Data keys re-sealed, by the keyring key that had sealed them.
+    pub rewrapped: BTreeMap<String, u64>,
+    /// Data keys already sealed by the active key.
+    pub current: u64,
+}
+
+/// How long gc leaves a sealed data key that no version references (its object may be about to
+/// be committed).
+const KEY_RECORD_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What a data key is sealed for (the GCM associated data): it cannot be swapped for another.
+fn dek_context(id: &str) -> Vec<u8> {
+    format!("driftwood data key {id}").into_bytes()
+}
+
+/// Parquet's key retriever: key metadata is a data key id.
+struct DataKeys(SnapshotStore);
+
+impl KeyRetriever for DataKeys {
+    fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+        let id = std::str::from_utf8(key_metadata).map_err(|_| {
+            parquet::errors::ParquetError::General("key metadata is not a data key id".into())
+        })?;
+        self.0.data_key(id).map_err(|e| parquet::errors::ParquetError::General(e.to_string()))
+    }
+}
+
 /// Writes one content-addressed Parquet object.
 pub struct ObjectWriter {
     store: SnapshotStore,
     tmp: PathBuf,
     writer: Option<ArrowWriter<HashingWriter<File>>>,
     rows: u64,
+    /// The data key the object is encrypted with.
+    key: Option<String>,
 }
 
 impl ObjectWriter {
@@ -719,7 +938,7 @@ impl ObjectWriter {
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
         fs::rename(&self.tmp, &target).map_err(Error::io(&target))?;
         sync_dir(dir)?;
-        Ok(Some(FileEntry { hash, rows: self.rows, bytes }))
+        Ok(Some(FileEntry { hash, rows: self.rows, bytes, key: self.key.clone() }))
     }
 }
 
@@ -895,5 +1114,45 @@ mod tests {
         };
         let m = store.commit(draft, Utc::now()).unwrap().manifest.unwrap();
         assert_eq!(ids_of(&store, &m), ["a", "b", "x", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_version_mixing_plaintext_and_encrypted_objects_reads_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = SnapshotStore::open(dir.path()).unwrap();
+        let v1 = commit(&plain, &["a", "b"], 0, 0);
+        assert_eq!(v1.files[0].key, None);
+        // Encryption switched on later: new objects are encrypted, old ones stay readable.
+        let mut keyring = Keyring::generate("k1").unwrap();
+        let store =
+            plain.clone().with_keyring(Some(Arc::new(Keyring::parse(&keyring.to_toml(), "t").unwrap())));
+        let v2 = commit(&store, &["c"], 0, 2);
+        let key = v2.files[1].key.clone().expect("the new object is encrypted");
+        assert_eq!(ids_of(&store, &v2), vec!["a", "b", "c"]);
+        assert!(plain.read(&v2).any(|b| b.is_err()), "read without the keyring");
+        // Through DataFusion, as Flight SQL and diff read.
+        let ctx = crate::flight::catalog::session_context(&store, datafusion::prelude::SessionConfig::new());
+        ctx.register_table("v2", crate::flight::catalog::version_table(&store, &v2).unwrap()).unwrap();
+        let batches = ctx.sql("SELECT id FROM v2 ORDER BY id").await.unwrap().collect().await.unwrap();
+        let ids: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                arrow::array::AsArray::as_string::<i32>(b.column(0))
+                    .iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ids, vec!["a", "b", "c"]);
+        // Rewrap after a rotation: same object, same version id, the key now under k2.
+        keyring.add("k2").unwrap();
+        let rotated = plain.clone().with_keyring(Some(Arc::new(keyring)));
+        let report = rotated.rewrap().unwrap();
+        assert_eq!((report.rewrapped.get("k1").copied(), report.current), (Some(1), 0));
+        assert_eq!(crypto::sealed_by(&rotated.key_record(&key).unwrap().unwrap()), Some("k2"));
+        assert_eq!(rotated.latest("ds").unwrap().unwrap().id, v2.id);
+        assert_eq!(ids_of(&rotated, &v2), vec!["a", "b", "c"]);
+        assert_eq!(rotated.rewrap().unwrap().current, 1);
     }
 }

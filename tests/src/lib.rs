@@ -43,15 +43,22 @@ impl Tansu {
     }
 
     pub fn start_with_storage(storage: &str) -> Result<Tansu> {
+        Self::start_advertising(storage, None)
+    }
+
+    /// Starts a broker that tells clients to connect to `advertised` (a port in front of it)
+    /// instead of the port it listens on; `brokers` is still the port it listens on.
+    pub fn start_advertising(storage: &str, advertised: Option<u16>) -> Result<Tansu> {
         let bin = tansu_bin()?;
         let dir = tempfile::tempdir()?;
         for _attempt in 0..5 {
             let port = free_port()?;
             let url = format!("tcp://127.0.0.1:{port}");
+            let advertised_url = advertised.map_or(url.clone(), |p| format!("tcp://127.0.0.1:{p}"));
             let log = std::fs::File::create(dir.path().join("tansu.log"))?;
             let mut child = Command::new(&bin)
                 .arg("broker")
-                .args(["--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--listener-url", &url, "--advertised-listener-url", &advertised_url])
                 .args(["--storage-engine", storage])
                 .current_dir(dir.path())
                 .stdout(Stdio::null())
@@ -87,6 +94,89 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker reachable only over TLS: tansu listens on a private port and advertises the
+/// port of a TLS-terminating proxy (rustls, with the certificate of [`make_tls`]) in front of
+/// it, so every Kafka connection — bootstrap and those the metadata points at — is TLS.
+/// (tansu 0.6 itself has no TLS listener.)
+pub struct TlsTansu {
+    pub brokers: String,
+    /// TLS handshakes completed and refused by the proxy.
+    pub handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+    proxy: Option<std::thread::JoinHandle<()>>,
+    _tansu: Tansu,
+}
+
+impl TlsTansu {
+    /// `tls_dir` holds `server.pem` and `server.key` (see [`make_tls`]).
+    pub fn start(tls_dir: &Path) -> Result<TlsTansu> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tls = schemas::config::TlsConfig {
+            cert_file: tls_dir.join("server.pem").display().to_string(),
+            key_file: tls_dir.join("server.key").display().to_string(),
+        };
+        let mut server = (*serving::tls::server_config(&tls).map_err(anyhow::Error::msg)?).clone();
+        server.alpn_protocols.clear();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let front = TcpListener::bind("127.0.0.1:0")?;
+        let port = front.local_addr()?.port();
+        let tansu = Tansu::start_advertising("memory://tansu/", Some(port))?;
+        let target: SocketAddr = tansu.brokers.parse()?;
+        let (handshakes, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stop = tokio_util::sync::CancellationToken::new();
+        front.set_nonblocking(true)?;
+        let proxy = {
+            let (handshakes, refused, stop) = (handshakes.clone(), refused.clone(), stop.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            std::thread::spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(front) = tokio::net::TcpListener::from_std(front) else { return };
+                    loop {
+                        let (tcp, _) = tokio::select! {
+                            () = stop.cancelled() => return,
+                            accepted = front.accept() => match accepted {
+                                Ok(a) => a,
+                                Err(_) => continue,
+                            },
+                        };
+                        let (acceptor, handshakes, refused) =
+                            (acceptor.clone(), handshakes.clone(), refused.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            };
+                            handshakes.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                            }
+                        });
+                    }
+                })
+            })
+        };
+        Ok(TlsTansu {
+            brokers: format!("127.0.0.1:{port}"),
+            handshakes,
+            refused,
+            stop,
+            proxy: Some(proxy),
+            _tansu: tansu,
+        })
+    }
+}
+
+impl Drop for TlsTansu {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(p) = self.proxy.take() {
+            let _ = p.join();
+        }
     }
 }
 
@@ -275,6 +365,21 @@ pub fn run_ok(cmd: &mut Command) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
+}
+
+/// An argon2id hash of `password` made by `driftwood auth hash-password` (for users files).
+pub fn hash_password(password: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(driftwood_bin()?)
+        .args(["auth", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("piped").write_all(format!("{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "hash-password: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 /// A dev CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost (`server.pem`,

@@ -32,7 +32,7 @@ fn accuracy(
     plan: &CleanPlan,
     rows: &[RawRecord],
 ) -> anyhow::Result<f64> {
-    let model = trainer::model::load(store_version)?;
+    let model = trainer::model::load(store_version, None)?;
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let cleaned = plan.clean_texts(&texts)?;
     let (mut right, mut total) = (0usize, 0usize);
@@ -284,7 +284,7 @@ async fn held_out_traffic_raises_no_drift_over_twenty_windows() -> anyhow::Resul
     publish(&live_config, &live_topics.labels, late).await?;
     let mv = trainer::registry::resolve(meta.as_ref(), "spam", "production").await?;
     let handle = serving::handle::ModelHandle::start(
-        Some(trainer::model::load(&mv)?),
+        Some(trainer::model::load(&mv, None)?),
         plan.clone(),
         serving::handle::BatchingConfig { max_batch: 256, max_wait: Duration::from_millis(2), queue: 1024 },
     )?;

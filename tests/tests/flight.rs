@@ -2,8 +2,7 @@
 //! (the ADBC Flight SQL driver and pyarrow.flight from PyPI), with authentication and TLS on.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,23 +10,9 @@ use arrow::array::{Array, AsArray};
 use ingest::source;
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::store::SnapshotStore;
-use tests::{Tansu, config_for, corpus_dir, driftwood_bin, free_port, outgoing, publish, python, shuffle};
+use tests::{Tansu, config_for, corpus_dir, free_port, outgoing, publish, python, shuffle};
 use tokio_util::sync::CancellationToken;
 use trainer::store::{MetadataStore, SqliteStore};
-
-fn hash_password(bin: &Path, password: &str) -> anyhow::Result<String> {
-    use std::io::Write;
-    let mut child = Command::new(bin)
-        .args(["auth", "hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().expect("piped").write_all(format!("{password}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "hash-password: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
 
 /// Rows of every batch of a version, read in Rust straight from the store.
 fn version_rows(
@@ -60,16 +45,22 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     let mut config = config_for(&broker.brokers, dir.path(), "flight");
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let bin = driftwood_bin()?;
 
     // Two data versions: 300 emails, then 200 more; the first tagged.
     let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
     shuffle(&mut corpus, 7);
     corpus.truncate(500);
-    let store = SnapshotStore::open(dir.path())?;
+    // Everything at rest is encrypted: the queries below decrypt on the server.
+    let keys_dir = tempfile::tempdir()?;
+    let key_file = keys_dir.path().join("keys.toml");
+    std::fs::write(&key_file, stream::crypto::Keyring::generate("k1")?.to_toml())?;
+    config.encryption.key_file = key_file.display().to_string();
+    let keyring = Arc::new(stream::crypto::Keyring::load(&config.encryption, None)?.expect("a keyring"));
+    let store = SnapshotStore::open(dir.path())?.with_keyring(Some(keyring.clone()));
     publish(&config, &topics.raw, outgoing(&corpus[..300])).await?;
     tests::snapshot_until_idle(&config, &store).await?;
     store.tag("text", "baseline", "v1")?;
+    assert!(store.latest("text")?.expect("v1").files.iter().all(|f| f.key.is_some()));
     let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(dir.path())?);
     let req = trainer::train::TrainRequest {
         dataset: "text".into(),
@@ -87,7 +78,7 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
     let mv = trainer::registry::resolve(meta.as_ref(), "spam", "production").await?;
     let handle = serving::handle::ModelHandle::start(
-        Some(trainer::model::load(&mv)?),
+        Some(trainer::model::load(&mv, Some(&keyring))?),
         plan.clone(),
         serving::handle::BatchingConfig { max_batch: 64, max_wait: Duration::from_millis(2), queue: 1024 },
     )?;
@@ -120,8 +111,8 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     let users = format!(
         "[[user]]\nname = \"ana\"\npassword_hash = \"{}\"\nroles = [\"viewer\"]\n\n\
          [[user]]\nname = \"ex\"\npassword_hash = \"{}\"\nroles = []\n",
-        hash_password(&bin, "correct horse")?,
-        hash_password(&bin, "battery staple")?
+        tests::hash_password("correct horse")?,
+        tests::hash_password("battery staple")?
     );
     std::fs::write(secrets.join("users.toml"), users)?;
     config.auth.enabled = true;
@@ -235,5 +226,20 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
         ])
         .output()?;
     assert!(!plain.status.success(), "a plaintext client was served");
+    // TLS 1.1 is refused by the server (an alert comes back), as on the REST API.
+    let old = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let (text, err) = (String::from_utf8_lossy(&old.stdout), String::from_utf8_lossy(&old.stderr));
+    assert!(!old.status.success() && !text.contains("TLSv1.1,"), "TLS 1.1 negotiated: {text}");
+    assert!(err.contains("alert"), "{err}");
     Ok(())
 }

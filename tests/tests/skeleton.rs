@@ -104,7 +104,7 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
 
     // 4. Serve: POST /v1/predict answers a spam and a ham text correctly.
     let mv = trainer::registry::resolve(meta.as_ref(), "spam", "production").await?;
-    let model = trainer::model::load(&mv)?;
+    let model = trainer::model::load(&mv, None)?;
     let batching =
         serving::handle::BatchingConfig { max_batch: 64, max_wait: Duration::from_millis(2), queue: 256 };
     let handle = serving::handle::ModelHandle::start(Some(model), plan.clone(), batching)?;

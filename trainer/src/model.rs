@@ -2,10 +2,14 @@
 //!
 //! A version is refused — with [`Error::Artifact`] — when its card is missing or unreadable,
 //! its format is newer than this build, its weights file's hash differs from the card or the
-//! registry, or the weights do not fit the card's shapes.
+//! registry, or the weights do not fit the card's shapes. Weights are sealed (AES-256-GCM, see
+//! `stream::crypto`) when a keyring is configured; the hashes are of the plaintext, so
+//! re-encryption under a new key changes no card and no registry entry.
 
 use std::fs;
 use std::path::Path;
+
+use stream::crypto::Keyring;
 
 use crate::card::{CARD_FILE, CARD_FORMAT, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
@@ -81,12 +85,92 @@ pub fn read_card(dir: &Path) -> Result<ModelCard> {
         .map_err(|e| Error::Artifact(format!("{} is not a model card: {e}", path.display())))
 }
 
-/// Loads and verifies a registered version.
-pub fn load(version: &ModelVersion) -> Result<LoadedModel> {
+/// What sealed weights are sealed for: the weights with this hash, so sealed weights cannot
+/// be swapped between artifacts.
+fn weights_context(sha256: &str) -> Vec<u8> {
+    format!("driftwood model weights {sha256}").into_bytes()
+}
+
+/// Writes weights to `path`: sealed by the keyring's active key when there is a keyring,
+/// plaintext otherwise. Returns the SHA-256 of the plaintext (the card's `weights_sha256`).
+pub fn write_weights(path: &Path, plaintext: &[u8], keyring: Option<&Keyring>) -> Result<String> {
+    let sha = schemas::sha256_hex(plaintext);
+    let bytes = match keyring {
+        Some(k) => k.seal(plaintext, &weights_context(&sha))?,
+        None => plaintext.to_vec(),
+    };
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, &bytes).map_err(Error::io(&tmp))?;
+    fs::rename(&tmp, path).map_err(Error::io(path))?;
+    Ok(sha)
+}
+
+/// Reads weights written by [`write_weights`], unsealing them for an expected plaintext hash.
+fn read_weights(path: &Path, expected_sha256: &str, keyring: Option<&Keyring>) -> Result<Vec<u8>> {
+    let bytes = fs::read(path).map_err(|e| Error::Artifact(format!("{}: {e}", path.display())))?;
+    if !stream::crypto::is_sealed(&bytes) {
+        return Ok(bytes);
+    }
+    let by = stream::crypto::sealed_by(&bytes).unwrap_or("?");
+    let keyring = keyring.ok_or_else(|| {
+        Error::Artifact(format!(
+            "{} is encrypted (key `{by}`) and no keyring is configured ([encryption] key_file)",
+            path.display()
+        ))
+    })?;
+    keyring
+        .open(&bytes, &weights_context(expected_sha256))
+        .map_err(|e| Error::Artifact(format!("{}: {e}", path.display())))
+}
+
+/// Seals the weights of every artifact under `artifacts` with the keyring's active key: those
+/// sealed by an older key and those still in plaintext. Hashes (card, registry) do not change.
+pub fn reencrypt_weights(artifacts: &Path, keyring: &Keyring) -> Result<WeightsReport> {
+    let mut report = WeightsReport::default();
+    let Ok(entries) = fs::read_dir(artifacts) else { return Ok(report) };
+    let mut dirs: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let weights = dir.join(WEIGHTS_FILE);
+        let Ok(card) = read_card(&dir) else { continue };
+        let Ok(bytes) = fs::read(&weights) else { continue };
+        let from = match stream::crypto::sealed_by(&bytes) {
+            Some(id) if id == keyring.active() => {
+                report.current += 1;
+                continue;
+            }
+            Some(id) => id.to_string(),
+            None => "plaintext".to_string(),
+        };
+        let plain = read_weights(&weights, &card.weights_sha256, Some(keyring))?;
+        if schemas::sha256_hex(&plain) != card.weights_sha256 {
+            return Err(Error::Artifact(format!(
+                "{} does not match its card; left as it is",
+                weights.display()
+            )));
+        }
+        write_weights(&weights, &plain, Some(keyring))?;
+        *report.resealed.entry(from).or_default() += 1;
+    }
+    Ok(report)
+}
+
+/// What [`reencrypt_weights`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WeightsReport {
+    /// Weights files sealed anew, by the key that had sealed them (or `plaintext`).
+    pub resealed: std::collections::BTreeMap<String, u64>,
+    /// Weights already sealed by the active key.
+    pub current: u64,
+}
+
+/// Loads and verifies a registered version (unsealing its weights with `keyring` if they are
+/// encrypted).
+pub fn load(version: &ModelVersion, keyring: Option<&Keyring>) -> Result<LoadedModel> {
     let dir = Path::new(&version.artifact_dir);
     let card = read_card(dir)?;
     let weights = dir.join(WEIGHTS_FILE);
-    let bytes = fs::read(&weights).map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?;
+    let bytes = read_weights(&weights, &version.artifact_sha256, keyring)?;
     let sha = schemas::sha256_hex(&bytes);
     if sha != card.weights_sha256 || sha != version.artifact_sha256 {
         return Err(Error::Artifact(format!(
@@ -113,7 +197,10 @@ pub fn load(version: &ModelVersion) -> Result<LoadedModel> {
             if !(8..=26).contains(&hashing.bits) {
                 return Err(Error::Artifact(format!("hash bits {} out of range", hashing.bits)));
             }
-            Classifier::LogReg(LogReg::load(&weights, hashing, card.labels.len())?)
+            Classifier::LogReg(
+                LogReg::from_bytes(&bytes, hashing, card.labels.len())
+                    .map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?,
+            )
         }
         other => return Err(Error::Artifact(format!("unknown model family `{other}`"))),
     };

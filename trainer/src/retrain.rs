@@ -190,9 +190,11 @@ impl Retrainer {
         .await?;
         outcome.candidate = Some(trained.model.version);
         outcome.train_seconds = Some(trained.seconds);
-        let (prod_mv, cand_mv) = (production.clone(), trained.model.clone());
+        let (prod_mv, cand_mv, keyring) =
+            (production.clone(), trained.model.clone(), snapshots.keyring().cloned());
         let (production_eval, candidate_eval) = tokio::task::spawn_blocking(move || {
-            Ok::<_, Error>((evaluate(&prod_mv, &holdout)?, evaluate(&cand_mv, &holdout)?))
+            let keyring = keyring.as_deref();
+            Ok::<_, Error>((evaluate(&prod_mv, &holdout, keyring)?, evaluate(&cand_mv, &holdout, keyring)?))
         })
         .await
         .map_err(|e| Error::Internal(format!("evaluation task failed: {e}")))??;
@@ -325,8 +327,12 @@ fn records_behind(marks: &BTreeMap<i32, (i64, i64)>, covered: &BTreeMap<i32, i64
     marks.iter().map(|(p, &(low, high))| (high - covered.get(p).copied().unwrap_or(0).max(low)).max(0)).sum()
 }
 
-fn evaluate(version: &ModelVersion, rows: &[Labelled]) -> Result<Evaluation> {
-    let model = crate::model::load(version)?;
+fn evaluate(
+    version: &ModelVersion,
+    rows: &[Labelled],
+    keyring: Option<&stream::crypto::Keyring>,
+) -> Result<Evaluation> {
+    let model = crate::model::load(version, keyring)?;
     let labels = model.labels().to_vec();
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let mut predicted = Vec::with_capacity(rows.len());

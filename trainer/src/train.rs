@@ -310,9 +310,11 @@ fn fit_and_save(
         .with_classes(held_probs.iter().map(|p| labels[argmax(p)].as_str()));
 
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let weights = dir.join(WEIGHTS_FILE);
-    model.save(&weights)?;
-    let weights_sha256 = schemas::sha256_hex(&std::fs::read(&weights).map_err(Error::io(&weights))?);
+    let weights_sha256 = crate::model::write_weights(
+        &dir.join(WEIGHTS_FILE),
+        &model.to_bytes()?,
+        snapshots.keyring().map(|k| k.as_ref()),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     let mut metrics = evaluation.flat("test");
     metrics.insert("train_rows".into(), splits[0].len() as f64);

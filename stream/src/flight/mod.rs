@@ -188,7 +188,7 @@ impl FlightSql {
         // Plain Utf8 strings everywhere: JDBC/ODBC-era clients do not all read string views.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         config.options_mut().execution.parquet.schema_force_view_types = false;
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = catalog::session_context(&self.inner.store, config);
         ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(self.inner.store.clone(), pins)));
         ctx
     }
