@@ -22,6 +22,7 @@ pub const TOOLING_ENV: &[&str] = &[
     "DRIFTWOOD_CORPUS_DIR",
     "DRIFTWOOD_MINILM_DIR",
     "DRIFTWOOD_PYTHON",
+    "DRIFTWOOD_DEV_DIR",
     // The keyring itself (TOML text), for deployments that pass secrets as environment.
     "DRIFTWOOD_ENCRYPTION_KEYS",
 ];
