@@ -391,6 +391,20 @@ impl BatchReader {
         })
     }
 
+    /// The partitions of the topic assigned to this reader now (by its group, or all of them
+    /// in assigned mode), sorted.
+    pub fn assigned_partitions(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
+            })
+            .unwrap_or_default();
+        out.sort_unstable();
+        out
+    }
+
     /// Records between this reader's position and the end of each partition it has read,
     /// refreshed at most every [`LAG_INTERVAL`] (`None` in between, or when the broker does
     /// not answer). On tansu 0.6 the end can under-report by up to one record batch.

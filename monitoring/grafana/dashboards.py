@@ -36,6 +36,8 @@ PIPELINE = dashboard("driftwood-pipeline", "Driftwood / Pipeline overview", [
     ("Consumer lag", [("sum(driftwood_snapshot_lag_records)", "snapshot"),
                       ("sum(driftwood_scorer_lag_records)", "scorer")], "short"),
     ("Scored records", [("sum by (status) (rate(driftwood_scorer_records_total[1m]))", "{{status}}")], "ops"),
+    ("Partitions held per scorer (0: more scorers than partitions)",
+     [("driftwood_scorer_assigned_partitions", "{{instance}}")], "short"),
     ("Scorer end-to-end latency", [
         ("histogram_quantile(0.5, sum by (le) (rate(driftwood_scorer_end_to_end_seconds_bucket[5m])))", "p50"),
         ("histogram_quantile(0.99, sum by (le) (rate(driftwood_scorer_end_to_end_seconds_bucket[5m])))", "p99")], "s"),

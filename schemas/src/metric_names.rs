@@ -32,6 +32,7 @@ pub const SNAPSHOT_COMMIT_DURATION_SECONDS: &str = "driftwood_snapshot_commit_du
 pub const SNAPSHOT_LAG_RECORDS: &str = "driftwood_snapshot_lag_records";
 /// Gauge: records between the scorer's position and the end of each partition.
 pub const SCORER_LAG_RECORDS: &str = "driftwood_scorer_lag_records";
+pub const SCORER_ASSIGNED_PARTITIONS: &str = "driftwood_scorer_assigned_partitions";
 /// Retrain requests handled, by outcome (`promoted`, `declined`, `failed`).
 pub const RETRAIN_TOTAL: &str = "driftwood_retrain_total";
 /// Gauge: jobs waiting for the model thread.

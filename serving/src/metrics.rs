@@ -15,6 +15,8 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub model_version: IntGauge,
     pub scorer_lag: IntGaugeVec,
+    /// Partitions of text.raw assigned to this scorer (0: an idle group member).
+    pub scorer_partitions: IntGauge,
     pub queue_depth: IntGauge,
     pub end_to_end: prometheus::Histogram,
     pub scored: IntCounterVec,
@@ -70,6 +72,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(scorer_lag.clone())).expect("unique metric");
+        let scorer_partitions = IntGauge::new(
+            m::SCORER_ASSIGNED_PARTITIONS,
+            "Partitions of text.raw assigned to this scorer (0: more scorers than partitions)",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(scorer_partitions.clone())).expect("unique metric");
         let queue_depth =
             IntGauge::new(m::SERVING_QUEUE_DEPTH, "Jobs waiting for the model thread").expect("valid metric");
         registry.register(Box::new(queue_depth.clone())).expect("unique metric");
@@ -96,6 +104,7 @@ impl Metrics {
             batch_size,
             model_version,
             scorer_lag,
+            scorer_partitions,
             queue_depth,
             end_to_end,
             scored,

@@ -96,8 +96,14 @@ impl Scorer {
         .await?;
         let mut report = ScorerReport::default();
         while let Some(consumed) = reader.next_batch(cancel).await? {
-            for (p, lag) in reader.lag().await.unwrap_or_default() {
-                self.metrics.scorer_lag.with_label_values(&[p.to_string().as_str()]).set(lag);
+            let assigned = reader.assigned_partitions();
+            self.metrics.scorer_partitions.set(assigned.len() as i64);
+            if let Some(lags) = reader.lag().await {
+                // Only the partitions this scorer holds now: a revoked one's lag is another's.
+                self.metrics.scorer_lag.reset();
+                for (p, lag) in lags.into_iter().filter(|(p, _)| assigned.contains(p)) {
+                    self.metrics.scorer_lag.with_label_values(&[p.to_string().as_str()]).set(lag);
+                }
             }
             if consumed.ranges.is_empty() {
                 continue; // a quiet period

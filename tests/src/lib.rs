@@ -283,6 +283,17 @@ pub async fn read_all(config: &Config, topic: &str) -> Result<Vec<ingest::consum
     Ok(out)
 }
 
+/// The sum of the series at `base`'s `/metrics` whose lines start with `series` (a metric name,
+/// optionally with the start of its labels); 0 until it answers.
+pub async fn metric_sum(base: &str, series: &str) -> u64 {
+    let Ok(r) = reqwest::get(format!("{base}/metrics")).await else { return 0 };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// A deterministic Fisher–Yates shuffle (xorshift seeded by `seed`).
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

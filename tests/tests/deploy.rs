@@ -42,7 +42,8 @@ fn dockerfile_compose_and_kubernetes_manifests_validate() -> anyhow::Result<()> 
         let path = out.path().join(format!("{name}.yaml"));
         std::fs::write(&path, &yaml)?;
         let report = Command::new(venv_tool("kubernetes-validate")?).arg("--strict").arg(&path).output()?;
-        let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
         assert!(report.status.success() && !text.contains("ERROR"), "{name}: {text}");
         // Everything but the Prometheus Operator's CRD was checked against a schema.
         let checked = text.matches(" passed for resource ").count();
@@ -81,7 +82,8 @@ fn dockerfile_compose_and_kubernetes_manifests_validate() -> anyhow::Result<()> 
     commands.dedup();
     assert!(commands.len() >= 6, "{commands:?}");
     for args in &commands {
-        run_ok(Command::new(driftwood_bin()?).args(args).arg("--help")).with_context(|| format!("{args:?}"))?;
+        run_ok(Command::new(driftwood_bin()?).args(args).arg("--help"))
+            .with_context(|| format!("{args:?}"))?;
     }
     // And a command that does not exist is refused the same way (the check can fail).
     assert!(run_ok(Command::new(driftwood_bin()?).args(["snapshot", "--no-such-flag", "--help"])).is_err());

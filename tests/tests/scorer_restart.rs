@@ -74,12 +74,7 @@ async fn wait_scored(
 
 /// Records the scorer at `base` has written (its `/metrics`); 0 until it answers.
 async fn scorer_count(base: &str) -> u64 {
-    let Ok(r) = reqwest::get(format!("{base}/metrics")).await else { return 0 };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(schemas::metric_names::SCORER_RECORDS_TOTAL))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    tests::metric_sum(base, schemas::metric_names::SCORER_RECORDS_TOTAL).await
 }
 
 /// Starts a scorer, waits until it is ready, publishes `burst` and returns once the scorer has
