@@ -76,6 +76,29 @@ enum Command {
         #[arg(long)]
         alias: Option<String>,
     },
+    /// Search hyper-parameters: grid or random trials, run concurrently as child runs.
+    Tune {
+        /// The search space (TOML: strategy, metric, goal, trials, seed, [params]).
+        #[arg(long)]
+        space: PathBuf,
+        /// Data version: latest, v<N>, a tag or an id.
+        #[arg(long, default_value = "latest")]
+        data: String,
+        /// Dataset (default: snapshot.dataset).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Trials at once (default: 2, at most the number of trials).
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        /// Cores for the whole search (default: all); each trial gets cpus / parallel threads.
+        #[arg(long)]
+        cpus: Option<usize>,
+        /// Register the best trial as a model version (alias: --alias, default candidate).
+        #[arg(long)]
+        register: bool,
+        #[arg(long, requires = "register")]
+        alias: Option<String>,
+    },
     /// Registered models.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -270,6 +293,11 @@ enum RunsCommand {
     List,
     /// Show a run with its params and metrics.
     Show { run_id: String },
+    /// Params and final metrics of runs side by side; one tuning run compares its trials.
+    Compare {
+        #[arg(required = true)]
+        run_ids: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -528,6 +556,51 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                     "  {label:>12}: precision {:.4} recall {:.4} f1 {:.4} (n={})",
                     c.precision, c.recall, c.f1, c.support
                 );
+            }
+        }
+        Command::Tune { space, data, dataset, parallel, cpus, register, alias } => {
+            let text =
+                std::fs::read_to_string(&space).with_context(|| format!("reading {}", space.display()))?;
+            let space = trainer::tune::SearchSpace::parse(&text)?;
+            let req = trainer::tune::TuneRequest {
+                base: trainer::train::TrainRequest {
+                    dataset: dataset.unwrap_or_else(|| config.snapshot.dataset.clone()),
+                    version: data,
+                    params: config.train.clone(),
+                    data_dir: data_dir(&config),
+                    alias: None,
+                    actor: cli_actor(),
+                },
+                space,
+                parallel,
+                cpus: cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            };
+            let store = metadata(&config)?;
+            let snapshots = snapshots(&config)?;
+            let control = control(&config)?;
+            let out = trainer::tune::tune(store.as_ref(), &snapshots, &req, Some(&control)).await?;
+            let metric = &req.space.metric;
+            println!(
+                "tuning run {}: {} trials finished, {} failed",
+                out.parent.run_id,
+                out.trials.len(),
+                out.failed.len()
+            );
+            for (params, why) in &out.failed {
+                println!("  failed {params:?}: {why}");
+            }
+            let best = &out.trials[out.best.expect("tune returns a best trial")];
+            println!("best: run {} {metric} {:.4}", best.run.run_id, best.run.metrics[metric]);
+            if register {
+                let mv = trainer::train::register(
+                    store.as_ref(),
+                    Some(&control),
+                    best,
+                    alias.as_deref(),
+                    &cli_actor(),
+                )
+                .await?;
+                println!("registered {} v{}", mv.name, mv.version);
             }
         }
         Command::Models(cmd) => models(&config, cmd).await?,
@@ -913,6 +986,26 @@ async fn runs(config: &Config, cmd: RunsCommand) -> Result<()> {
         }
         RunsCommand::Show { run_id } => {
             println!("{}", serde_json::to_string_pretty(&store.get_run(&run_id).await?)?);
+        }
+        RunsCommand::Compare { run_ids } => {
+            let mut runs = Vec::new();
+            for id in &run_ids {
+                runs.push(store.get_run(id).await?);
+            }
+            if let [parent] = runs.as_slice() {
+                let children: Vec<_> = store
+                    .list_runs(Some(&parent.experiment))
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.parent_run_id.as_deref() == Some(parent.run_id.as_str()))
+                    .collect();
+                if children.is_empty() {
+                    bail!("run {} has no child runs: name two or more runs to compare", parent.run_id);
+                }
+                runs = children;
+                runs.sort_by_key(|r| r.started_at);
+            }
+            print!("{}", trainer::tune::compare_table(&runs));
         }
     }
     Ok(())

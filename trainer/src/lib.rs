@@ -17,7 +17,8 @@
 //! * [`store`] — the metadata-store trait and its embedded SQLite backend;
 //! * [`registry`] — resolving and promoting model versions;
 //! * [`model`] — loading a registered version, verifying its artifacts;
-//! * [`train`] — the training job;
+//! * [`train`] — the training job (a tracked run, then registration);
+//! * [`tune`] — grid / random search: concurrent trials as child runs of one tuning run;
 //! * [`retrain`] — the closed loop: retrain on request, gate, promote, report.
 //!
 //! Architecture invariant: no HTTP here; `serving` calls [`model::load`] and owns the threads a
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod retrain;
 pub mod store;
 pub mod train;
+pub mod tune;
 
 /// Errors of training and the registry. `Input`/`NotFound` are the user's; `Artifact` means a
 /// model file is corrupt or does not match its registry entry (refused, never half-loaded);

@@ -57,26 +57,70 @@ pub async fn train(
     req: &TrainRequest,
     control: Option<&ControlProducer>,
 ) -> Result<TrainOutcome> {
+    let trained = run_training(store, snapshots, req, None, control).await?;
+    let model = register(store, control, &trained, req.alias.as_deref(), &req.actor).await?;
+    Ok(TrainOutcome {
+        run: trained.run,
+        model,
+        card: trained.card,
+        evaluation: trained.evaluation,
+        rows: trained.rows,
+        unlabeled: trained.unlabeled,
+        seconds: trained.seconds,
+    })
+}
+
+/// A tracked training run whose artifacts are saved but not (yet) registered.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub run: Run,
+    pub card: ModelCard,
+    pub evaluation: Evaluation,
+    pub artifact_dir: PathBuf,
+    pub rows: [usize; 3],
+    pub unlabeled: usize,
+    pub seconds: f64,
+}
+
+/// Trains, evaluates, saves and tracks a run (a child of `parent_run_id` when given, as the
+/// trials of a tuning run are); registers nothing.
+pub async fn run_training(
+    store: &dyn MetadataStore,
+    snapshots: &SnapshotStore,
+    req: &TrainRequest,
+    parent_run_id: Option<&str>,
+    control: Option<&ControlProducer>,
+) -> Result<Trained> {
     if req.params.model != "logreg" {
         return Err(Error::Input(format!("unknown model family `{}` (available: logreg)", req.params.model)));
     }
     let manifest = snapshots.resolve(&req.dataset, &req.version)?;
     let started = Utc::now();
     let run_id = schemas::sha256_hex(
-        format!("{}:{}:{}", req.params.name, manifest.id, started.timestamp_nanos_opt().unwrap_or_default())
-            .as_bytes(),
+        format!(
+            "{}:{}:{}:{}",
+            req.params.name,
+            manifest.id,
+            started.timestamp_nanos_opt().unwrap_or_default(),
+            crate::tune::unique()
+        )
+        .as_bytes(),
     )[..16]
         .to_string();
+    let mut tags = BTreeMap::from([("dataset".into(), req.dataset.clone())]);
+    if parent_run_id.is_some() {
+        tags.insert("kind".into(), "trial".into());
+    }
     let run = Run {
         run_id: run_id.clone(),
         experiment: req.params.name.clone(),
-        parent_run_id: None,
+        parent_run_id: parent_run_id.map(str::to_string),
         status: RunStatus::Running,
         started_at: started,
         ended_at: None,
         params: params_of(&req.params),
         metrics: BTreeMap::new(),
-        tags: BTreeMap::from([("dataset".into(), req.dataset.clone())]),
+        tags,
         data_version: Some(manifest.id.clone()),
         artifact_dir: None,
     };
@@ -105,21 +149,6 @@ pub async fn train(
     store.log_metrics(&run_id, fitted.history.len() as u64, &fitted.card.metrics).await?;
     store.set_run_artifacts(&run_id, &artifact_dir.display().to_string()).await?;
     store.finish_run(&run_id, RunStatus::Finished, Utc::now()).await?;
-
-    let model = store
-        .register_model(ModelVersion {
-            name: req.params.name.clone(),
-            version: 0,
-            run_id: run_id.clone(),
-            family: fitted.card.family.clone(),
-            data_version: manifest.id.clone(),
-            spec_hash: manifest.spec_hash.clone(),
-            metrics: fitted.card.metrics.clone(),
-            artifact_dir: artifact_dir.display().to_string(),
-            artifact_sha256: fitted.card.weights_sha256.clone(),
-            created_at: Utc::now(),
-        })
-        .await?;
     if let Some(control) = control {
         let event = ControlEvent::RunFinished {
             run_id: run_id.clone(),
@@ -131,17 +160,43 @@ pub async fn train(
             tracing::warn!(error = %e, "could not publish RunFinished");
         }
     }
-    let alias = req.alias.as_deref().unwrap_or(registry::CANDIDATE);
-    registry::promote(store, control, &model.name, model.version, alias, &req.actor, "trained").await?;
-    Ok(TrainOutcome {
+    Ok(Trained {
         run: store.get_run(&run_id).await?,
-        model,
         card: fitted.card,
         evaluation: fitted.evaluation,
+        artifact_dir,
         rows: fitted.rows,
         unlabeled: fitted.unlabeled,
         seconds: fitted.seconds,
     })
+}
+
+/// Registers a finished run's artifacts as the next version of its model and points `alias`
+/// (`candidate` when `None`) at it.
+pub async fn register(
+    store: &dyn MetadataStore,
+    control: Option<&ControlProducer>,
+    trained: &Trained,
+    alias: Option<&str>,
+    actor: &str,
+) -> Result<ModelVersion> {
+    let model = store
+        .register_model(ModelVersion {
+            name: trained.run.experiment.clone(),
+            version: 0,
+            run_id: trained.run.run_id.clone(),
+            family: trained.card.family.clone(),
+            data_version: trained.card.data.version.clone(),
+            spec_hash: trained.card.spec_hash.clone(),
+            metrics: trained.card.metrics.clone(),
+            artifact_dir: trained.artifact_dir.display().to_string(),
+            artifact_sha256: trained.card.weights_sha256.clone(),
+            created_at: Utc::now(),
+        })
+        .await?;
+    let alias = alias.unwrap_or(registry::CANDIDATE);
+    registry::promote(store, control, &model.name, model.version, alias, actor, "trained").await?;
+    Ok(model)
 }
 
 /// The training configuration recorded in a run's params (as [`params_of`] wrote them), over
@@ -164,7 +219,7 @@ pub fn config_from_params(params: &BTreeMap<String, String>, base: &TrainConfig)
     }
 }
 
-fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
+pub(crate) fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("model".into(), p.model.clone()),
         ("epochs".into(), p.epochs.to_string()),
@@ -317,6 +372,14 @@ fn fit_and_save(
     )?;
     let seconds = started.elapsed().as_secs_f64();
     let mut metrics = evaluation.flat("test");
+    // Validation metrics: what model selection (tuning, early stopping) may look at; the test
+    // split stays untouched by it.
+    if !splits[1].is_empty() {
+        let docs: Vec<&Doc> = splits[1].iter().map(|(d, _, _)| *d).collect();
+        let predicted: Vec<usize> = model.predict_proba(&docs)?.iter().map(|p| argmax(p)).collect();
+        let truth: Vec<usize> = splits[1].iter().map(|(_, y, _)| *y as usize).collect();
+        metrics.extend(Evaluation::compute(&labels, &truth, &predicted).flat("validation"));
+    }
     metrics.insert("train_rows".into(), splits[0].len() as f64);
     metrics.insert("train_seconds".into(), seconds);
     metrics.insert(
