@@ -285,6 +285,29 @@ enum ModelsCommand {
         #[arg(long, default_value = "rolled back by hand")]
         reason: String,
     },
+    /// Register a TorchScript module exported from PyTorch (torch.jit.save) that follows the
+    /// driftwood-hashed-bag-v1 contract (README, "TorchScript models").
+    Register {
+        name: String,
+        /// The torch.jit.save file.
+        #[arg(long)]
+        torchscript: PathBuf,
+        /// Class labels in the order of the module's output columns.
+        #[arg(long, value_delimiter = ',', required = true)]
+        labels: Vec<String>,
+        /// log2 of the hashing buckets the module was trained with.
+        #[arg(long)]
+        hash_bits: u32,
+        /// Longest word n-gram hashed (1 or 2).
+        #[arg(long, default_value_t = 2)]
+        max_ngram: u32,
+        /// Data version to evaluate and profile the module on: latest, v<N>, a tag or an id.
+        #[arg(long, default_value = "latest")]
+        data: String,
+        /// Alias to point at the new version.
+        #[arg(long, default_value = "candidate")]
+        alias: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -950,6 +973,40 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
             println!(
                 "{name}@{alias}: v{version} (was {})",
                 previous.map_or("none".into(), |p| format!("v{p}"))
+            );
+        }
+        ModelsCommand::Register { name, torchscript, labels, hash_bits, max_ngram, data, alias } => {
+            if !(1..=2).contains(&max_ngram) {
+                bail!("--max-ngram must be 1 or 2");
+            }
+            if !(8..=26).contains(&hash_bits) {
+                bail!("--hash-bits must be between 8 and 26");
+            }
+            let req = trainer::torchscript::ImportRequest {
+                name,
+                module: torchscript,
+                labels,
+                hashing: trainer::features::HashingConfig { bits: hash_bits, max_ngram },
+                dataset: config.snapshot.dataset.clone(),
+                version: data,
+                split: config.train.clone(),
+                data_dir: data_dir(config),
+                actor: cli_actor(),
+            };
+            let snapshots = snapshots(config)?;
+            let control = control(config)?;
+            let trained = trainer::torchscript::import(store.as_ref(), &snapshots, &req).await?;
+            let mv = trainer::train::register(
+                store.as_ref(),
+                Some(&control),
+                &trained,
+                Some(&alias),
+                &cli_actor(),
+            )
+            .await?;
+            println!(
+                "registered {} v{} (torchscript, run {}): test accuracy {:.4} on {} rows",
+                mv.name, mv.version, trained.run.run_id, trained.evaluation.accuracy, trained.evaluation.n
             );
         }
         ModelsCommand::Rollback { name, alias, reason } => {

@@ -17,6 +17,8 @@
 //! * [`store`] — the metadata-store trait and its embedded SQLite backend;
 //! * [`registry`] — resolving and promoting model versions;
 //! * [`model`] — loading a registered version, verifying its artifacts;
+//! * [`torchscript`] — modules exported from PyTorch, registered and served by a documented
+//!   contract;
 //! * [`train`] — the training job (a tracked run, then registration);
 //! * [`tune`] — grid / random search: concurrent trials as child runs of one tuning run;
 //! * [`retrain`] — the closed loop: retrain on request, gate, promote, report.
@@ -32,6 +34,7 @@ pub mod model;
 pub mod registry;
 pub mod retrain;
 pub mod store;
+pub mod torchscript;
 pub mod train;
 pub mod tune;
 

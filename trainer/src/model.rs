@@ -15,6 +15,7 @@ use crate::card::{CARD_FILE, CARD_FORMAT, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
 use crate::logreg::LogReg;
 use crate::store::ModelVersion;
+use crate::torchscript::Scripted;
 use crate::{Error, Result};
 
 /// A model ready to predict. Not `Sync`: it lives on one thread (see `serving`).
@@ -26,6 +27,7 @@ pub struct LoadedModel {
 
 enum Classifier {
     LogReg(LogReg),
+    TorchScript(Scripted),
 }
 
 impl LoadedModel {
@@ -37,6 +39,8 @@ impl LoadedModel {
     pub fn oov_rate(&self, text: &str) -> Option<f64> {
         match &self.classifier {
             Classifier::LogReg(m) => m.oov_rate(text),
+            // A module brings no training vocabulary.
+            Classifier::TorchScript(_) => None,
         }
     }
 
@@ -49,6 +53,7 @@ impl LoadedModel {
                 let refs: Vec<_> = docs.iter().collect();
                 Ok(m.predict_proba(&refs)?.into_iter().zip(oov).collect())
             }
+            Classifier::TorchScript(m) => Ok(m.predict(texts)?.into_iter().map(|p| (p, None)).collect()),
         }
     }
 
@@ -60,8 +65,14 @@ impl LoadedModel {
                 let refs: Vec<_> = docs.iter().collect();
                 m.predict_proba(&refs)
             }
+            Classifier::TorchScript(m) => m.predict(texts),
         }
     }
+}
+
+/// The file holding a family's weights in an artifact directory.
+pub fn weights_file(family: &str) -> &'static str {
+    if family == "torchscript" { crate::torchscript::MODULE_FILE } else { WEIGHTS_FILE }
 }
 
 /// Reads and checks the card of an artifact directory.
@@ -131,8 +142,8 @@ pub fn reencrypt_weights(artifacts: &Path, keyring: &Keyring) -> Result<WeightsR
     let mut dirs: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     dirs.sort();
     for dir in dirs {
-        let weights = dir.join(WEIGHTS_FILE);
         let Ok(card) = read_card(&dir) else { continue };
+        let weights = dir.join(weights_file(&card.family));
         let Ok(bytes) = fs::read(&weights) else { continue };
         let from = match stream::crypto::sealed_by(&bytes) {
             Some(id) if id == keyring.active() => {
@@ -169,7 +180,7 @@ pub struct WeightsReport {
 pub fn load(version: &ModelVersion, keyring: Option<&Keyring>) -> Result<LoadedModel> {
     let dir = Path::new(&version.artifact_dir);
     let card = read_card(dir)?;
-    let weights = dir.join(WEIGHTS_FILE);
+    let weights = dir.join(weights_file(&card.family));
     let bytes = read_weights(&weights, &version.artifact_sha256, keyring)?;
     let sha = schemas::sha256_hex(&bytes);
     if sha != card.weights_sha256 || sha != version.artifact_sha256 {
@@ -199,6 +210,18 @@ pub fn load(version: &ModelVersion, keyring: Option<&Keyring>) -> Result<LoadedM
             }
             Classifier::LogReg(
                 LogReg::from_bytes(&bytes, hashing, card.labels.len())
+                    .map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?,
+            )
+        }
+        "torchscript" => {
+            let hashing: HashingConfig = card
+                .hashing
+                .ok_or_else(|| Error::Artifact("torchscript card without hashing config".into()))?;
+            if !(8..=26).contains(&hashing.bits) {
+                return Err(Error::Artifact(format!("hash bits {} out of range", hashing.bits)));
+            }
+            Classifier::TorchScript(
+                Scripted::from_bytes(&bytes, hashing, card.labels.len())
                     .map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?,
             )
         }

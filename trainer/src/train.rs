@@ -242,10 +242,10 @@ struct Fitted {
     seconds: f64,
 }
 
-struct Row {
-    text: String,
-    label: String,
-    split: Split,
+pub(crate) struct Row {
+    pub(crate) text: String,
+    pub(crate) label: String,
+    pub(crate) split: Split,
 }
 
 /// A string column of a snapshot batch.
@@ -260,7 +260,7 @@ pub(crate) fn string_column(batch: &arrow::array::RecordBatch, name: &str) -> Re
 }
 
 /// Reads the labelled rows of a version, batch by batch.
-fn read_rows(
+pub(crate) fn read_rows(
     snapshots: &SnapshotStore,
     manifest: &Manifest,
     params: &TrainConfig,
