@@ -670,7 +670,9 @@ impl SnapshotStore {
     }
 
     /// Materializes a version in `out`: its Parquet files (hard links where possible) and its
-    /// manifest, like `dvc checkout` into a workspace.
+    /// manifest, like `dvc checkout` into a workspace. Encrypted objects are written out
+    /// decrypted — a checkout is for tools that read plain Parquet; it is the caller's
+    /// explicit export of the data out of the store.
     pub fn checkout(&self, m: &Manifest, out: &Path) -> Result<Vec<PathBuf>> {
         fs::create_dir_all(out).map_err(Error::io(out))?;
         let mut written = Vec::new();
@@ -678,7 +680,21 @@ impl SnapshotStore {
             let src = self.object_path(&f.hash);
             let dst = out.join(format!("part-{i:05}.parquet"));
             let _ = fs::remove_file(&dst);
-            if fs::hard_link(&src, &dst).is_err() {
+            if f.key.is_some() {
+                let mut batches = self.open_object(f)?;
+                let Some(first) = batches.next() else { continue };
+                let first = first?;
+                let file = File::create(&dst).map_err(Error::io(&dst))?;
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                    .build();
+                let mut writer = ArrowWriter::try_new(file, first.schema(), Some(props))?;
+                writer.write(&first)?;
+                for batch in batches {
+                    writer.write(&batch?)?;
+                }
+                writer.close()?;
+            } else if fs::hard_link(&src, &dst).is_err() {
                 fs::copy(&src, &dst).map_err(Error::io(&dst))?;
             }
             written.push(dst);
@@ -1154,5 +1170,16 @@ mod tests {
         assert_eq!(rotated.latest("ds").unwrap().unwrap().id, v2.id);
         assert_eq!(ids_of(&rotated, &v2), vec!["a", "b", "c"]);
         assert_eq!(rotated.rewrap().unwrap().current, 1);
+        // A checkout is plain Parquet any tool reads: the plaintext object linked, the
+        // encrypted one written out decrypted.
+        let out = tempfile::tempdir().unwrap();
+        let files = rotated.checkout(&v2, out.path()).unwrap();
+        let mut rows = 0;
+        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")) {
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap()).unwrap().build().unwrap();
+            rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        }
+        assert_eq!(rows, 3);
     }
 }
