@@ -175,6 +175,12 @@ pub struct TrainConfig {
     pub seed: u64,
     /// libtorch intra-op threads; 0 means all cores.
     pub threads: usize,
+    /// `bilstm`: the `tokenizer.json` (the MiniLM WordPiece tokenizer, `scripts/setup`), the
+    /// longest token sequence kept, and the layer sizes.
+    pub tokenizer: String,
+    pub max_tokens: usize,
+    pub embedding_dim: usize,
+    pub hidden_size: usize,
 }
 
 /// The Arrow Flight SQL server over data versions.
@@ -418,6 +424,10 @@ impl Default for TrainConfig {
             test_fraction: 0.2,
             seed: 42,
             threads: 0,
+            tokenizer: String::new(),
+            max_tokens: 128,
+            embedding_dim: 64,
+            hidden_size: 64,
         }
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! * [`features`] — hashed n-gram features (pure);
 //! * [`logreg`] — the `logreg` family on libtorch;
+//! * [`bilstm`] — the `bilstm` family: MiniLM's tokenizer, embedding, BiLSTM, mean pooling;
 //! * [`card`] — the versioned model card;
 //! * [`metrics`] — accuracy, macro P/R/F1, confusion matrix;
 //! * [`store`] — the metadata-store trait and its embedded SQLite backend;
@@ -26,6 +27,7 @@
 //! Architecture invariant: no HTTP here; `serving` calls [`model::load`] and owns the threads a
 //! model runs on.
 
+pub mod bilstm;
 pub mod card;
 pub mod features;
 pub mod logreg;
@@ -34,6 +36,7 @@ pub mod model;
 pub mod registry;
 pub mod retrain;
 pub mod store;
+mod tensors;
 pub mod torchscript;
 pub mod train;
 pub mod tune;

@@ -204,78 +204,17 @@ impl LogReg {
     /// The weights (with the IDF vector) as safetensors bytes, built in memory so that they
     /// can be encrypted before they touch the disk.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let views = vars
-            .iter()
-            .map(|(name, t)| Ok((name.clone(), TensorBytes::of(t)?)))
-            .collect::<Result<Vec<_>>>()?;
-        safetensors::tensor::serialize(views, &None)
-            .map_err(|e| Error::Artifact(format!("serializing the weights: {e}")))
+        crate::tensors::to_safetensors(&self.vs)
     }
 
     /// Loads weights written by [`LogReg::to_bytes`] (or `VarStore::save`), checking every
     /// tensor's presence and shape against the card.
     pub fn from_bytes(bytes: &[u8], hashing: HashingConfig, classes: usize) -> Result<LogReg> {
         let mut model = LogReg::new(hashing, classes);
-        let file = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::Artifact(format!("the weights are not safetensors: {e}")))?;
-        tch::no_grad(|| {
-            for (name, mut var) in model.vs.variables() {
-                let view = file
-                    .tensor(&name)
-                    .map_err(|e| Error::Artifact(format!("the weights lack `{name}`: {e}")))?;
-                let t = Tensor::try_from(view)?;
-                if t.size() != var.size() {
-                    return Err(Error::Artifact(format!(
-                        "`{name}` has shape {:?}, the card needs {:?}",
-                        t.size(),
-                        var.size()
-                    )));
-                }
-                var.f_copy_(&t)?;
-            }
-            Ok(())
-        })?;
+        crate::tensors::load_safetensors(&model.vs, bytes)?;
         let idf = model.vs.variables().get("idf").expect("idf variable exists").shallow_clone();
         model.set_idf(Vec::<f32>::try_from(&idf)?);
         Ok(model)
-    }
-}
-
-/// A tensor's bytes for safetensors.
-struct TensorBytes {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl TensorBytes {
-    fn of(t: &Tensor) -> Result<TensorBytes> {
-        let t = t.contiguous();
-        let numel = t.numel();
-        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut data, numel)?;
-        Ok(TensorBytes {
-            dtype: t.kind().try_into()?,
-            shape: t.size().iter().map(|&d| d as usize).collect(),
-            data,
-        })
-    }
-}
-
-impl safetensors::View for TensorBytes {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use stream::crypto::Keyring;
 
+use crate::bilstm::{BiLstm, BiLstmShape, TOKENIZER_FILE};
 use crate::card::{CARD_FILE, CARD_FORMAT, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
 use crate::logreg::LogReg;
@@ -27,6 +28,7 @@ pub struct LoadedModel {
 
 enum Classifier {
     LogReg(LogReg),
+    BiLstm(Box<BiLstm>),
     TorchScript(Scripted),
 }
 
@@ -39,8 +41,8 @@ impl LoadedModel {
     pub fn oov_rate(&self, text: &str) -> Option<f64> {
         match &self.classifier {
             Classifier::LogReg(m) => m.oov_rate(text),
-            // A module brings no training vocabulary.
-            Classifier::TorchScript(_) => None,
+            // A module brings no training vocabulary; the BiLSTM's is the tokenizer's.
+            Classifier::BiLstm(_) | Classifier::TorchScript(_) => None,
         }
     }
 
@@ -53,6 +55,7 @@ impl LoadedModel {
                 let refs: Vec<_> = docs.iter().collect();
                 Ok(m.predict_proba(&refs)?.into_iter().zip(oov).collect())
             }
+            Classifier::BiLstm(m) => Ok(m.predict(texts)?.into_iter().map(|p| (p, None)).collect()),
             Classifier::TorchScript(m) => Ok(m.predict(texts)?.into_iter().map(|p| (p, None)).collect()),
         }
     }
@@ -65,6 +68,7 @@ impl LoadedModel {
                 let refs: Vec<_> = docs.iter().collect();
                 m.predict_proba(&refs)
             }
+            Classifier::BiLstm(m) => m.predict(texts),
             Classifier::TorchScript(m) => m.predict(texts),
         }
     }
@@ -212,6 +216,32 @@ pub fn load(version: &ModelVersion, keyring: Option<&Keyring>) -> Result<LoadedM
                 LogReg::from_bytes(&bytes, hashing, card.labels.len())
                     .map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?,
             )
+        }
+        "bilstm" => {
+            let path = dir.join(TOKENIZER_FILE);
+            let tokenizer =
+                fs::read(&path).map_err(|e| Error::Artifact(format!("{}: {e}", path.display())))?;
+            let param = |k: &str| card.params.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            if schemas::sha256_hex(&tokenizer) != param("tokenizer.json.sha256") {
+                return Err(Error::Artifact(format!("{} does not match the card", path.display())));
+            }
+            let tokenizer = crate::bilstm::tokenizer_from_bytes(&tokenizer)?;
+            let size = |k: &str| {
+                param(k)
+                    .parse::<usize>()
+                    .map_err(|_| Error::Artifact(format!("bilstm card without a valid `{k}`")))
+            };
+            let shape = BiLstmShape {
+                vocab: tokenizer.get_vocab_size(true) as i64,
+                embedding_dim: size("embedding_dim")? as i64,
+                hidden_size: size("hidden_size")? as i64,
+                classes: card.labels.len() as i64,
+                max_tokens: size("max_tokens")?,
+            };
+            Classifier::BiLstm(Box::new(
+                BiLstm::from_bytes(&bytes, tokenizer, shape)
+                    .map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?,
+            ))
         }
         "torchscript" => {
             let hashing: HashingConfig = card

@@ -15,6 +15,7 @@ use schemas::events::ControlEvent;
 use schemas::records::col;
 use stream::store::{Manifest, SnapshotStore};
 
+use crate::bilstm::{self, BiLstm, BiLstmTraining};
 use crate::card::{CARD_FILE, CARD_FORMAT, DataRef, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
 use crate::logreg::{Doc, LogReg, LogRegParams};
@@ -91,8 +92,12 @@ pub async fn run_training(
     parent_run_id: Option<&str>,
     control: Option<&ControlProducer>,
 ) -> Result<Trained> {
-    if req.params.model != "logreg" {
-        return Err(Error::Input(format!("unknown model family `{}` (available: logreg)", req.params.model)));
+    if !FAMILIES.contains(&req.params.model.as_str()) {
+        return Err(Error::Input(format!(
+            "unknown model family `{}` (available: {})",
+            req.params.model,
+            FAMILIES.join(", ")
+        )));
     }
     let manifest = snapshots.resolve(&req.dataset, &req.version)?;
     let started = Utc::now();
@@ -215,12 +220,16 @@ pub fn config_from_params(params: &BTreeMap<String, String>, base: &TrainConfig)
         validation_fraction: get(params, "validation_fraction", base.validation_fraction),
         test_fraction: get(params, "test_fraction", base.test_fraction),
         seed: get(params, "seed", base.seed),
+        tokenizer: params.get("tokenizer").cloned().unwrap_or_else(|| base.tokenizer.clone()),
+        max_tokens: get(params, "max_tokens", base.max_tokens),
+        embedding_dim: get(params, "embedding_dim", base.embedding_dim),
+        hidden_size: get(params, "hidden_size", base.hidden_size),
         ..base.clone()
     }
 }
 
 pub(crate) fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut params = BTreeMap::from([
         ("model".into(), p.model.clone()),
         ("epochs".into(), p.epochs.to_string()),
         ("batch_size".into(), p.batch_size.to_string()),
@@ -230,7 +239,14 @@ pub(crate) fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
         ("validation_fraction".into(), p.validation_fraction.to_string()),
         ("test_fraction".into(), p.test_fraction.to_string()),
         ("seed".into(), p.seed.to_string()),
-    ])
+    ]);
+    if p.model == "bilstm" {
+        params.insert("tokenizer".into(), p.tokenizer.clone());
+        params.insert("max_tokens".into(), p.max_tokens.to_string());
+        params.insert("embedding_dim".into(), p.embedding_dim.to_string());
+        params.insert("hidden_size".into(), p.hidden_size.to_string());
+    }
+    params
 }
 
 struct Fitted {
@@ -286,6 +302,118 @@ pub(crate) fn read_rows(
     Ok((rows, unlabeled))
 }
 
+/// A fitted model of any family, as the shared evaluation and saving need it.
+trait FittedModel {
+    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Share of a text's words outside the training vocabulary, where the family knows it.
+    fn oov_rate(&self, text: &str) -> Option<f64>;
+    fn weights(&self) -> Result<Vec<u8>>;
+    fn hashing(&self) -> Option<HashingConfig>;
+    /// Files the artifact needs besides the card and the weights: (name, bytes).
+    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>>;
+}
+
+impl FittedModel for LogReg {
+    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let docs: Vec<Doc> = texts.iter().map(|t| LogReg::featurize(&self.hashing(), t)).collect();
+        self.predict_proba(&docs.iter().collect::<Vec<_>>())
+    }
+    fn oov_rate(&self, text: &str) -> Option<f64> {
+        LogReg::oov_rate(self, text)
+    }
+    fn weights(&self) -> Result<Vec<u8>> {
+        self.to_bytes()
+    }
+    fn hashing(&self) -> Option<HashingConfig> {
+        Some(LogReg::hashing(self))
+    }
+    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+}
+
+impl FittedModel for BiLstm {
+    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        BiLstm::predict(self, texts)
+    }
+    fn oov_rate(&self, _text: &str) -> Option<f64> {
+        None
+    }
+    fn weights(&self) -> Result<Vec<u8>> {
+        self.to_bytes()
+    }
+    fn hashing(&self) -> Option<HashingConfig> {
+        None
+    }
+    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        Ok(vec![(crate::bilstm::TOKENIZER_FILE, self.tokenizer_json()?)])
+    }
+}
+
+/// Fits the family of `params` on the train split, early-stopping on the validation split.
+fn fit_family(
+    params: &TrainConfig,
+    classes: usize,
+    train: &[(&str, i64)],
+    validation: &[(&str, i64)],
+) -> Result<(Box<dyn FittedModel>, Vec<f64>)> {
+    match params.model.as_str() {
+        "logreg" => {
+            let hashing = HashingConfig { bits: params.hash_bits, max_ngram: 2 };
+            let featurize = |rows: &[(&str, i64)]| -> Vec<(Doc, i64)> {
+                rows.iter().map(|(t, y)| (LogReg::featurize(&hashing, t), *y)).collect()
+            };
+            let (train, validation) = (featurize(train), featurize(validation));
+            let lr_params = LogRegParams {
+                hashing,
+                epochs: params.epochs,
+                batch_size: params.batch_size,
+                learning_rate: params.learning_rate,
+                weight_decay: params.weight_decay,
+                seed: params.seed,
+                patience: 2,
+            };
+            fn pairs(rows: &[(Doc, i64)]) -> Vec<(&Doc, i64)> {
+                rows.iter().map(|(d, y)| (d, *y)).collect()
+            }
+            let (model, history) = LogReg::fit(&lr_params, classes, &pairs(&train), &pairs(&validation))?;
+            Ok((Box::new(model), history))
+        }
+        "bilstm" => {
+            if params.tokenizer.is_empty() {
+                return Err(Error::Input(
+                    "bilstm needs train.tokenizer: the tokenizer.json of MiniLM-L6 (scripts/setup installs it)".into(),
+                ));
+            }
+            let path = Path::new(&params.tokenizer);
+            let tokenizer = bilstm::tokenizer_from_bytes(&std::fs::read(path).map_err(Error::io(path))?)?;
+            let model = BiLstm::new(
+                tokenizer,
+                params.embedding_dim as i64,
+                params.hidden_size as i64,
+                classes as i64,
+                params.max_tokens.max(1),
+            );
+            let training = BiLstmTraining {
+                epochs: params.epochs,
+                batch_size: params.batch_size,
+                learning_rate: params.learning_rate,
+                weight_decay: params.weight_decay,
+                seed: params.seed,
+                patience: 2,
+            };
+            let (model, history) = model.fit(&training, train, validation)?;
+            Ok((Box::new(model), history))
+        }
+        other => {
+            Err(Error::Input(format!("unknown model family `{other}` (available: {})", FAMILIES.join(", "))))
+        }
+    }
+}
+
+/// The families `train` can fit.
+pub const FAMILIES: &[&str] = &["logreg", "bilstm"];
+
 fn fit_and_save(
     snapshots: &SnapshotStore,
     manifest: &Manifest,
@@ -312,12 +440,11 @@ fn fit_and_save(
             labels.len()
         )));
     }
-    let hashing = HashingConfig { bits: params.hash_bits, max_ngram: 2 };
     let index: BTreeMap<&str, i64> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as i64)).collect();
-    let docs: Vec<Doc> = rows.iter().map(|r| LogReg::featurize(&hashing, &r.text)).collect();
-    let mut splits: [Vec<(&Doc, i64, usize)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    // Per split: (row index, class); rows whose label the training split never had are skipped.
+    let mut splits: [Vec<(usize, i64)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut unknown_label = 0;
-    for (i, (r, d)) in rows.iter().zip(&docs).enumerate() {
+    for (i, r) in rows.iter().enumerate() {
         let Some(&y) = index.get(r.label.as_str()) else {
             unknown_label += 1;
             continue;
@@ -327,39 +454,29 @@ fn fit_and_save(
             Split::Validation => 1,
             Split::Test => 2,
         };
-        splits[slot].push((d, y, i));
+        splits[slot].push((i, y));
     }
-    let lr_params = LogRegParams {
-        hashing,
-        epochs: params.epochs,
-        batch_size: params.batch_size,
-        learning_rate: params.learning_rate,
-        weight_decay: params.weight_decay,
-        seed: params.seed,
-        patience: 2,
+    let pairs = |s: &[(usize, i64)]| -> Vec<(&str, i64)> {
+        s.iter().map(|&(i, y)| (rows[i].text.as_str(), y)).collect()
     };
-    let (model, history) = LogReg::fit(&lr_params, labels.len(), &pairs(&splits[0]), &pairs(&splits[1]))?;
+    let texts = |s: &[(usize, i64)]| -> Vec<&str> { s.iter().map(|&(i, _)| rows[i].text.as_str()).collect() };
+    let truth = |s: &[(usize, i64)]| -> Vec<usize> { s.iter().map(|&(_, y)| y as usize).collect() };
+    let (model, history) = fit_family(params, labels.len(), &pairs(&splits[0]), &pairs(&splits[1]))?;
 
     // Evaluate on the test split (validation if there is no test split).
     let eval_split = if splits[2].is_empty() { &splits[1] } else { &splits[2] };
-    let eval_docs: Vec<&Doc> = eval_split.iter().map(|(d, _, _)| *d).collect();
-    let probs = model.predict_proba(&eval_docs)?;
-    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
-    let truth: Vec<usize> = eval_split.iter().map(|(_, y, _)| *y as usize).collect();
-    let evaluation = Evaluation::compute(&labels, &truth, &predicted);
+    let predicted: Vec<usize> = model.predict(&texts(eval_split))?.iter().map(|p| argmax(p)).collect();
+    let evaluation = Evaluation::compute(&labels, &truth(eval_split), &predicted);
 
     // Reference profile over held-out rows (validation + test): what live traffic should match.
-    let mut held_out: Vec<(&Doc, usize)> =
-        splits[1].iter().chain(&splits[2]).map(|(d, _, i)| (*d, *i)).collect();
-    held_out.sort_by_key(|(_, i)| *i);
-    let held_docs: Vec<&Doc> = held_out.iter().map(|(d, _)| *d).collect();
-    let held_probs = model.predict_proba(&held_docs)?;
-    let feature_rows: Vec<_> = held_out
+    let mut held_out: Vec<usize> = splits[1].iter().chain(&splits[2]).map(|&(i, _)| i).collect();
+    held_out.sort_unstable();
+    let held_texts: Vec<&str> = held_out.iter().map(|&i| rows[i].text.as_str()).collect();
+    let held_probs = model.predict(&held_texts)?;
+    let feature_rows: Vec<_> = held_texts
         .iter()
         .zip(&held_probs)
-        .map(|((_, i), p)| {
-            with_oov_rate(with_confidence(text_features(&rows[*i].text), p), model.oov_rate(&rows[*i].text))
-        })
+        .map(|(t, p)| with_oov_rate(with_confidence(text_features(t), p), model.oov_rate(t)))
         .collect();
     let reference = ReferenceProfile::build(feature_rows.iter())
         .with_classes(held_probs.iter().map(|p| labels[argmax(p)].as_str()));
@@ -367,34 +484,39 @@ fn fit_and_save(
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let weights_sha256 = crate::model::write_weights(
         &dir.join(WEIGHTS_FILE),
-        &model.to_bytes()?,
+        &model.weights()?,
         snapshots.keyring().map(|k| k.as_ref()),
     )?;
+    let mut params_json: BTreeMap<String, serde_json::Value> =
+        params_of(params).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    for (name, bytes) in model.extra_files()? {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).map_err(Error::io(&path))?;
+        params_json.insert(format!("{name}.sha256"), serde_json::Value::String(schemas::sha256_hex(&bytes)));
+    }
     let seconds = started.elapsed().as_secs_f64();
     let mut metrics = evaluation.flat("test");
     // Validation metrics: what model selection (tuning, early stopping) may look at; the test
     // split stays untouched by it.
     if !splits[1].is_empty() {
-        let docs: Vec<&Doc> = splits[1].iter().map(|(d, _, _)| *d).collect();
-        let predicted: Vec<usize> = model.predict_proba(&docs)?.iter().map(|p| argmax(p)).collect();
-        let truth: Vec<usize> = splits[1].iter().map(|(_, y, _)| *y as usize).collect();
-        metrics.extend(Evaluation::compute(&labels, &truth, &predicted).flat("validation"));
+        let predicted: Vec<usize> = model.predict(&texts(&splits[1]))?.iter().map(|p| argmax(p)).collect();
+        metrics.extend(Evaluation::compute(&labels, &truth(&splits[1]), &predicted).flat("validation"));
     }
     metrics.insert("train_rows".into(), splits[0].len() as f64);
     metrics.insert("train_seconds".into(), seconds);
     metrics.insert(
         "train_rows_per_second".into(),
-        splits[0].len() as f64 * history.len() as f64 / seconds.max(1e-9),
+        splits[0].len() as f64 * history.len().max(1) as f64 / seconds.max(1e-9),
     );
     if let Some(last) = history.last() {
         metrics.insert("validation_loss".into(), *last);
     }
     let card = ModelCard {
         format_version: CARD_FORMAT,
-        family: "logreg".into(),
+        family: params.model.clone(),
         labels,
-        params: params_of(params).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
-        hashing: Some(hashing),
+        params: params_json,
+        hashing: model.hashing(),
         spec_hash: manifest.spec_hash.clone(),
         data: DataRef { dataset: manifest.dataset.clone(), version: manifest.id.clone() },
         run_id: run_id.to_string(),
@@ -418,10 +540,6 @@ fn fit_and_save(
         unlabeled,
         seconds,
     })
-}
-
-fn pairs<'a>(s: &[(&'a Doc, i64, usize)]) -> Vec<(&'a Doc, i64)> {
-    s.iter().map(|(d, y, _)| (*d, *y)).collect()
 }
 
 pub(crate) fn argmax(p: &[f32]) -> usize {

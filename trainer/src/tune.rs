@@ -83,7 +83,17 @@ fn default_metric() -> String {
 }
 
 /// Parameters a search may set (the training parameters a run records).
-const TUNABLE: &[&str] = &["epochs", "batch_size", "learning_rate", "weight_decay", "hash_bits", "seed"];
+const TUNABLE: &[&str] = &[
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "hash_bits",
+    "seed",
+    "max_tokens",
+    "embedding_dim",
+    "hidden_size",
+];
 
 impl SearchSpace {
     pub fn parse(text: &str) -> Result<SearchSpace> {
