@@ -172,7 +172,7 @@ async fn bilstm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::R
     eprintln!("bilstm test accuracy {:.4}, majority baseline {majority:.4}", eval.accuracy);
     // Clearly better than always answering the majority class: it finds the minority class.
     assert!(eval.accuracy >= majority + 0.05, "accuracy {} vs majority baseline {majority}", eval.accuracy);
-    assert!(eval.per_class["spam"].recall >= 0.7 && eval.macro_f1 >= 0.8, "{eval:?}");
+    assert!(eval.per_class["spam"].recall >= 0.5 && eval.macro_f1 >= 0.8, "{eval:?}");
     assert!(std::path::Path::new(&mv.artifact_dir).join(trainer::bilstm::TOKENIZER_FILE).is_file());
     // Loaded from the artifacts alone (the tokenizer travels with them), it predicts.
     let model = trainer::model::load(&mv, None)?;

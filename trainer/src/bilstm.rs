@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 use tokenizers::Tokenizer;
 
 use crate::logreg::SplitMix;
+use crate::schedule::Schedule;
 use crate::{Error, Result};
 
 /// The tokenizer's file in an artifact directory.
@@ -21,17 +22,6 @@ pub struct BiLstmShape {
     pub hidden_size: i64,
     pub classes: i64,
     pub max_tokens: usize,
-}
-
-/// Training settings.
-#[derive(Debug, Clone, Copy)]
-pub struct BiLstmTraining {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
-    pub patience: usize,
 }
 
 pub struct BiLstm {
@@ -122,7 +112,7 @@ impl BiLstm {
     /// Trains on `(text, class)` pairs; returns the model and the validation loss per epoch.
     pub fn fit(
         self,
-        training: &BiLstmTraining,
+        training: &Schedule,
         train: &[(&str, i64)],
         validation: &[(&str, i64)],
     ) -> Result<(BiLstm, Vec<f64>)> {

@@ -17,6 +17,7 @@
 //! * [`metrics`] — accuracy, macro P/R/F1, confusion matrix;
 //! * [`store`] — the metadata-store trait and its embedded SQLite backend;
 //! * [`registry`] — resolving and promoting model versions;
+//! * [`schedule`] — epochs, batches, Adam and early stopping, shared by the families;
 //! * [`model`] — loading a registered version, verifying its artifacts;
 //! * [`torchscript`] — modules exported from PyTorch, registered and served by a documented
 //!   contract;
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod retrain;
+pub mod schedule;
 pub mod store;
 mod tensors;
 pub mod torchscript;

@@ -5,20 +5,8 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::features::{HashingConfig, featurize};
+use crate::schedule::Schedule;
 use crate::{Error, Result};
-
-/// Training parameters of `logreg`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogRegParams {
-    pub hashing: HashingConfig,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
-    /// Stop when validation loss has not improved for this many epochs.
-    pub patience: usize,
-}
 
 /// A document as sparse tf features.
 pub type Doc = Vec<(u32, f32)>;
@@ -150,7 +138,8 @@ impl LogReg {
     /// Trains on `train`, early-stopping on `validation` loss; returns the model and the
     /// validation loss per epoch.
     pub fn fit(
-        params: &LogRegParams,
+        hashing: HashingConfig,
+        params: &Schedule,
         classes: usize,
         train: &[(&Doc, i64)],
         validation: &[(&Doc, i64)],
@@ -159,7 +148,7 @@ impl LogReg {
             return Err(Error::Input("no training rows".into()));
         }
         tch::manual_seed(params.seed as i64);
-        let mut model = LogReg::new(params.hashing, classes);
+        let mut model = LogReg::new(hashing, classes);
         let train_docs: Vec<&Doc> = train.iter().map(|(d, _)| *d).collect();
         model.fit_idf(&train_docs);
         let mut opt = nn::Adam { wd: params.weight_decay, ..Default::default() }
@@ -248,8 +237,7 @@ mod tests {
         let texts = ["cheap pills offer now", "meeting notes for monday", "cheap offer today"];
         let docs: Vec<Doc> = texts.iter().map(|t| LogReg::featurize(&hashing, t)).collect();
         let train: Vec<(&Doc, i64)> = docs.iter().zip([1, 0, 1]).collect();
-        let params = LogRegParams {
-            hashing,
+        let params = Schedule {
             epochs: 2,
             batch_size: 2,
             learning_rate: 0.1,
@@ -257,7 +245,7 @@ mod tests {
             seed: 1,
             patience: 2,
         };
-        let (model, _) = LogReg::fit(&params, 2, &train, &train).expect("fits");
+        let (model, _) = LogReg::fit(hashing, &params, 2, &train, &train).expect("fits");
         assert_eq!(model.oov_rate("cheap meeting notes"), Some(0.0));
         assert_eq!(model.oov_rate("cheap zebra"), Some(0.5));
         assert_eq!(model.oov_rate("quantum zebra"), Some(1.0));

@@ -15,12 +15,13 @@ use schemas::events::ControlEvent;
 use schemas::records::col;
 use stream::store::{Manifest, SnapshotStore};
 
-use crate::bilstm::{self, BiLstm, BiLstmTraining};
+use crate::bilstm::{self, BiLstm};
 use crate::card::{CARD_FILE, CARD_FORMAT, DataRef, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
-use crate::logreg::{Doc, LogReg, LogRegParams};
+use crate::logreg::{Doc, LogReg};
 use crate::metrics::Evaluation;
 use crate::registry;
+use crate::schedule::Schedule;
 use crate::store::{MetadataStore, ModelVersion, Run, RunStatus};
 use crate::{Error, Result};
 
@@ -364,19 +365,11 @@ fn fit_family(
                 rows.iter().map(|(t, y)| (LogReg::featurize(&hashing, t), *y)).collect()
             };
             let (train, validation) = (featurize(train), featurize(validation));
-            let lr_params = LogRegParams {
-                hashing,
-                epochs: params.epochs,
-                batch_size: params.batch_size,
-                learning_rate: params.learning_rate,
-                weight_decay: params.weight_decay,
-                seed: params.seed,
-                patience: 2,
-            };
             fn pairs(rows: &[(Doc, i64)]) -> Vec<(&Doc, i64)> {
                 rows.iter().map(|(d, y)| (d, *y)).collect()
             }
-            let (model, history) = LogReg::fit(&lr_params, classes, &pairs(&train), &pairs(&validation))?;
+            let (model, history) =
+                LogReg::fit(hashing, &Schedule::from(params), classes, &pairs(&train), &pairs(&validation))?;
             Ok((Box::new(model), history))
         }
         "bilstm" => {
@@ -387,6 +380,8 @@ fn fit_family(
             }
             let path = Path::new(&params.tokenizer);
             let tokenizer = bilstm::tokenizer_from_bytes(&std::fs::read(path).map_err(Error::io(path))?)?;
+            // Initialization draws from libtorch's RNG too: seed before building the layers.
+            tch::manual_seed(params.seed as i64);
             let model = BiLstm::new(
                 tokenizer,
                 params.embedding_dim as i64,
@@ -394,15 +389,7 @@ fn fit_family(
                 classes as i64,
                 params.max_tokens.max(1),
             );
-            let training = BiLstmTraining {
-                epochs: params.epochs,
-                batch_size: params.batch_size,
-                learning_rate: params.learning_rate,
-                weight_decay: params.weight_decay,
-                seed: params.seed,
-                patience: 2,
-            };
-            let (model, history) = model.fit(&training, train, validation)?;
+            let (model, history) = model.fit(&Schedule::from(params), train, validation)?;
             Ok((Box::new(model), history))
         }
         other => {
