@@ -1087,7 +1087,9 @@ async fn serve(
     let (predlog, predlog_task) =
         serving::predlog::PredictionLog::start(store.clone(), metrics.clone(), token.clone());
     let (name, alias) = (config.serve.model.clone(), config.serve.alias.clone());
-    let keyring = keyring(config)?;
+    // One keyring for the snapshot store and the model weights.
+    let snapshots = Arc::new(snapshots(config)?);
+    let keyring = snapshots.keyring().cloned();
     match serving::reload::reload_once(store.as_ref(), &handle, &name, &alias, keyring.clone()).await {
         Ok(Some(v)) => tracing::info!(model = %name, version = v, "serving"),
         Ok(None) => {
@@ -1113,7 +1115,7 @@ async fn serve(
         limits: serving::api::Limits::from_config(&config.serve),
         broker: Some(serving::api::BrokerHealth::probe(&config.kafka, token.clone())?),
         store: store.clone(),
-        snapshots: Arc::new(snapshots(config)?),
+        snapshots,
         control: Some(Arc::new(control(config)?)),
     };
     let listener = tokio::net::TcpListener::bind(config.serve_addr())

@@ -131,41 +131,26 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
             .args([&input, &wrong, &dir.path().join("w.json")])
             .args(["--classes", "3"]),
     )?;
-    let err = driftwood(
-        &config,
-        &[
+    let register = |module: &std::path::Path| {
+        let module = module.display().to_string();
+        let args = [
             "models",
             "register",
             "spam",
             "--torchscript",
-            &wrong.display().to_string(),
+            &module,
             "--labels",
             "ham,spam",
             "--hash-bits",
             "16",
-        ],
-    )
-    .unwrap_err()
-    .to_string();
+        ];
+        driftwood(&config, &args).unwrap_err().to_string()
+    };
+    let err = register(&wrong);
     assert!(err.contains("needs [2, 2]"), "{err}");
     let junk = dir.path().join("junk.pt");
     std::fs::write(&junk, b"not a module")?;
-    let err = driftwood(
-        &config,
-        &[
-            "models",
-            "register",
-            "spam",
-            "--torchscript",
-            &junk.display().to_string(),
-            "--labels",
-            "ham,spam",
-            "--hash-bits",
-            "16",
-        ],
-    )
-    .unwrap_err()
-    .to_string();
+    let err = register(&junk);
     assert!(err.contains("not a TorchScript module"), "{err}");
     assert_eq!(trainer::store::MetadataStore::model_versions(&meta, "spam").await?.len(), 1);
     Ok(())

@@ -79,6 +79,12 @@ pub fn weights_file(family: &str) -> &'static str {
     if family == "torchscript" { crate::torchscript::MODULE_FILE } else { WEIGHTS_FILE }
 }
 
+/// Writes the card of an artifact directory (the counterpart of [`read_card`]).
+pub fn write_card(dir: &Path, card: &ModelCard) -> Result<()> {
+    let path = dir.join(CARD_FILE);
+    fs::write(&path, serde_json::to_vec_pretty(card).expect("cards serialize")).map_err(Error::io(&path))
+}
+
 /// Reads and checks the card of an artifact directory.
 pub fn read_card(dir: &Path) -> Result<ModelCard> {
     let path = dir.join(CARD_FILE);

@@ -57,6 +57,38 @@ pub struct Run {
     pub artifact_dir: Option<String>,
 }
 
+impl Run {
+    /// A run starting now, with a fresh id (16 hex characters, unique even for runs started in
+    /// the same nanosecond by one process).
+    pub fn started(
+        experiment: &str,
+        parent_run_id: Option<&str>,
+        params: BTreeMap<String, String>,
+        tags: BTreeMap<String, String>,
+        data_version: &str,
+    ) -> Run {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let started_at = Utc::now();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = started_at.timestamp_nanos_opt().unwrap_or_default();
+        let run_id = schemas::sha256_hex(format!("{experiment}:{data_version}:{nanos}:{n}").as_bytes())[..16]
+            .to_string();
+        Run {
+            run_id,
+            experiment: experiment.to_string(),
+            parent_run_id: parent_run_id.map(str::to_string),
+            status: RunStatus::Running,
+            started_at,
+            ended_at: None,
+            params,
+            metrics: BTreeMap::new(),
+            tags,
+            data_version: Some(data_version.to_string()),
+            artifact_dir: None,
+        }
+    }
+}
+
 /// A registered model version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelVersion {

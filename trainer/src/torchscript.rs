@@ -27,7 +27,7 @@ use schemas::config::TrainConfig;
 use stream::store::SnapshotStore;
 use tch::{Kind, Tensor};
 
-use crate::card::{CARD_FILE, CARD_FORMAT, DataRef, ModelCard};
+use crate::card::{CARD_FORMAT, DataRef, ModelCard};
 use crate::features::{HashingConfig, featurize};
 use crate::metrics::Evaluation;
 use crate::store::{MetadataStore, Run, RunStatus};
@@ -143,11 +143,6 @@ pub async fn import(
     }
     let bytes = std::fs::read(&req.module).map_err(Error::io(&req.module))?;
     let manifest = snapshots.resolve(&req.dataset, &req.version)?;
-    let started = Utc::now();
-    let run_id = schemas::sha256_hex(
-        format!("import:{}:{}:{}", req.name, schemas::sha256_hex(&bytes), crate::tune::unique()).as_bytes(),
-    )[..16]
-        .to_string();
     let params = BTreeMap::from([
         ("model".to_string(), "torchscript".to_string()),
         ("contract".to_string(), CONTRACT.to_string()),
@@ -157,21 +152,10 @@ pub async fn import(
         ("validation_fraction".to_string(), req.split.validation_fraction.to_string()),
         ("test_fraction".to_string(), req.split.test_fraction.to_string()),
     ]);
-    store
-        .create_run(&Run {
-            run_id: run_id.clone(),
-            experiment: req.name.clone(),
-            parent_run_id: None,
-            status: RunStatus::Running,
-            started_at: started,
-            ended_at: None,
-            params,
-            metrics: BTreeMap::new(),
-            tags: BTreeMap::from([("kind".into(), "import".into()), ("dataset".into(), req.dataset.clone())]),
-            data_version: Some(manifest.id.clone()),
-            artifact_dir: None,
-        })
-        .await?;
+    let tags = BTreeMap::from([("kind".into(), "import".into()), ("dataset".into(), req.dataset.clone())]);
+    let run = Run::started(&req.name, None, params, tags, &manifest.id);
+    let run_id = run.run_id.clone();
+    store.create_run(&run).await?;
     let dir = req.data_dir.join("artifacts").join(&run_id);
     let job = {
         let (snapshots, manifest, req, dir, run_id) =
@@ -196,7 +180,7 @@ pub async fn import(
         artifact_dir: dir,
         rows,
         unlabeled: 0,
-        seconds: (Utc::now() - started).num_milliseconds() as f64 / 1000.0,
+        seconds: (Utc::now() - run.started_at).num_milliseconds() as f64 / 1000.0,
     })
 }
 
@@ -264,8 +248,6 @@ fn card_for(
         weights_sha256,
         created_at: Utc::now(),
     };
-    let card_path = dir.join(CARD_FILE);
-    std::fs::write(&card_path, serde_json::to_vec_pretty(&card).expect("cards serialize"))
-        .map_err(Error::io(&card_path))?;
+    crate::model::write_card(dir, &card)?;
     Ok((card, evaluation, counts))
 }

@@ -16,7 +16,7 @@ use schemas::records::col;
 use stream::store::{Manifest, SnapshotStore};
 
 use crate::bilstm::{self, BiLstm};
-use crate::card::{CARD_FILE, CARD_FORMAT, DataRef, ModelCard, WEIGHTS_FILE};
+use crate::card::{CARD_FORMAT, DataRef, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
 use crate::logreg::{Doc, LogReg};
 use crate::metrics::Evaluation;
@@ -101,35 +101,12 @@ pub async fn run_training(
         )));
     }
     let manifest = snapshots.resolve(&req.dataset, &req.version)?;
-    let started = Utc::now();
-    let run_id = schemas::sha256_hex(
-        format!(
-            "{}:{}:{}:{}",
-            req.params.name,
-            manifest.id,
-            started.timestamp_nanos_opt().unwrap_or_default(),
-            crate::tune::unique()
-        )
-        .as_bytes(),
-    )[..16]
-        .to_string();
     let mut tags = BTreeMap::from([("dataset".into(), req.dataset.clone())]);
     if parent_run_id.is_some() {
         tags.insert("kind".into(), "trial".into());
     }
-    let run = Run {
-        run_id: run_id.clone(),
-        experiment: req.params.name.clone(),
-        parent_run_id: parent_run_id.map(str::to_string),
-        status: RunStatus::Running,
-        started_at: started,
-        ended_at: None,
-        params: params_of(&req.params),
-        metrics: BTreeMap::new(),
-        tags,
-        data_version: Some(manifest.id.clone()),
-        artifact_dir: None,
-    };
+    let run = Run::started(&req.params.name, parent_run_id, params_of(&req.params), tags, &manifest.id);
+    let run_id = run.run_id.clone();
     store.create_run(&run).await?;
     let artifact_dir = req.data_dir.join("artifacts").join(&run_id);
     let job = {
@@ -513,9 +490,7 @@ fn fit_and_save(
         weights_sha256,
         created_at: Utc::now(),
     };
-    let card_path = dir.join(CARD_FILE);
-    std::fs::write(&card_path, serde_json::to_vec_pretty(&card).expect("cards serialize"))
-        .map_err(Error::io(&card_path))?;
+    crate::model::write_card(dir, &card)?;
     if unknown_label > 0 {
         tracing::warn!(rows = unknown_label, "held-out rows with labels unseen in training were skipped");
     }

@@ -17,7 +17,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -243,34 +242,16 @@ pub async fn tune(
     let manifest = snapshots.resolve(&req.base.dataset, &req.base.version)?;
     let parallel = req.parallel.clamp(1, overrides.len().max(1));
     let threads = (req.cpus / parallel).max(1);
-    let started = Utc::now();
-    let parent_id =
-        schemas::sha256_hex(format!("tune:{}:{}:{}", req.base.params.name, manifest.id, unique()).as_bytes())
-            [..16]
-            .to_string();
     let mut params = params_of(&req.base.params);
     params.insert("tune.strategy".into(), format!("{:?}", req.space.strategy).to_lowercase());
     params.insert("tune.metric".into(), req.space.metric.clone());
     params.insert("tune.trials".into(), overrides.len().to_string());
     params.insert("tune.parallel".into(), parallel.to_string());
-    store
-        .create_run(&Run {
-            run_id: parent_id.clone(),
-            experiment: req.base.params.name.clone(),
-            parent_run_id: None,
-            status: RunStatus::Running,
-            started_at: started,
-            ended_at: None,
-            params,
-            metrics: BTreeMap::new(),
-            tags: BTreeMap::from([
-                ("kind".into(), "tuning".into()),
-                ("dataset".into(), req.base.dataset.clone()),
-            ]),
-            data_version: Some(manifest.id.clone()),
-            artifact_dir: None,
-        })
-        .await?;
+    let tags =
+        BTreeMap::from([("kind".into(), "tuning".into()), ("dataset".into(), req.base.dataset.clone())]);
+    let parent_run = Run::started(&req.base.params.name, None, params, tags, &manifest.id);
+    let parent_id = parent_run.run_id.clone();
+    store.create_run(&parent_run).await?;
     let requests: Vec<(BTreeMap<String, String>, TrainRequest)> = overrides
         .into_iter()
         .map(|o| {
@@ -376,12 +357,6 @@ pub fn compare_table(runs: &[Run]) -> String {
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     out
-}
-
-/// A process-unique number (run ids of runs started in the same nanosecond differ).
-pub(crate) fn unique() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[cfg(test)]
