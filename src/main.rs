@@ -15,7 +15,7 @@ use stream::crypto::Keyring;
 use stream::job::{SnapshotOptions, run_snapshot};
 use stream::store::SnapshotStore;
 use tokio_util::sync::CancellationToken;
-use trainer::store::{MetadataStore, SqliteStore};
+use trainer::store::MetadataStore;
 
 #[derive(Parser)]
 #[command(name = "driftwood", version, about = "Streaming text data and inference pipeline")]
@@ -430,8 +430,8 @@ fn snapshots(config: &Config) -> Result<SnapshotStore> {
     Ok(SnapshotStore::open(&data_dir(config))?.with_keyring(keyring(config)?))
 }
 
-fn metadata(config: &Config) -> Result<Arc<dyn MetadataStore>> {
-    Ok(Arc::new(SqliteStore::in_data_dir(&data_dir(config))?))
+async fn metadata(config: &Config) -> Result<Arc<dyn MetadataStore>> {
+    Ok(trainer::store::open(config, &data_dir(config)).await?)
 }
 
 /// Runs `job` while serving `registry` on `serve.metrics_listen` (when `serve` and the key is
@@ -548,7 +548,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 alias,
                 actor: cli_actor(),
             };
-            let store = metadata(&config)?;
+            let store = metadata(&config).await?;
             let snapshots = snapshots(&config)?;
             let control = control(&config)?;
             let progress = ingest::publish::progress_bar(None, "training");
@@ -598,7 +598,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 parallel,
                 cpus: cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             };
-            let store = metadata(&config)?;
+            let store = metadata(&config).await?;
             let snapshots = snapshots(&config)?;
             let control = control(&config)?;
             let out = trainer::tune::tune(store.as_ref(), &snapshots, &req, Some(&control)).await?;
@@ -632,17 +632,17 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let token = shutdown_token();
             let metrics = serving::metrics::Metrics::new();
             let auth = auth(&config)?;
-            serve(&config, metadata(&config)?, metrics, !no_scorer && config.serve.scorer, auth, token)
+            serve(&config, metadata(&config).await?, metrics, !no_scorer && config.serve.scorer, auth, token)
                 .await?;
         }
         Command::Drift { until_idle } => {
             let (token, registry) = (shutdown_token(), prometheus::Registry::new());
-            let job = drift(&config, metadata(&config)?, Some(&registry), until_idle, token.clone());
+            let job = drift(&config, metadata(&config).await?, Some(&registry), until_idle, token.clone());
             with_metrics_endpoint(&config, registry.clone(), &token, !until_idle, job).await?;
         }
         Command::Retrainer => {
             let (token, registry) = (shutdown_token(), prometheus::Registry::new());
-            let job = retrainer(&config, metadata(&config)?, Some(&registry), token.clone());
+            let job = retrainer(&config, metadata(&config).await?, Some(&registry), token.clone());
             with_metrics_endpoint(&config, registry.clone(), &token, true, job).await?;
         }
         Command::Flight => {
@@ -699,7 +699,8 @@ async fn keys(config: &Config, command: KeysCommand) -> Result<()> {
                 Keyring::generate(&id)?
             };
             write_secret_file(&path, keyring.to_toml().as_bytes())?;
-            metadata(config)?
+            metadata(config)
+                .await?
                 .append_audit(&audit("keys.add", serde_json::json!({ "key": id, "key_file": path })))
                 .await?;
             println!("key {id} added to {} and active; new data is encrypted with it", path.display());
@@ -709,7 +710,7 @@ async fn keys(config: &Config, command: KeysCommand) -> Result<()> {
             let keyring = store.keyring().cloned().context("no keyring: set [encryption] key_file")?;
             let report = store.rewrap()?;
             let weights = trainer::model::reencrypt_weights(&data_dir(config).join("artifacts"), &keyring)?;
-            metadata(config)?
+            metadata(config).await?
                 .append_audit(&audit(
                     "keys.reencrypt",
                     serde_json::json!({ "active": keyring.active(), "snapshots": report, "weights": weights }),
@@ -739,7 +740,8 @@ async fn keys(config: &Config, command: KeysCommand) -> Result<()> {
             }
             keyring.remove(&id)?;
             write_secret_file(&path, keyring.to_toml().as_bytes())?;
-            metadata(config)?
+            metadata(config)
+                .await?
                 .append_audit(&audit("keys.remove", serde_json::json!({ "key": id, "key_file": path })))
                 .await?;
             println!("key {id} removed from {}", path.display());
@@ -932,7 +934,7 @@ async fn data(config: &Config, cmd: DataCommand) -> Result<()> {
 }
 
 async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
-    let store = metadata(config)?;
+    let store = metadata(config).await?;
     match cmd {
         ModelsCommand::List => {
             for name in store.model_names().await? {
@@ -1027,7 +1029,7 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
 }
 
 async fn runs(config: &Config, cmd: RunsCommand) -> Result<()> {
-    let store = metadata(config)?;
+    let store = metadata(config).await?;
     match cmd {
         RunsCommand::List => {
             for r in store.list_runs(None).await? {
@@ -1358,7 +1360,7 @@ async fn flight(config: &Config, auth: Arc<serving::auth::JwtAuth>, token: Cance
 
 async fn up(config: &Config) -> Result<()> {
     let token = shutdown_token();
-    let store = metadata(config)?;
+    let store = metadata(config).await?;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     // One registry for every component of this process, served on /metrics.

@@ -66,6 +66,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub encryption: EncryptionConfig,
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +265,57 @@ pub struct EncryptionConfig {
     pub key_file: String,
 }
 
+/// Which backend holds runs, the registry, audit records and the prediction log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// SQLite, one file in the data dir: one machine.
+    Sqlite,
+    /// ScyllaDB or Cassandra (CQL v4), shared by every replica.
+    Scylla,
+}
+
+/// The metadata store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// Contact points of the ScyllaDB cluster, comma-separated `host:port`.
+    pub nodes: String,
+    /// Keyspace of the tables; created (with `replication`) and migrated on start.
+    pub keyspace: String,
+    /// Replication map of the keyspace when it is created, in CQL, e.g.
+    /// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`.
+    pub replication: String,
+    /// Seconds prediction-log rows live; 0 keeps them.
+    pub prediction_ttl_secs: u64,
+    /// Seconds step-metric history rows live; 0 keeps them (a run's latest values stay).
+    pub metric_ttl_secs: u64,
+    /// Prediction-log partitions per model and hour (spreads one hour's writes over nodes).
+    pub prediction_shards: u32,
+    /// CQL user; empty: no authentication.
+    pub username: String,
+    /// File holding the CQL password (secrets only by file or env:
+    /// `DRIFTWOOD_STORE_PASSWORD_FILE`).
+    pub password_file: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            nodes: "127.0.0.1:9042".into(),
+            keyspace: "driftwood".into(),
+            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".into(),
+            prediction_ttl_secs: 30 * 24 * 3600,
+            metric_ttl_secs: 0,
+            prediction_shards: 8,
+            username: String::new(),
+            password_file: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
@@ -367,6 +419,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             encryption: EncryptionConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -552,6 +605,31 @@ impl Config {
             && self.kafka.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !prefix_ok {
             return Err(invalid("kafka.topic_prefix", "use ASCII letters, digits, '.', '_' or '-'"));
+        }
+        if self.store.backend == StoreBackend::Scylla {
+            if self.store.nodes.split(',').all(|n| n.trim().is_empty()) {
+                return Err(invalid("store.nodes", "name at least one `host:port` for the scylla backend"));
+            }
+            let ks = &self.store.keyspace;
+            let ks_ok = (1..=48).contains(&ks.len())
+                && ks.starts_with(|c: char| c.is_ascii_lowercase())
+                && ks.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ks_ok {
+                return Err(invalid(
+                    "store.keyspace",
+                    "use 1-48 lowercase ASCII letters, digits or '_', starting with a letter",
+                ));
+            }
+            let r = self.store.replication.trim();
+            if !(r.starts_with('{') && r.ends_with('}') && r.contains("'class'")) {
+                return Err(invalid(
+                    "store.replication",
+                    "a CQL map with a 'class', e.g. {'class': 'NetworkTopologyStrategy', 'replication_factor': 3}",
+                ));
+            }
+            if self.store.prediction_shards == 0 {
+                return Err(invalid("store.prediction_shards", "must be at least 1"));
+            }
         }
         if self.kafka.partitions < 1 {
             return Err(invalid("kafka.partitions", "must be at least 1"));
@@ -777,6 +855,22 @@ mod tests {
     fn defaults_are_valid() {
         let c = load("", &[], &[]).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_scylla_store_is_checked() {
+        let env = [("DRIFTWOOD_STORE_BACKEND", "scylla"), ("DRIFTWOOD_STORE_NODES", "db-1:9042,db-2:9042")];
+        let c = load("", &env, &[]).unwrap();
+        assert_eq!((c.store.backend, c.store.nodes.as_str()), (StoreBackend::Scylla, "db-1:9042,db-2:9042"));
+        let scylla = ["store.backend=scylla"];
+        check_err("", &[], &["store.backend=scylla", "store.nodes= , "], "store.nodes");
+        check_err("", &[], &[scylla[0], "store.keyspace=Drift-wood"], "store.keyspace");
+        check_err("", &[], &[scylla[0], "store.keyspace=a; DROP"], "store.keyspace");
+        check_err("", &[], &[scylla[0], "store.replication=3"], "store.replication");
+        check_err("", &[], &[scylla[0], "store.prediction_shards=0"], "store.prediction_shards");
+        check_err("", &[], &["store.backend=postgres"], "store");
+        // The embedded backend ignores the ScyllaDB keys.
+        assert!(load("", &[], &["store.keyspace=Whatever"]).is_ok());
     }
 
     #[test]

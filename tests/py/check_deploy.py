@@ -38,6 +38,11 @@ def compose_checks():
     assert "controller" in roles and "broker" in roles, "Kafka must run in KRaft mode"
     mounts = " ".join(services["prometheus"]["volumes"] + services["grafana"]["volumes"])
     assert "./monitoring" in mounts and "provisioning" in mounts, "Prometheus and Grafana use monitoring/"
+    assert services["scylla"]["image"].startswith("scylladb/scylla:"), "the metadata store runs on ScyllaDB"
+    shared = compose["x-driftwood"]
+    assert shared["environment"]["DRIFTWOOD_STORE_BACKEND"] == "scylla", "Driftwood uses the ScyllaDB store"
+    assert shared["environment"]["DRIFTWOOD_STORE_NODES"].startswith("scylla:"), "and finds it by service name"
+    assert shared["depends_on"]["scylla"]["condition"] == "service_healthy", "Driftwood starts after ScyllaDB"
     images = {s["image"] for n, s in services.items() if n.startswith("driftwood")}
     assert len(images) == 1, f"one image for every Driftwood service: {images}"
     for n, s in services.items():

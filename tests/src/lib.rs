@@ -5,6 +5,9 @@
 //! [`config_for`] builds a configuration pointing at it with a temporary data dir and a unique
 //! topic prefix. The tests themselves are in `tests/tests/`.
 
+pub mod cql;
+pub mod store_suite;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -58,21 +58,31 @@ fn dockerfile_compose_and_kubernetes_manifests_validate() -> anyhow::Result<()> 
     )?;
     let report: serde_json::Value = serde_json::from_str(&report)?;
 
-    // The binary accepts every ConfigMap (the key file replaced by a real one; nothing else
-    // is read by `data list`) and every command the manifests and compose run.
+    // The binary accepts every ConfigMap and connects to its metadata store (the key and
+    // password files replaced by real ones, the ScyllaDB address by a CQL node on loopback;
+    // nothing else is read by `data list` and `models list`), and every command the manifests
+    // and compose run.
     let keys = out.path().join("keys.toml");
     std::fs::write(&keys, stream::crypto::Keyring::generate("k1")?.to_toml())?;
+    let password = out.path().join("scylla-password");
+    std::fs::write(&password, "not-a-real-password\n")?;
+    let node = tests::cql::CqlNode::start()?;
     for name in ["base", "production"] {
         let config: BTreeMap<String, String> = serde_json::from_value(report[name]["config"].clone())?;
+        assert_eq!(config.get("DRIFTWOOD_STORE_BACKEND").map(String::as_str), Some("scylla"), "{name}");
         let data = out.path().join(format!("data-{name}"));
-        run_ok(
-            Command::new(driftwood_bin()?)
-                .args(["data", "list"])
+        for args in [["data", "list"], ["models", "list"]] {
+            let mut cmd = Command::new(driftwood_bin()?);
+            cmd.args(args)
                 .envs(&config)
                 .env("DRIFTWOOD_DATA_DIR", &data)
-                .env("DRIFTWOOD_ENCRYPTION_KEY_FILE", &keys),
-        )
-        .with_context(|| format!("the {name} ConfigMap"))?;
+                .env("DRIFTWOOD_ENCRYPTION_KEY_FILE", &keys)
+                .env("DRIFTWOOD_STORE_NODES", node.addr.to_string());
+            if config.contains_key("DRIFTWOOD_STORE_PASSWORD_FILE") {
+                cmd.env("DRIFTWOOD_STORE_PASSWORD_FILE", &password);
+            }
+            run_ok(&mut cmd).with_context(|| format!("the {name} ConfigMap: {args:?}"))?;
+        }
     }
     let mut commands: Vec<Vec<String>> = serde_json::from_value(report["compose_commands"].clone())?;
     for name in ["base", "production"] {

@@ -1,16 +1,17 @@
 //! Two `driftwood serve` replicas (REST API + scorer each) sharing one data dir and metadata
 //! store: the scorers split text.raw's partitions through their consumer group, both write
 //! their predictions to the one prediction log, and a promotion made through one replica is
-//! served by both within seconds.
+//! served by both within seconds. Run on each store backend: the SQLite file, and ScyllaDB
+//! (a CQL node on loopback, `tests::cql::CqlNode`) that every process connects to over TCP.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use schemas::metric_names::{SCORER_ASSIGNED_PARTITIONS, SCORER_RECORDS_TOTAL};
+use tests::cql::CqlNode;
 use tests::{
     Killed, Tansu, config_for, corpus_dir, driftwood, driftwood_bin, env_for, outgoing, publish, shuffle,
 };
-use trainer::store::{MetadataStore, SqliteStore};
 
 /// `driftwood serve` on its own port (the shared config file names no port: an environment
 /// override does, so the replicas cannot race on it).
@@ -39,10 +40,27 @@ async fn served_version(http: &reqwest::Client, base: &str) -> anyhow::Result<u6
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_partitions_the_prediction_log_and_promotions() -> anyhow::Result<()> {
+async fn two_replicas_on_sqlite() -> anyhow::Result<()> {
+    two_replicas_share_partitions_the_prediction_log_and_promotions(None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_scylla() -> anyhow::Result<()> {
+    let node = CqlNode::start()?;
+    two_replicas_share_partitions_the_prediction_log_and_promotions(Some(&node)).await
+}
+
+async fn two_replicas_share_partitions_the_prediction_log_and_promotions(
+    scylla: Option<&CqlNode>,
+) -> anyhow::Result<()> {
     let broker = Tansu::start()?;
     let dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "replicas");
+    let mut config = config_for(&broker.brokers, dir.path(), "replicas");
+    if let Some(node) = scylla {
+        config.store.backend = schemas::config::StoreBackend::Scylla;
+        config.store.nodes = node.addr.to_string();
+        config.store.replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}".into();
+    }
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     tests::train_production(&config, 400).await?;
@@ -104,7 +122,7 @@ async fn two_replicas_share_partitions_the_prediction_log_and_promotions() -> an
             assert_eq!(http.post(format!("{base}/v1/predict")).json(&body).send().await?.status(), 200);
         }
     }
-    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let meta = trainer::store::open(&config, dir.path()).await?;
     let expected: u64 = per_replica.iter().sum::<u64>() + 20;
     let deadline = Instant::now() + Duration::from_secs(30);
     while meta.prediction_count("spam").await? < expected {

@@ -1,9 +1,12 @@
 //! The metadata store: runs, metrics, model versions, aliases, audit records and the
-//! prediction log behind one trait, with an embedded SQLite backend (a file in the data dir).
+//! prediction log behind one trait, with an embedded SQLite backend (a file in the data dir)
+//! and a ScyllaDB backend ([`cql`]) shared by replicas. [`open`] picks one from `[store]`.
+
+pub mod cql;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -167,6 +170,14 @@ pub trait MetadataStore: Send + Sync {
 
     async fn log_predictions(&self, entries: &[PredictionLogEntry]) -> Result<()>;
     async fn prediction_count(&self, model: &str) -> Result<u64>;
+}
+
+/// The store `[store]` names: SQLite in `data_dir`, or ScyllaDB (connected and migrated).
+pub async fn open(config: &schemas::Config, data_dir: &Path) -> Result<Arc<dyn MetadataStore>> {
+    Ok(match config.store.backend {
+        schemas::config::StoreBackend::Sqlite => Arc::new(SqliteStore::in_data_dir(data_dir)?),
+        schemas::config::StoreBackend::Scylla => Arc::new(cql::ScyllaStore::connect(&config.store).await?),
+    })
 }
 
 /// The embedded backend: SQLite (bundled), WAL mode, one file.
@@ -351,7 +362,34 @@ fn alias_version(conn: &Connection, name: &str, alias: &str) -> Result<Option<u3
     .map_err(sql)
 }
 
-/// An alias pointed at `version`: the row and its audit record, in the caller's transaction.
+/// The version a rollback of `name@alias` (now at `current`) returns to: the alias's history of
+/// `(action, version)` in order is replayed — a promotion pushes its version, a rollback pops
+/// one — and repeats of the current version (re-promotions) are dropped. `Input` when there is
+/// nothing earlier.
+fn rollback_target(
+    name: &str,
+    alias: &str,
+    current: u32,
+    history: impl IntoIterator<Item = (String, u32)>,
+) -> Result<u32> {
+    let mut stack: Vec<u32> = Vec::new();
+    for (action, version) in history {
+        if action == "rollback_alias" {
+            stack.pop();
+        } else {
+            stack.push(version);
+        }
+    }
+    while stack.last() == Some(&current) {
+        stack.pop();
+    }
+    stack.last().copied().ok_or_else(|| {
+        Error::Input(format!("`{name}@{alias}` has no earlier version to roll back to (it is at v{current})"))
+    })
+}
+
+/// An alias pointed at `version`: the row and its audit record (in the caller's transaction,
+/// for SQLite).
 struct AliasMove<'a> {
     name: &'a str,
     alias: &'a str,
@@ -363,6 +401,14 @@ struct AliasMove<'a> {
 }
 
 impl AliasMove<'_> {
+    /// The audit record's details, the same in every backend.
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.name, "alias": self.alias, "version": self.version,
+            "previous": self.previous, "reason": self.reason
+        })
+    }
+
     fn record(&self, tx: &rusqlite::Transaction<'_>, action: &str) -> Result<()> {
         let at = self.at.to_rfc3339();
         tx.execute(
@@ -371,13 +417,9 @@ impl AliasMove<'_> {
             params![self.name, self.alias, self.version, at],
         )
         .map_err(sql)?;
-        let details = serde_json::json!({
-            "model": self.name, "alias": self.alias, "version": self.version,
-            "previous": self.previous, "reason": self.reason
-        });
         tx.execute(
             "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
-            params![at, self.actor, action, details.to_string()],
+            params![at, self.actor, action, self.details().to_string()],
         )
         .map_err(sql)?;
         Ok(())
@@ -592,7 +634,6 @@ impl MetadataStore for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
             let current = alias_version(&tx, name, alias)?
                 .ok_or_else(|| Error::NotFound(format!("alias `{alias}` of model `{name}`")))?;
-            // Replay the alias's history: a promotion pushes its version, a rollback pops one.
             let history = {
                 let mut stmt = tx
                     .prepare(
@@ -607,23 +648,7 @@ impl MetadataStore for SqliteStore {
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(sql)?
             };
-            let mut stack: Vec<u32> = Vec::new();
-            for (action, version) in history {
-                if action == "rollback_alias" {
-                    stack.pop();
-                } else {
-                    stack.push(version);
-                }
-            }
-            // The history ends at the current version; drop repeats of it (re-promotions).
-            while stack.last() == Some(&current) {
-                stack.pop();
-            }
-            let Some(&target) = stack.last() else {
-                return Err(Error::Input(format!(
-                    "`{name}@{alias}` has no earlier version to roll back to (it is at v{current})"
-                )));
-            };
+            let target = rollback_target(name, alias, current, history)?;
             let to =
                 AliasMove { name, alias, version: target, previous: Some(current), actor, reason, at: now };
             to.record(&tx, "rollback_alias")?;
@@ -718,110 +743,5 @@ impl MetadataStore for SqliteStore {
             .map(|n| n as u64)
             .map_err(sql)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::in_data_dir(dir.path()).unwrap();
-        (dir, s)
-    }
-
-    fn run(id: &str) -> Run {
-        Run {
-            run_id: id.into(),
-            experiment: "spam".into(),
-            parent_run_id: None,
-            status: RunStatus::Running,
-            started_at: Utc::now(),
-            ended_at: None,
-            params: BTreeMap::from([("epochs".into(), "3".into())]),
-            metrics: BTreeMap::new(),
-            tags: BTreeMap::new(),
-            data_version: Some("abc".into()),
-            artifact_dir: None,
-        }
-    }
-
-    fn mv(run_id: &str) -> ModelVersion {
-        ModelVersion {
-            name: "spam".into(),
-            version: 0,
-            run_id: run_id.into(),
-            family: "logreg".into(),
-            data_version: "abc".into(),
-            spec_hash: "h".into(),
-            metrics: BTreeMap::from([("test_accuracy".into(), 0.97)]),
-            artifact_dir: "/x".into(),
-            artifact_sha256: "s".into(),
-            created_at: Utc::now(),
-        }
-    }
-
-    #[tokio::test]
-    async fn runs_and_metrics() {
-        let (_d, s) = store();
-        s.create_run(&run("r1")).await.unwrap();
-        s.log_metrics("r1", 0, &BTreeMap::from([("loss".into(), 0.9)])).await.unwrap();
-        s.log_metrics("r1", 1, &BTreeMap::from([("loss".into(), 0.5), ("acc".into(), 0.8)])).await.unwrap();
-        s.finish_run("r1", RunStatus::Finished, Utc::now()).await.unwrap();
-        let r = s.get_run("r1").await.unwrap();
-        assert_eq!(r.status, RunStatus::Finished);
-        assert_eq!(r.metrics, BTreeMap::from([("acc".into(), 0.8), ("loss".into(), 0.5)]));
-        assert_eq!(s.metric_history("r1", "loss").await.unwrap(), vec![(0, 0.9), (1, 0.5)]);
-        assert!(matches!(s.get_run("nope").await, Err(Error::NotFound(_))));
-        assert_eq!(s.list_runs(Some("spam")).await.unwrap().len(), 1);
-        assert!(s.list_runs(Some("other")).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn registry_versions_aliases_and_audit() {
-        let (_d, s) = store();
-        let v1 = s.register_model(mv("r1")).await.unwrap();
-        let v2 = s.register_model(mv("r2")).await.unwrap();
-        assert_eq!((v1.version, v2.version), (1, 2));
-        assert_eq!(s.set_alias("spam", "production", 1, "alice", "first").await.unwrap(), None);
-        assert_eq!(s.set_alias("spam", "production", 2, "bob", "better").await.unwrap(), Some(1));
-        assert_eq!(s.get_alias("spam", "production").await.unwrap(), Some(2));
-        assert!(matches!(s.set_alias("spam", "production", 9, "bob", "x").await, Err(Error::NotFound(_))));
-        let audit = s.audit_log(10).await.unwrap();
-        assert_eq!(audit.len(), 2);
-        assert_eq!(audit[0].actor, "bob");
-        assert_eq!(audit[0].details["previous"], 1);
-        assert_eq!(s.get_model_version("spam", 2).await.unwrap().metrics["test_accuracy"], 0.97);
-        assert_eq!(s.model_names().await.unwrap(), vec!["spam".to_string()]);
-    }
-
-    #[tokio::test]
-    async fn rollback_steps_back_through_promotions() {
-        let (_d, s) = store();
-        for r in ["r1", "r2", "r3"] {
-            s.register_model(mv(r)).await.unwrap();
-        }
-        assert!(matches!(s.rollback_alias("spam", "production", "a", "x").await, Err(Error::NotFound(_))));
-        s.set_alias("spam", "production", 1, "a", "").await.unwrap();
-        assert!(matches!(s.rollback_alias("spam", "production", "a", "x").await, Err(Error::Input(_))));
-        s.set_alias("spam", "production", 2, "a", "").await.unwrap();
-        s.set_alias("spam", "production", 3, "a", "").await.unwrap();
-        // Another alias's history is its own.
-        s.set_alias("spam", "candidate", 1, "a", "").await.unwrap();
-        assert_eq!(s.rollback_alias("spam", "production", "ops", "bad").await.unwrap(), (3, 2));
-        assert_eq!(s.rollback_alias("spam", "production", "ops", "worse").await.unwrap(), (2, 1));
-        assert!(matches!(s.rollback_alias("spam", "production", "ops", "x").await, Err(Error::Input(_))));
-        assert_eq!(s.get_alias("spam", "production").await.unwrap(), Some(1));
-        // A promotion after rollbacks starts from where the alias is.
-        s.set_alias("spam", "production", 3, "a", "").await.unwrap();
-        assert_eq!(s.rollback_alias("spam", "production", "ops", "again").await.unwrap(), (3, 1));
-        let audit = s.audit_log(1).await.unwrap();
-        assert_eq!((audit[0].action.as_str(), audit[0].actor.as_str()), ("rollback_alias", "ops"));
-        assert_eq!(
-            (audit[0].details["version"].as_u64(), audit[0].details["previous"].as_u64()),
-            (Some(1), Some(3))
-        );
-        assert_eq!(s.get_alias("spam", "candidate").await.unwrap(), Some(1));
     }
 }

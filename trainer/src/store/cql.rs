@@ -1,0 +1,878 @@
+//! The ScyllaDB / Cassandra backend of the metadata store (the `scylla` driver, CQL v4), shared
+//! by every replica.
+//!
+//! Tables, each shaped by the queries that read it (keyspace from `[store] keyspace`):
+//!
+//! | table | partition key | clustering | read by |
+//! |---|---|---|---|
+//! | `runs` | `run_id` | — | `get_run`, `list_runs(None)` (a scan) |
+//! | `runs_by_experiment` | `experiment` | `run_id` | `list_runs(Some)` |
+//! | `metric_latest` | `run_id` | `key` | a run's latest metric values |
+//! | `metric_steps` | `run_id, key, day` | `step` | `metric_history` (time-bucketed, TTL) |
+//! | `model_versions` | `name` | `version` | the registry |
+//! | `model_names` | `shard` (always 0) | `name` | `model_names` |
+//! | `aliases` | `name` | `alias` | alias lookups |
+//! | `alias_history` | `name, alias` | `seq` | `rollback_alias` |
+//! | `audit` / `audit_days` | `day` / `shard` | `seq` / `day` | `audit_log` (newest day first) |
+//! | `predictions` / `prediction_hours` | `model, hour, shard` / `model` | `seq` / `hour` | `prediction_count` (TTL) |
+//!
+//! Writes that must not race across replicas are lightweight transactions: the next model
+//! version (`INSERT … IF NOT EXISTS`, retried on conflict) and moving an alias
+//! (`UPDATE … IF version = <seen>`). A server that does not implement them answers without an
+//! `[applied]` column; that is taken as applied (a single node serializing requests).
+//!
+//! Timestamps are CQL `timestamp`s: millisecond precision. Rows read by a full primary key are
+//! checked against the key asked for before they are used.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Display;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use futures::{StreamExt, TryStreamExt};
+use schemas::config::StoreConfig;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlTimestamp, CqlValue, Row};
+
+use super::{
+    AliasMove, AuditRecord, MetadataStore, ModelVersion, PredictionLogEntry, Run, RunStatus, rollback_target,
+};
+use crate::{Error, Result};
+
+/// How many times a conditional write is retried after losing a race.
+const LWT_ATTEMPTS: usize = 16;
+
+/// One schema migration: applied once, in order, recorded in `schema_migrations`.
+struct Migration {
+    id: i32,
+    description: &'static str,
+    /// Statements with `{ks}` for the keyspace.
+    statements: &'static [&'static str],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    id: 1,
+    description: "runs, metrics, registry, aliases, audit, prediction log",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.runs (run_id text, experiment text, parent_run_id text, \
+         status text, started_at timestamp, ended_at timestamp, params map<text, text>, \
+         tags map<text, text>, data_version text, artifact_dir text, PRIMARY KEY (run_id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.runs_by_experiment (experiment text, run_id text, \
+         PRIMARY KEY ((experiment), run_id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.metric_latest (run_id text, key text, step bigint, \
+         value double, first_day int, last_day int, PRIMARY KEY ((run_id), key))",
+        "CREATE TABLE IF NOT EXISTS {ks}.metric_steps (run_id text, key text, day int, step bigint, \
+         value double, at timestamp, PRIMARY KEY ((run_id, key, day), step))",
+        "CREATE TABLE IF NOT EXISTS {ks}.model_versions (name text, version int, run_id text, \
+         family text, data_version text, spec_hash text, metrics map<text, double>, \
+         artifact_dir text, artifact_sha256 text, created_at timestamp, PRIMARY KEY ((name), version))",
+        "CREATE TABLE IF NOT EXISTS {ks}.model_names (shard int, name text, PRIMARY KEY ((shard), name))",
+        "CREATE TABLE IF NOT EXISTS {ks}.aliases (name text, alias text, version int, \
+         updated_at timestamp, PRIMARY KEY ((name), alias))",
+        "CREATE TABLE IF NOT EXISTS {ks}.alias_history (name text, alias text, seq text, \
+         action text, version int, PRIMARY KEY ((name, alias), seq))",
+        "CREATE TABLE IF NOT EXISTS {ks}.audit (day int, seq text, at timestamp, actor text, \
+         action text, details text, PRIMARY KEY ((day), seq))",
+        "CREATE TABLE IF NOT EXISTS {ks}.audit_days (shard int, day int, PRIMARY KEY ((shard), day))",
+        "CREATE TABLE IF NOT EXISTS {ks}.predictions (model text, hour bigint, shard int, seq text, \
+         at timestamp, id text, channel text, version int, label text, confidence double, \
+         latency_us bigint, PRIMARY KEY ((model, hour, shard), seq))",
+        "CREATE TABLE IF NOT EXISTS {ks}.prediction_hours (model text, hour bigint, \
+         PRIMARY KEY ((model), hour))",
+    ],
+}];
+
+fn cql(context: &str) -> impl Fn(&dyn Display) -> Error + '_ {
+    move |e| Error::Store(format!("{context}: {e}"))
+}
+
+fn ts(t: DateTime<Utc>) -> CqlTimestamp {
+    CqlTimestamp(t.timestamp_millis())
+}
+
+fn from_ts(t: CqlTimestamp) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(t.0)
+        .single()
+        .ok_or_else(|| Error::Store(format!("timestamp {} ms is out of range", t.0)))
+}
+
+fn day_of(t: DateTime<Utc>) -> i32 {
+    t.timestamp().div_euclid(86_400) as i32
+}
+
+fn hour_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(3_600)
+}
+
+fn version_i32(v: u32) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::Input(format!("version {v} is out of range")))
+}
+
+/// Whether a conditional write was applied: the `[applied]` column of its answer, or true
+/// when the server answered without one (it does not implement conditions).
+fn applied(result: QueryResult) -> Result<bool> {
+    if !result.is_rows() {
+        return Ok(true);
+    }
+    let rows = result.into_rows_result().map_err(|e| cql("conditional write")(&e))?;
+    let first = rows.maybe_first_row::<Row>().map_err(|e| cql("conditional write")(&e))?;
+    Ok(match first.and_then(|r| r.columns.into_iter().next().flatten()) {
+        Some(CqlValue::Boolean(b)) => b,
+        _ => true,
+    })
+}
+
+/// Sortable unique sequence keys: time, a per-process random tag and a counter.
+struct Sequence {
+    tag: u64,
+    next: AtomicU64,
+}
+
+impl Sequence {
+    fn new() -> Sequence {
+        let tag = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Sequence { tag, next: AtomicU64::new(0) }
+    }
+
+    fn at(&self, t: DateTime<Utc>) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let nanos = t.timestamp_nanos_opt().unwrap_or_default().max(0);
+        format!("{nanos:020}-{n:012}-{:016x}", self.tag)
+    }
+}
+
+struct Statements {
+    insert_run: PreparedStatement,
+    insert_run_by_experiment: PreparedStatement,
+    run_by_id: PreparedStatement,
+    all_runs: PreparedStatement,
+    run_ids_by_experiment: PreparedStatement,
+    finish_run: PreparedStatement,
+    set_run_artifacts: PreparedStatement,
+    metric_latest: PreparedStatement,
+    latest_of_run: PreparedStatement,
+    upsert_latest: PreparedStatement,
+    insert_step: PreparedStatement,
+    steps_of_day: PreparedStatement,
+    versions_of: PreparedStatement,
+    insert_version: PreparedStatement,
+    version_of: PreparedStatement,
+    insert_name: PreparedStatement,
+    names: PreparedStatement,
+    alias_of: PreparedStatement,
+    aliases_of: PreparedStatement,
+    insert_alias: PreparedStatement,
+    insert_alias_history: PreparedStatement,
+    alias_history: PreparedStatement,
+    insert_audit: PreparedStatement,
+    insert_audit_day: PreparedStatement,
+    audit_days: PreparedStatement,
+    audit_of_day: PreparedStatement,
+    insert_prediction: PreparedStatement,
+    insert_prediction_hour: PreparedStatement,
+    prediction_hours: PreparedStatement,
+    predictions_in: PreparedStatement,
+}
+
+const RUN_COLUMNS: &str = "run_id, experiment, parent_run_id, status, started_at, ended_at, params, tags, data_version, artifact_dir";
+const MV_COLUMNS: &str = "name, version, run_id, family, data_version, spec_hash, metrics, artifact_dir, artifact_sha256, created_at";
+
+type RunRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    CqlTimestamp,
+    Option<CqlTimestamp>,
+    Option<BTreeMap<String, String>>,
+    Option<BTreeMap<String, String>>,
+    Option<String>,
+    Option<String>,
+);
+
+type MvRow = (
+    String,
+    i32,
+    String,
+    String,
+    String,
+    String,
+    Option<BTreeMap<String, f64>>,
+    String,
+    String,
+    CqlTimestamp,
+);
+
+/// The ScyllaDB backend.
+pub struct ScyllaStore {
+    session: Session,
+    keyspace: String,
+    st: Statements,
+    seq: Sequence,
+    shards: u32,
+    /// `(model, hour)` partitions this process has already recorded in `prediction_hours`.
+    hours_seen: Mutex<HashSet<(String, i64)>>,
+}
+
+impl ScyllaStore {
+    /// Connects to `config.nodes`, creates and migrates the keyspace, prepares every statement.
+    pub async fn connect(config: &StoreConfig) -> Result<ScyllaStore> {
+        let nodes: Vec<&str> = config.nodes.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&nodes)
+            .connection_timeout(Duration::from_secs(10))
+            // Schema agreement is awaited once after the migration (below).
+            .auto_await_schema_agreement(false);
+        if !config.username.is_empty() {
+            let password = if config.password_file.is_empty() {
+                String::new()
+            } else {
+                std::fs::read_to_string(&config.password_file)
+                    .map_err(|e| Error::Store(format!("store.password_file {}: {e}", config.password_file)))?
+                    .trim_end()
+                    .to_string()
+            };
+            builder = builder.user(&config.username, password);
+        }
+        let session = builder
+            .build()
+            .await
+            .map_err(|e| Error::Store(format!("connecting to ScyllaDB at {}: {e}", config.nodes)))?;
+        let ks = config.keyspace.clone();
+        migrate(&session, &ks, &config.replication).await?;
+        let st = prepare(&session, &ks, config).await?;
+        Ok(ScyllaStore {
+            session,
+            keyspace: ks,
+            st,
+            seq: Sequence::new(),
+            shards: config.prediction_shards.max(1),
+            hours_seen: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The keyspace this store writes.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    async fn exec(
+        &self,
+        what: &str,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult> {
+        self.session.execute_unpaged(st, values).await.map_err(|e| cql(what)(&e))
+    }
+
+    /// Every row of a (paged) query.
+    async fn rows<R>(&self, what: &str, st: &PreparedStatement, values: impl SerializeRow) -> Result<Vec<R>>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        let pager = self.session.execute_iter(st.clone(), values).await.map_err(|e| cql(what)(&e))?;
+        pager.rows_stream::<R>().map_err(|e| cql(what)(&e))?.map_err(|e| cql(what)(&e)).try_collect().await
+    }
+
+    async fn run_from_row(&self, row: RunRow) -> Result<Run> {
+        let (
+            run_id,
+            experiment,
+            parent_run_id,
+            status,
+            started_at,
+            ended_at,
+            params,
+            tags,
+            data_version,
+            artifact_dir,
+        ) = row;
+        let metrics: Vec<(String, f64)> =
+            self.rows("reading a run's metrics", &self.st.latest_of_run, (&run_id,)).await?;
+        Ok(Run {
+            status: RunStatus::parse(&status)?,
+            started_at: from_ts(started_at)?,
+            ended_at: ended_at.map(from_ts).transpose()?,
+            params: params.unwrap_or_default(),
+            tags: tags.unwrap_or_default(),
+            metrics: metrics.into_iter().collect(),
+            run_id,
+            experiment,
+            parent_run_id,
+            data_version,
+            artifact_dir,
+        })
+    }
+
+    async fn run_exists(&self, run_id: &str) -> Result<bool> {
+        let rows: Vec<RunRow> = self.rows("reading a run", &self.st.run_by_id, (run_id,)).await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// `(step, first_day, last_day)` of a run's metric.
+    async fn metric_latest(&self, run_id: &str, key: &str) -> Result<Option<(i64, i32, i32)>> {
+        let rows: Vec<(String, i64, i32, i32)> =
+            self.rows("reading metrics", &self.st.metric_latest, (run_id, key)).await?;
+        Ok(rows.into_iter().find(|r| r.0 == key).map(|(_, step, first, last)| (step, first, last)))
+    }
+
+    async fn alias_version(&self, name: &str, alias: &str) -> Result<Option<u32>> {
+        let rows: Vec<(String, i32)> =
+            self.rows("reading an alias", &self.st.alias_of, (name, alias)).await?;
+        Ok(rows.into_iter().find(|(a, _)| a == alias).map(|(_, v)| v as u32))
+    }
+
+    /// Moves `alias` from `previous` to `version` if no other writer moved it meanwhile.
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        previous: Option<u32>,
+        version: u32,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let version = version_i32(version)?;
+        let result = match previous {
+            None => {
+                self.exec("setting an alias", &self.st.insert_alias, (name, alias, version, ts(at))).await?
+            }
+            Some(seen) => {
+                // The condition's value is part of the statement text: a server without
+                // conditions then ignores the whole `IF` clause instead of a bind marker.
+                let statement = format!(
+                    "UPDATE {}.aliases SET version = ?, updated_at = ? WHERE name = ? AND alias = ? IF version = {}",
+                    self.keyspace,
+                    version_i32(seen)?
+                );
+                self.session
+                    .query_unpaged(statement, (version, ts(at), name, alias))
+                    .await
+                    .map_err(|e| cql("moving an alias")(&e))?
+            }
+        };
+        applied(result)
+    }
+
+    async fn log_prediction(&self, e: &PredictionLogEntry) -> Result<()> {
+        let seq = self.seq.at(e.at);
+        let shard = (shard_of(&seq) % u64::from(self.shards)) as i32;
+        let values = (
+            &e.model,
+            hour_of(e.at),
+            shard,
+            &seq,
+            ts(e.at),
+            &e.id,
+            &e.channel,
+            version_i32(e.version)?,
+            &e.label,
+            f64::from(e.confidence),
+            i64::try_from(e.latency_us).unwrap_or(i64::MAX),
+        );
+        self.exec("logging predictions", &self.st.insert_prediction, values).await?;
+        Ok(())
+    }
+
+    /// The alias's history row and the audit record, in one logged batch.
+    async fn record_alias_move(&self, mv: AliasMove<'_>, action: &str) -> Result<()> {
+        let details = mv.details();
+        let seq = self.seq.at(mv.at);
+        let day = day_of(mv.at);
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.append_statement(self.st.insert_alias_history.clone());
+        batch.append_statement(self.st.insert_audit.clone());
+        batch.append_statement(self.st.insert_audit_day.clone());
+        self.session
+            .batch(
+                &batch,
+                (
+                    (mv.name, mv.alias, &seq, action, version_i32(mv.version)?),
+                    (day, &seq, ts(mv.at), mv.actor, action, details.to_string()),
+                    (0i32, day),
+                ),
+            )
+            .await
+            .map_err(|e| cql("recording an alias move")(&e))?;
+        Ok(())
+    }
+}
+
+/// Creates the keyspace and applies the migrations it has not seen, then waits for the
+/// cluster to agree on the schema.
+async fn migrate(session: &Session, ks: &str, replication: &str) -> Result<()> {
+    let ddl = |what: &'static str| cql(what);
+    session
+        .query_unpaged(format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"), ())
+        .await
+        .map_err(|e| ddl("creating the keyspace")(&e))?;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (id int, description text, \
+                 applied_at timestamp, PRIMARY KEY (id))"
+            ),
+            (),
+        )
+        .await
+        .map_err(|e| ddl("creating schema_migrations")(&e))?;
+    let applied: HashSet<i32> = session
+        .query_unpaged(format!("SELECT id FROM {ks}.schema_migrations"), ())
+        .await
+        .map_err(|e| ddl("reading schema_migrations")(&e))?
+        .into_rows_result()
+        .map_err(|e| ddl("reading schema_migrations")(&e))?
+        .rows::<(i32,)>()
+        .map_err(|e| ddl("reading schema_migrations")(&e))?
+        .map(|r| r.map(|(id,)| id))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| ddl("reading schema_migrations")(&e))?;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.id)) {
+        for statement in m.statements {
+            session
+                .query_unpaged(statement.replace("{ks}", ks), ())
+                .await
+                .map_err(|e| Error::Store(format!("migration {} ({}): {e}", m.id, m.description)))?;
+        }
+        let record = session
+            .prepare(format!(
+                "INSERT INTO {ks}.schema_migrations (id, description, applied_at) VALUES (?, ?, ?)"
+            ))
+            .await
+            .map_err(|e| ddl("recording a migration")(&e))?;
+        session
+            .execute_unpaged(&record, (m.id, m.description, ts(Utc::now())))
+            .await
+            .map_err(|e| ddl("recording a migration")(&e))?;
+        tracing::info!(keyspace = ks, migration = m.id, description = m.description, "store schema migrated");
+    }
+    if let Err(e) = session.await_schema_agreement().await {
+        tracing::warn!(error = %e, "could not confirm that the cluster agrees on the schema");
+    }
+    Ok(())
+}
+
+async fn prepare(session: &Session, ks: &str, config: &StoreConfig) -> Result<Statements> {
+    let ttl = |secs: u64| if secs == 0 { String::new() } else { format!(" USING TTL {secs}") };
+    let prediction_ttl = ttl(config.prediction_ttl_secs);
+    let metric_ttl = ttl(config.metric_ttl_secs);
+    let p = |text: String| async move {
+        session.prepare(text.clone()).await.map_err(|e| Error::Store(format!("preparing `{text}`: {e}")))
+    };
+    Ok(Statements {
+        insert_run: p(format!("INSERT INTO {ks}.runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
+        insert_run_by_experiment: p(format!("INSERT INTO {ks}.runs_by_experiment (experiment, run_id) VALUES (?, ?)"))
+            .await?,
+        run_by_id: p(format!("SELECT {RUN_COLUMNS} FROM {ks}.runs WHERE run_id = ?")).await?,
+        all_runs: p(format!("SELECT {RUN_COLUMNS} FROM {ks}.runs")).await?,
+        run_ids_by_experiment: p(format!("SELECT run_id FROM {ks}.runs_by_experiment WHERE experiment = ?")).await?,
+        finish_run: p(format!("UPDATE {ks}.runs SET status = ?, ended_at = ? WHERE run_id = ?")).await?,
+        set_run_artifacts: p(format!("UPDATE {ks}.runs SET artifact_dir = ? WHERE run_id = ?")).await?,
+        metric_latest: p(format!(
+            "SELECT key, step, first_day, last_day FROM {ks}.metric_latest WHERE run_id = ? AND key = ?"
+        ))
+        .await?,
+        latest_of_run: p(format!("SELECT key, value FROM {ks}.metric_latest WHERE run_id = ?")).await?,
+        upsert_latest: p(format!(
+            "INSERT INTO {ks}.metric_latest (run_id, key, step, value, first_day, last_day) VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .await?,
+        insert_step: p(format!(
+            "INSERT INTO {ks}.metric_steps (run_id, key, day, step, value, at) VALUES (?, ?, ?, ?, ?, ?){metric_ttl}"
+        ))
+        .await?,
+        steps_of_day: p(format!(
+            "SELECT step, value FROM {ks}.metric_steps WHERE run_id = ? AND key = ? AND day = ?"
+        ))
+        .await?,
+        versions_of: p(format!("SELECT {MV_COLUMNS} FROM {ks}.model_versions WHERE name = ?")).await?,
+        insert_version: p(format!(
+            "INSERT INTO {ks}.model_versions ({MV_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        ))
+        .await?,
+        version_of: p(format!("SELECT {MV_COLUMNS} FROM {ks}.model_versions WHERE name = ? AND version = ?")).await?,
+        insert_name: p(format!("INSERT INTO {ks}.model_names (shard, name) VALUES (?, ?)")).await?,
+        names: p(format!("SELECT name FROM {ks}.model_names WHERE shard = ?")).await?,
+        alias_of: p(format!("SELECT alias, version FROM {ks}.aliases WHERE name = ? AND alias = ?")).await?,
+        aliases_of: p(format!("SELECT alias, version FROM {ks}.aliases WHERE name = ?")).await?,
+        insert_alias: p(format!(
+            "INSERT INTO {ks}.aliases (name, alias, version, updated_at) VALUES (?, ?, ?, ?) IF NOT EXISTS"
+        ))
+        .await?,
+        insert_alias_history: p(format!(
+            "INSERT INTO {ks}.alias_history (name, alias, seq, action, version) VALUES (?, ?, ?, ?, ?)"
+        ))
+        .await?,
+        alias_history: p(format!("SELECT seq, action, version FROM {ks}.alias_history WHERE name = ? AND alias = ?"))
+            .await?,
+        insert_audit: p(format!(
+            "INSERT INTO {ks}.audit (day, seq, at, actor, action, details) VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .await?,
+        insert_audit_day: p(format!("INSERT INTO {ks}.audit_days (shard, day) VALUES (?, ?)")).await?,
+        audit_days: p(format!("SELECT day FROM {ks}.audit_days WHERE shard = ?")).await?,
+        audit_of_day: p(format!("SELECT seq, at, actor, action, details FROM {ks}.audit WHERE day = ?")).await?,
+        insert_prediction: p(format!(
+            "INSERT INTO {ks}.predictions (model, hour, shard, seq, at, id, channel, version, label, confidence, \
+             latency_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){prediction_ttl}"
+        ))
+        .await?,
+        insert_prediction_hour: p(format!(
+            "INSERT INTO {ks}.prediction_hours (model, hour) VALUES (?, ?){prediction_ttl}"
+        ))
+        .await?,
+        prediction_hours: p(format!("SELECT hour FROM {ks}.prediction_hours WHERE model = ?")).await?,
+        predictions_in: p(format!(
+            "SELECT seq FROM {ks}.predictions WHERE model = ? AND hour = ? AND shard = ?"
+        ))
+        .await?,
+    })
+}
+
+fn mv_from_row(row: MvRow) -> Result<ModelVersion> {
+    let (
+        name,
+        version,
+        run_id,
+        family,
+        data_version,
+        spec_hash,
+        metrics,
+        artifact_dir,
+        artifact_sha256,
+        created_at,
+    ) = row;
+    Ok(ModelVersion {
+        name,
+        version: version as u32,
+        run_id,
+        family,
+        data_version,
+        spec_hash,
+        metrics: metrics.unwrap_or_default(),
+        artifact_dir,
+        artifact_sha256,
+        created_at: from_ts(created_at)?,
+    })
+}
+
+#[async_trait]
+impl MetadataStore for ScyllaStore {
+    async fn create_run(&self, run: &Run) -> Result<()> {
+        if self.run_exists(&run.run_id).await? {
+            return Err(Error::Store(format!("run {} already exists", run.run_id)));
+        }
+        self.exec(
+            "creating a run",
+            &self.st.insert_run,
+            (
+                &run.run_id,
+                &run.experiment,
+                &run.parent_run_id,
+                run.status.as_str(),
+                ts(run.started_at),
+                run.ended_at.map(ts),
+                &run.params,
+                &run.tags,
+                &run.data_version,
+                &run.artifact_dir,
+            ),
+        )
+        .await?;
+        self.exec("creating a run", &self.st.insert_run_by_experiment, (&run.experiment, &run.run_id))
+            .await?;
+        Ok(())
+    }
+
+    async fn log_metrics(&self, run_id: &str, step: u64, metrics: &BTreeMap<String, f64>) -> Result<()> {
+        let at = Utc::now();
+        let day = day_of(at);
+        let step_i = i64::try_from(step).map_err(|_| Error::Input(format!("step {step} is out of range")))?;
+        for (key, value) in metrics {
+            self.exec("logging a metric", &self.st.insert_step, (run_id, key, day, step_i, value, ts(at)))
+                .await?;
+            // One trainer writes a run: read-then-write of the latest value does not race.
+            let latest = self.metric_latest(run_id, key).await?;
+            let (first_day, newer) = match latest {
+                None => (day, true),
+                Some((last_step, first_day, _)) => (first_day.min(day), step_i >= last_step),
+            };
+            if newer {
+                self.exec(
+                    "logging a metric",
+                    &self.st.upsert_latest,
+                    (run_id, key, step_i, value, first_day, day),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_run(&self, run_id: &str, status: RunStatus, ended_at: DateTime<Utc>) -> Result<()> {
+        if !self.run_exists(run_id).await? {
+            return Err(Error::NotFound(format!("run {run_id}")));
+        }
+        self.exec("finishing a run", &self.st.finish_run, (status.as_str(), ts(ended_at), run_id)).await?;
+        Ok(())
+    }
+
+    async fn set_run_artifacts(&self, run_id: &str, artifact_dir: &str) -> Result<()> {
+        if self.run_exists(run_id).await? {
+            self.exec("recording artifacts", &self.st.set_run_artifacts, (artifact_dir, run_id)).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        let mut rows: Vec<RunRow> = self.rows("reading a run", &self.st.run_by_id, (run_id,)).await?;
+        let row = rows.pop().ok_or_else(|| Error::NotFound(format!("run {run_id}")))?;
+        self.run_from_row(row).await
+    }
+
+    async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>> {
+        let rows: Vec<RunRow> = match experiment {
+            None => self.rows("listing runs", &self.st.all_runs, ()).await?,
+            Some(e) => {
+                let ids: Vec<(String,)> =
+                    self.rows("listing runs", &self.st.run_ids_by_experiment, (e,)).await?;
+                let mut rows = Vec::with_capacity(ids.len());
+                for (id,) in ids {
+                    rows.extend(self.rows::<RunRow>("listing runs", &self.st.run_by_id, (&id,)).await?);
+                }
+                rows
+            }
+        };
+        let mut runs = Vec::with_capacity(rows.len());
+        for row in rows {
+            runs.push(self.run_from_row(row).await?);
+        }
+        runs.sort_by(|a, b| (a.started_at, &a.run_id).cmp(&(b.started_at, &b.run_id)));
+        Ok(runs)
+    }
+
+    async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<(u64, f64)>> {
+        let Some((_, first_day, last_day)) = self.metric_latest(run_id, key).await? else {
+            return Ok(Vec::new());
+        };
+        let mut by_step = BTreeMap::new();
+        for day in first_day..=last_day {
+            let rows: Vec<(i64, f64)> =
+                self.rows("reading metrics", &self.st.steps_of_day, (run_id, key, day)).await?;
+            by_step.extend(rows.into_iter().map(|(s, v)| (s as u64, v)));
+        }
+        Ok(by_step.into_iter().collect())
+    }
+
+    async fn register_model(&self, mut mv: ModelVersion) -> Result<ModelVersion> {
+        for _ in 0..LWT_ATTEMPTS {
+            let versions: Vec<MvRow> =
+                self.rows("registering a model", &self.st.versions_of, (&mv.name,)).await?;
+            mv.version = versions.iter().map(|r| r.1 as u32).max().unwrap_or(0) + 1;
+            let result = self
+                .exec(
+                    "registering a model",
+                    &self.st.insert_version,
+                    (
+                        &mv.name,
+                        version_i32(mv.version)?,
+                        &mv.run_id,
+                        &mv.family,
+                        &mv.data_version,
+                        &mv.spec_hash,
+                        &mv.metrics,
+                        &mv.artifact_dir,
+                        &mv.artifact_sha256,
+                        ts(mv.created_at),
+                    ),
+                )
+                .await?;
+            if applied(result)? {
+                self.exec("registering a model", &self.st.insert_name, (0i32, &mv.name)).await?;
+                return Ok(mv);
+            }
+        }
+        Err(Error::Store(format!(
+            "could not register a version of `{}`: {LWT_ATTEMPTS} concurrent registrations won first",
+            mv.name
+        )))
+    }
+
+    async fn model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
+        let rows: Vec<MvRow> = self.rows("reading model versions", &self.st.versions_of, (name,)).await?;
+        let mut versions = rows.into_iter().map(mv_from_row).collect::<Result<Vec<_>>>()?;
+        versions.sort_by_key(|v| v.version);
+        Ok(versions)
+    }
+
+    async fn model_names(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = self.rows("reading model names", &self.st.names, (0i32,)).await?;
+        let mut names: Vec<String> = rows.into_iter().map(|(n,)| n).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn get_model_version(&self, name: &str, version: u32) -> Result<ModelVersion> {
+        let v = version_i32(version)?;
+        let rows: Vec<MvRow> = self.rows("reading a model version", &self.st.version_of, (name, v)).await?;
+        let row = rows.into_iter().find(|r| r.1 == v);
+        mv_from_row(row.ok_or_else(|| Error::NotFound(format!("model {name} version {version}")))?)
+    }
+
+    async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u32,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<u32>> {
+        self.get_model_version(name, version).await?;
+        for _ in 0..LWT_ATTEMPTS {
+            let previous = self.alias_version(name, alias).await?;
+            let at = Utc::now();
+            if self.move_alias(name, alias, previous, version, at).await? {
+                let mv = AliasMove { name, alias, version, previous, actor, reason, at };
+                self.record_alias_move(mv, "set_alias").await?;
+                return Ok(previous);
+            }
+        }
+        Err(Error::Store(format!(
+            "could not move `{name}@{alias}`: it kept changing under {LWT_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn rollback_alias(&self, name: &str, alias: &str, actor: &str, reason: &str) -> Result<(u32, u32)> {
+        for _ in 0..LWT_ATTEMPTS {
+            let current = self
+                .alias_version(name, alias)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("alias `{alias}` of model `{name}`")))?;
+            let mut history: Vec<(String, String, i32)> =
+                self.rows("reading an alias's history", &self.st.alias_history, (name, alias)).await?;
+            history.sort_by(|a, b| a.0.cmp(&b.0));
+            let history = history.into_iter().map(|(_, action, version)| (action, version as u32));
+            let target = rollback_target(name, alias, current, history)?;
+            let at = Utc::now();
+            if self.move_alias(name, alias, Some(current), target, at).await? {
+                let mv =
+                    AliasMove { name, alias, version: target, previous: Some(current), actor, reason, at };
+                self.record_alias_move(mv, "rollback_alias").await?;
+                return Ok((current, target));
+            }
+        }
+        Err(Error::Store(format!(
+            "could not roll back `{name}@{alias}`: it kept changing under {LWT_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<u32>> {
+        self.alias_version(name, alias).await
+    }
+
+    async fn aliases(&self, name: &str) -> Result<BTreeMap<String, u32>> {
+        let rows: Vec<(String, i32)> = self.rows("reading aliases", &self.st.aliases_of, (name,)).await?;
+        Ok(rows.into_iter().map(|(a, v)| (a, v as u32)).collect())
+    }
+
+    async fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        // Ordered by when it was appended, like the embedded backend, not by `record.at`.
+        let now = Utc::now();
+        let day = day_of(now);
+        let seq = self.seq.at(now);
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.append_statement(self.st.insert_audit.clone());
+        batch.append_statement(self.st.insert_audit_day.clone());
+        self.session
+            .batch(
+                &batch,
+                (
+                    (day, &seq, ts(record.at), &record.actor, &record.action, record.details.to_string()),
+                    (0i32, day),
+                ),
+            )
+            .await
+            .map_err(|e| cql("appending an audit record")(&e))?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>> {
+        let mut days: Vec<(i32,)> = self.rows("reading the audit log", &self.st.audit_days, (0i32,)).await?;
+        days.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::new();
+        for (day,) in days {
+            if out.len() >= limit {
+                break;
+            }
+            let mut rows: Vec<(String, CqlTimestamp, String, String, String)> =
+                self.rows("reading the audit log", &self.st.audit_of_day, (day,)).await?;
+            rows.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            for (_, at, actor, action, details) in rows.into_iter().take(limit - out.len()) {
+                let details = serde_json::from_str(&details)
+                    .map_err(|e| Error::Store(format!("corrupt JSON in the audit log: {e}")))?;
+                out.push(AuditRecord { at: from_ts(at)?, actor, action, details });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn log_predictions(&self, entries: &[PredictionLogEntry]) -> Result<()> {
+        let new_hours: Vec<(String, i64)> = {
+            let mut seen = self.hours_seen.lock().map_err(|_| Error::Store("store lock poisoned".into()))?;
+            let mut new = Vec::new();
+            for e in entries {
+                let key = (e.model.clone(), hour_of(e.at));
+                if !seen.contains(&key) {
+                    seen.insert(key.clone());
+                    new.push(key);
+                }
+            }
+            new
+        };
+        for (model, hour) in &new_hours {
+            self.exec("logging predictions", &self.st.insert_prediction_hour, (model, hour)).await?;
+        }
+        let writes: Vec<_> = entries.iter().map(|e| self.log_prediction(e)).collect();
+        let mut writes = futures::stream::iter(writes).buffer_unordered(32);
+        while let Some(r) = writes.next().await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn prediction_count(&self, model: &str) -> Result<u64> {
+        let hours: Vec<(i64,)> =
+            self.rows("counting predictions", &self.st.prediction_hours, (model,)).await?;
+        let mut n = 0u64;
+        for (hour,) in hours {
+            for shard in 0..self.shards as i32 {
+                let pager = self
+                    .session
+                    .execute_iter(self.st.predictions_in.clone(), (model, hour, shard))
+                    .await
+                    .map_err(|e| cql("counting predictions")(&e))?;
+                let mut rows =
+                    pager.rows_stream::<(String,)>().map_err(|e| cql("counting predictions")(&e))?;
+                while let Some(r) = rows.next().await {
+                    r.map_err(|e| cql("counting predictions")(&e))?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A stable spread of sequence keys over shards (FNV-1a).
+fn shard_of(seq: &str) -> u64 {
+    seq.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
