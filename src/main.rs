@@ -1,7 +1,7 @@
 //! `driftwood`: the one binary. Each subcommand parses flags, builds the configuration and
 //! hands over to a crate; no pipeline logic lives here.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -284,6 +284,21 @@ enum ModelsCommand {
         alias: String,
         #[arg(long, default_value = "rolled back by hand")]
         reason: String,
+    },
+    /// Batch scoring with a registered version: JSON lines of `{"text": ...}` (or plain strings)
+    /// on stdin or from --input, cleaned with the configured spec, one JSON line per text out
+    /// (`{"label", "confidence", "probabilities"}`, `null` where cleaning drops the text);
+    /// throughput on stderr.
+    Predict {
+        name: String,
+        #[arg(default_value = "production")]
+        version: String,
+        /// Input file (default: stdin).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Texts scored at once.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
     },
     /// Register a TorchScript module exported from PyTorch (torch.jit.save) that follows the
     /// driftwood-hashed-bag-v1 contract (README, "TorchScript models").
@@ -959,6 +974,66 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
             let mv = trainer::registry::resolve(store.as_ref(), &name, &version).await?;
             let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": mv, "card": card}))?);
+        }
+        ModelsCommand::Predict { name, version, input, batch } => {
+            let mv = trainer::registry::resolve(store.as_ref(), &name, &version).await?;
+            let keys = keyring(config)?;
+            trainer::set_threads(config.train.threads);
+            let model = trainer::model::load(&mv, keys.as_deref())?;
+            let plan = plan(config)?;
+            if model.card.spec_hash != plan.hash() {
+                bail!(
+                    "{name} v{} was trained on data cleaned with spec {}, the configured spec is {}",
+                    mv.version,
+                    model.card.spec_hash,
+                    plan.hash()
+                );
+            }
+            let text = match &input {
+                Some(path) => {
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+                }
+                None => std::io::read_to_string(std::io::stdin()).context("reading stdin")?,
+            };
+            let mut texts = Vec::new();
+            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let value: serde_json::Value =
+                    serde_json::from_str(line).with_context(|| format!("line {}: not JSON", n + 1))?;
+                match value.get("text").unwrap_or(&value).as_str() {
+                    Some(t) => texts.push(t.to_string()),
+                    None => bail!("line {}: expected {{\"text\": \"...\"}} or a JSON string", n + 1),
+                }
+            }
+            let started = std::time::Instant::now();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for chunk in texts.chunks(batch.max(1)) {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                let cleaned = plan.clean_texts(&refs)?;
+                let kept: Vec<&str> = cleaned.iter().flatten().map(String::as_str).collect();
+                let mut probs = model.predict(&kept)?.into_iter();
+                for c in &cleaned {
+                    let line = match c {
+                        None => serde_json::Value::Null,
+                        Some(_) => {
+                            let p = probs.next().context("one prediction per kept text")?;
+                            let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
+                            serde_json::json!({
+                                "label": model.labels()[best], "confidence": p[best], "probabilities": p
+                            })
+                        }
+                    };
+                    writeln!(out, "{line}")?;
+                }
+            }
+            out.flush()?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "{name} v{} ({}): {} texts in {secs:.2} s, {:.1} texts/s",
+                mv.version,
+                mv.family,
+                texts.len(),
+                texts.len() as f64 / secs.max(1e-9)
+            );
         }
         ModelsCommand::Promote { name, version, alias } => {
             let control = control(config)?;

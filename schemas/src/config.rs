@@ -182,6 +182,11 @@ pub struct TrainConfig {
     pub max_tokens: usize,
     pub embedding_dim: usize,
     pub hidden_size: usize,
+    /// `minilm`: the pretrained MiniLM-L6 directory (`model.safetensors`, `config.json`,
+    /// `tokenizer.json`; `scripts/setup` installs it) and how many of its top encoder layers
+    /// are fine-tuned with the head (0: the head only).
+    pub pretrained: String,
+    pub finetune_layers: usize,
 }
 
 /// The Arrow Flight SQL server over data versions.
@@ -481,6 +486,8 @@ impl Default for TrainConfig {
             max_tokens: 128,
             embedding_dim: 64,
             hidden_size: 64,
+            pretrained: String::new(),
+            finetune_layers: 0,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! * [`features`] — hashed n-gram features (pure);
 //! * [`logreg`] — the `logreg` family on libtorch;
 //! * [`bilstm`] — the `bilstm` family: MiniLM's tokenizer, embedding, BiLSTM, mean pooling;
+//! * [`minilm`] — the `minilm` family: the pretrained MiniLM-L6 BERT encoder, mean pooling,
+//!   a classification head, optionally fine-tuning the top layers;
 //! * [`card`] — the versioned model card;
 //! * [`metrics`] — accuracy, macro P/R/F1, confusion matrix;
 //! * [`store`] — the metadata-store trait and its embedded SQLite backend;
@@ -33,6 +35,7 @@ pub mod card;
 pub mod features;
 pub mod logreg;
 pub mod metrics;
+pub mod minilm;
 pub mod model;
 pub mod registry;
 pub mod retrain;
@@ -42,6 +45,13 @@ mod tensors;
 pub mod torchscript;
 pub mod train;
 pub mod tune;
+
+/// libtorch's intra-op threads for this process; 0 keeps its default (all cores).
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+}
 
 /// Errors of training and the registry. `Input`/`NotFound` are the user's; `Artifact` means a
 /// model file is corrupt or does not match its registry entry (refused, never half-loaded);

@@ -29,6 +29,7 @@ pub struct LoadedModel {
 enum Classifier {
     LogReg(LogReg),
     BiLstm(Box<BiLstm>),
+    MiniLm(Box<crate::minilm::MiniLm>),
     TorchScript(Scripted),
 }
 
@@ -42,7 +43,7 @@ impl LoadedModel {
         match &self.classifier {
             Classifier::LogReg(m) => m.oov_rate(text),
             // A module brings no training vocabulary; the BiLSTM's is the tokenizer's.
-            Classifier::BiLstm(_) | Classifier::TorchScript(_) => None,
+            Classifier::BiLstm(_) | Classifier::MiniLm(_) | Classifier::TorchScript(_) => None,
         }
     }
 
@@ -56,6 +57,7 @@ impl LoadedModel {
                 Ok(m.predict_proba(&refs)?.into_iter().zip(oov).collect())
             }
             Classifier::BiLstm(m) => Ok(m.predict(texts)?.into_iter().map(|p| (p, None)).collect()),
+            Classifier::MiniLm(m) => Ok(m.predict(texts)?.into_iter().map(|p| (p, None)).collect()),
             Classifier::TorchScript(m) => Ok(m.predict(texts)?.into_iter().map(|p| (p, None)).collect()),
         }
     }
@@ -69,6 +71,7 @@ impl LoadedModel {
                 m.predict_proba(&refs)
             }
             Classifier::BiLstm(m) => m.predict(texts),
+            Classifier::MiniLm(m) => m.predict(texts),
             Classifier::TorchScript(m) => m.predict(texts),
         }
     }
@@ -247,6 +250,30 @@ pub fn load(version: &ModelVersion, keyring: Option<&Keyring>) -> Result<LoadedM
             Classifier::BiLstm(Box::new(
                 BiLstm::from_bytes(&bytes, tokenizer, shape)
                     .map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?,
+            ))
+        }
+        "minilm" => {
+            let path = dir.join(crate::minilm::TOKENIZER_FILE);
+            let tokenizer =
+                fs::read(&path).map_err(|e| Error::Artifact(format!("{}: {e}", path.display())))?;
+            let param = |k: &str| card.params.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            if Some(schemas::sha256_hex(&tokenizer)) != param("tokenizer.json.sha256") {
+                return Err(Error::Artifact(format!("{} does not match the card", path.display())));
+            }
+            let tokenizer = crate::bilstm::tokenizer_from_bytes(&tokenizer)?;
+            let shape = crate::minilm::BertShape::from_params(param)?;
+            let max_tokens = param("max_tokens")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Artifact("minilm card without a valid `max_tokens`".into()))?;
+            Classifier::MiniLm(Box::new(
+                crate::minilm::MiniLm::from_bytes(
+                    &bytes,
+                    tokenizer,
+                    shape,
+                    card.labels.len() as i64,
+                    max_tokens,
+                )
+                .map_err(|e| Error::Artifact(format!("{}: {e}", weights.display())))?,
             ))
         }
         "torchscript" => {

@@ -19,10 +19,20 @@ pub(crate) fn to_safetensors(vs: &VarStore) -> Result<Vec<u8>> {
 /// Copies every variable of `vs` from safetensors `bytes`; a missing tensor or another shape
 /// is an error naming it.
 pub(crate) fn load_safetensors(vs: &VarStore, bytes: &[u8]) -> Result<()> {
+    load_safetensors_where(vs, bytes, |_| true)
+}
+
+/// [`load_safetensors`] for the variables whose name `wanted` accepts (the others keep their
+/// values): a pretrained encoder under a freshly initialized head.
+pub(crate) fn load_safetensors_where(
+    vs: &VarStore,
+    bytes: &[u8],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<()> {
     let file = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Artifact(format!("the weights are not safetensors: {e}")))?;
     tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
+        for (name, mut var) in vs.variables().into_iter().filter(|(name, _)| wanted(name)) {
             let view =
                 file.tensor(&name).map_err(|e| Error::Artifact(format!("the weights lack `{name}`: {e}")))?;
             let t = Tensor::try_from(view)?;

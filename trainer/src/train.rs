@@ -20,6 +20,7 @@ use crate::card::{CARD_FORMAT, DataRef, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
 use crate::logreg::{Doc, LogReg};
 use crate::metrics::Evaluation;
+use crate::minilm::MiniLm;
 use crate::registry;
 use crate::schedule::Schedule;
 use crate::store::{MetadataStore, ModelVersion, Run, RunStatus};
@@ -202,6 +203,8 @@ pub fn config_from_params(params: &BTreeMap<String, String>, base: &TrainConfig)
         max_tokens: get(params, "max_tokens", base.max_tokens),
         embedding_dim: get(params, "embedding_dim", base.embedding_dim),
         hidden_size: get(params, "hidden_size", base.hidden_size),
+        pretrained: params.get("pretrained").cloned().unwrap_or_else(|| base.pretrained.clone()),
+        finetune_layers: get(params, "finetune_layers", base.finetune_layers),
         ..base.clone()
     }
 }
@@ -223,6 +226,11 @@ pub(crate) fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
         params.insert("max_tokens".into(), p.max_tokens.to_string());
         params.insert("embedding_dim".into(), p.embedding_dim.to_string());
         params.insert("hidden_size".into(), p.hidden_size.to_string());
+    }
+    if p.model == "minilm" {
+        params.insert("pretrained".into(), p.pretrained.clone());
+        params.insert("max_tokens".into(), p.max_tokens.to_string());
+        params.insert("finetune_layers".into(), p.finetune_layers.to_string());
     }
     params
 }
@@ -289,6 +297,10 @@ trait FittedModel {
     fn hashing(&self) -> Option<HashingConfig>;
     /// Files the artifact needs besides the card and the weights: (name, bytes).
     fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>>;
+    /// Card params describing the fitted shape, beyond the training params.
+    fn shape_params(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 }
 
 impl FittedModel for LogReg {
@@ -325,6 +337,29 @@ impl FittedModel for BiLstm {
     }
     fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         Ok(vec![(crate::bilstm::TOKENIZER_FILE, self.tokenizer_json()?)])
+    }
+}
+
+impl FittedModel for MiniLm {
+    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        MiniLm::predict(self, texts)
+    }
+    fn oov_rate(&self, _text: &str) -> Option<f64> {
+        None
+    }
+    fn weights(&self) -> Result<Vec<u8>> {
+        self.to_bytes()
+    }
+    fn hashing(&self) -> Option<HashingConfig> {
+        None
+    }
+    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        Ok(vec![(crate::minilm::TOKENIZER_FILE, self.tokenizer_json()?)])
+    }
+    fn shape_params(&self) -> BTreeMap<String, String> {
+        let mut params = self.shape().params();
+        params.insert("max_tokens".into(), self.max_tokens().to_string());
+        params
     }
 }
 
@@ -369,6 +404,19 @@ fn fit_family(
             let (model, history) = model.fit(&Schedule::from(params), train, validation)?;
             Ok((Box::new(model), history))
         }
+        "minilm" => {
+            if params.pretrained.is_empty() {
+                return Err(Error::Input(
+                    "minilm needs train.pretrained: the MiniLM-L6 directory (scripts/setup installs it)"
+                        .into(),
+                ));
+            }
+            tch::manual_seed(params.seed as i64);
+            let model = MiniLm::pretrained(Path::new(&params.pretrained), classes as i64, params.max_tokens)?;
+            let (model, history) =
+                model.fit(&Schedule::from(params), params.finetune_layers, train, validation)?;
+            Ok((Box::new(model), history))
+        }
         other => {
             Err(Error::Input(format!("unknown model family `{other}` (available: {})", FAMILIES.join(", "))))
         }
@@ -376,7 +424,7 @@ fn fit_family(
 }
 
 /// The families `train` can fit.
-pub const FAMILIES: &[&str] = &["logreg", "bilstm"];
+pub const FAMILIES: &[&str] = &["logreg", "bilstm", "minilm"];
 
 fn fit_and_save(
     snapshots: &SnapshotStore,
@@ -453,6 +501,9 @@ fn fit_and_save(
     )?;
     let mut params_json: BTreeMap<String, serde_json::Value> =
         params_of(params).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    for (k, v) in model.shape_params() {
+        params_json.insert(k, serde_json::Value::String(v));
+    }
     for (name, bytes) in model.extra_files()? {
         let path = dir.join(name);
         std::fs::write(&path, &bytes).map_err(Error::io(&path))?;

@@ -1,0 +1,167 @@
+//! The `minilm` family: the BERT encoder in tch computes what sentence-transformers computes
+//! from the same MiniLM-L6 files, and the family trains end to end, fine-tuning the head and
+//! optionally the top layers.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use ingest::source;
+use tests::{Tansu, config_for, corpus_dir, driftwood, outgoing, publish, python, shuffle};
+use trainer::minilm::MiniLm;
+use trainer::schedule::Schedule;
+use trainer::store::SqliteStore;
+
+fn minilm_dir() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::env::var("DRIFTWOOD_MINILM_DIR").map_err(|_| anyhow::anyhow!("run scripts/setup"))?.into())
+}
+
+/// Corpus texts of mixed lengths (some longer than the 256-token limit).
+fn texts(n: usize) -> anyhow::Result<Vec<String>> {
+    let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
+    shuffle(&mut corpus, 4);
+    let mut out: Vec<String> =
+        corpus.into_iter().take(n).map(|r| r.text.chars().take(3000).collect()).collect();
+    out.push("hello world".into());
+    out.push(String::new());
+    Ok(out)
+}
+
+#[test]
+fn encoder_matches_sentence_transformers() -> anyhow::Result<()> {
+    let texts = texts(24)?;
+    let mut child = Command::new(python()?)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/minilm_embed.py"))
+        .arg(minilm_dir()?)
+        .arg("256")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    child.stdin.take().expect("stdin").write_all(serde_json::to_string(&texts)?.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "sentence-transformers failed");
+    let reference: Vec<Vec<f32>> = serde_json::from_slice(&out.stdout)?;
+
+    let model = MiniLm::pretrained(&minilm_dir()?, 2, 256)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ours = model.embeddings(&refs)?;
+    let ours = &ours / ours.norm_scalaropt_dim(2, [1i64].as_slice(), true);
+    let ours: Vec<f32> = Vec::try_from(ours.reshape([-1]))?;
+    let dim = reference[0].len();
+    assert_eq!((ours.len() / dim, dim), (texts.len(), 384));
+    let max_diff = reference.iter().flatten().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("largest difference from sentence-transformers over {} texts: {max_diff:e}", texts.len());
+    assert!(max_diff < 1e-4, "largest difference {max_diff}");
+    Ok(())
+}
+
+#[test]
+fn fine_tuning_the_top_layer_changes_only_it_and_the_head() -> anyhow::Result<()> {
+    let texts = texts(40)?;
+    let rows: Vec<(&str, i64)> =
+        texts.iter().enumerate().map(|(i, t)| (t.as_str(), (i % 2) as i64)).collect();
+    let before = MiniLm::pretrained(&minilm_dir()?, 2, 32)?;
+    let weights =
+        |m: &MiniLm| -> anyhow::Result<safetensors_map::Map> { safetensors_map::of(&m.to_bytes()?) };
+    let start = weights(&before)?;
+    let schedule =
+        Schedule { epochs: 2, batch_size: 8, learning_rate: 1e-3, weight_decay: 0.0, seed: 3, patience: 5 };
+    let (after, history) = before.fit(&schedule, 1, &rows[..30], &rows[30..])?;
+    assert_eq!(history.len(), 2);
+    let end = weights(&after)?;
+    let changed: Vec<&String> = start.keys().filter(|k| start[*k] != end[*k]).collect();
+    assert!(changed.iter().any(|k| k.starts_with("encoder.layer.5.")), "{changed:?}");
+    assert!(changed.iter().any(|k| k.starts_with("classifier.")), "{changed:?}");
+    assert!(
+        changed.iter().all(|k| k.starts_with("encoder.layer.5.") || k.starts_with("classifier.")),
+        "frozen weights moved: {changed:?}"
+    );
+    Ok(())
+}
+
+/// Tensor name → raw bytes of a safetensors file.
+mod safetensors_map {
+    pub(crate) type Map = std::collections::BTreeMap<String, Vec<u8>>;
+    pub(crate) fn of(bytes: &[u8]) -> anyhow::Result<Map> {
+        let header_len = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes[8..8 + header_len])?;
+        let data = &bytes[8 + header_len..];
+        let mut out = Map::new();
+        for (name, info) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let offsets = info["data_offsets"].as_array().ok_or_else(|| anyhow::anyhow!("offsets"))?;
+            let (a, b) =
+                (offsets[0].as_u64().unwrap_or(0) as usize, offsets[1].as_u64().unwrap_or(0) as usize);
+            out.insert(name, data[a..b].to_vec());
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minilm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::Result<()> {
+    let broker = Tansu::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut config = config_for(&broker.brokers, dir.path(), "minilm");
+    ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
+    config.train.pretrained = minilm_dir()?.display().to_string();
+    config.train.epochs = 40;
+    config.train.batch_size = 32;
+    config.train.learning_rate = 0.01;
+    config.train.max_tokens = 64;
+    let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
+    shuffle(&mut corpus, 12);
+    corpus.truncate(800);
+    publish(&config, &config.topics().raw, outgoing(&corpus)).await?;
+    driftwood(&config, &["snapshot"])?;
+    let out = driftwood(&config, &["train", "--model", "minilm", "--alias", "production"])?;
+    eprintln!("{out}");
+
+    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
+    assert_eq!(mv.family, "minilm");
+    let card = trainer::model::read_card(std::path::Path::new(&mv.artifact_dir))?;
+    let eval = card.evaluation.clone().expect("an evaluation");
+    let majority = eval.per_class.values().map(|c| c.support).max().unwrap_or(0) as f64 / eval.n as f64;
+    eprintln!("minilm test accuracy {:.4}, majority baseline {majority:.4}", eval.accuracy);
+    assert!(eval.accuracy >= majority + 0.05, "accuracy {} vs majority baseline {majority}", eval.accuracy);
+    assert!(eval.per_class["spam"].recall >= 0.5 && eval.macro_f1 >= 0.8, "{eval:?}");
+    assert_eq!(card.params["bert.layers"], "6");
+    // Loaded from the artifacts alone, it predicts what it predicted at training time.
+    let model = trainer::model::load(&mv, None)?;
+    let p = model.predict(&[
+        "win a free prize now click here to claim your money",
+        "the meeting notes are attached",
+    ])?;
+    assert!(p.iter().all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-4), "{p:?}");
+    // Batch scoring through the CLI: JSON lines or plain JSON strings in, one line out per text.
+    let input = dir.path().join("texts.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"WIN a FREE prize now!!! click here to claim your money\"}\n\"the meeting notes are attached\"\n\n",
+    )?;
+    let scored =
+        driftwood(&config, &["models", "predict", "spam", "--input", input.to_str().unwrap_or_default()])?;
+    let lines: Vec<serde_json::Value> = scored.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 2, "{scored}");
+    assert!(
+        lines.iter().all(|l| ["ham", "spam"].contains(&l["label"].as_str().unwrap_or_default())),
+        "{scored}"
+    );
+    assert_eq!(lines[0]["probabilities"].as_array().map(Vec::len), Some(2));
+    std::fs::write(&input, "{\"txt\": 1}\n")?;
+    let refused =
+        driftwood(&config, &["models", "predict", "spam", "--input", input.to_str().unwrap_or_default()]);
+    assert!(format!("{:#}", refused.err().expect("refused")).contains("line 1"));
+    // A tampered tokenizer is refused.
+    let tok = std::path::Path::new(&mv.artifact_dir).join(trainer::minilm::TOKENIZER_FILE);
+    let mut bytes = std::fs::read(&tok)?;
+    bytes.push(b' ');
+    std::fs::write(&tok, bytes)?;
+    let err = trainer::model::load(&mv, None).err().expect("refused").to_string();
+    assert!(err.contains("does not match the card"), "{err}");
+    Ok(())
+}
