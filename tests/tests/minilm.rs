@@ -155,7 +155,7 @@ async fn minilm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::R
     std::fs::write(&input, "{\"txt\": 1}\n")?;
     let refused =
         driftwood(&config, &["models", "predict", "spam", "--input", input.to_str().unwrap_or_default()]);
-    assert!(format!("{:#}", refused.err().expect("refused")).contains("line 1"));
+    assert!(format!("{:#}", refused.expect_err("refused")).contains("line 1"));
     // A tampered tokenizer is refused.
     let tok = std::path::Path::new(&mv.artifact_dir).join(trainer::minilm::TOKENIZER_FILE);
     let mut bytes = std::fs::read(&tok)?;
