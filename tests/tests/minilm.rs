@@ -76,6 +76,23 @@ fn fine_tuning_the_top_layer_changes_only_it_and_the_head() -> anyhow::Result<()
         changed.iter().all(|k| k.starts_with("encoder.layer.5.") || k.starts_with("classifier.")),
         "frozen weights moved: {changed:?}"
     );
+    // The same seed gives the same weights.
+    let again = MiniLm::pretrained(&minilm_dir()?, 2, 32)?;
+    let (again, again_history) = again.fit(&schedule, 1, &rows[..30], &rows[30..])?;
+    assert_eq!(history, again_history);
+    let second = weights(&again)?;
+    let differ: Vec<(&String, f32)> = end
+        .keys()
+        .filter(|k| end[*k] != second[*k])
+        .map(|k| {
+            let f = |b: &Vec<u8>| {
+                b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect::<Vec<_>>()
+            };
+            let d = f(&end[k]).iter().zip(f(&second[k])).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            (k, d)
+        })
+        .collect();
+    assert!(differ.is_empty(), "two runs with one seed differ: {differ:?}");
     Ok(())
 }
 

@@ -202,3 +202,38 @@ impl BiLstm {
 pub fn tokenizer_from_bytes(bytes: &[u8]) -> Result<Tokenizer> {
     Tokenizer::from_bytes(bytes).map_err(|e| Error::Artifact(format!("not a tokenizer.json: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(seed: i64) -> BiLstm {
+        let dir = std::env::var("DRIFTWOOD_MINILM_DIR").expect("scripts/setup sets DRIFTWOOD_MINILM_DIR");
+        let tokenizer =
+            tokenizer_from_bytes(&std::fs::read(format!("{dir}/{TOKENIZER_FILE}")).expect("tokenizer"))
+                .expect("parse");
+        tch::manual_seed(seed);
+        BiLstm::new(tokenizer, 16, 16, 2, 32)
+    }
+
+    #[test]
+    fn one_seed_one_model() {
+        let rows: Vec<(String, i64)> =
+            (0..40).map(|i| (format!("text number {i} with words {}", i * 7 % 13), (i % 2) as i64)).collect();
+        let rows: Vec<(&str, i64)> = rows.iter().map(|(t, y)| (t.as_str(), *y)).collect();
+        let schedule = Schedule {
+            epochs: 2,
+            batch_size: 8,
+            learning_rate: 0.01,
+            weight_decay: 0.0,
+            seed: 3,
+            patience: 5,
+        };
+        let (a, b) = (model(7), model(7));
+        assert!(a.to_bytes().unwrap() == b.to_bytes().unwrap(), "initialization differs");
+        let (a, ha) = a.fit(&schedule, &rows[..30], &rows[30..]).unwrap();
+        let (b, hb) = b.fit(&schedule, &rows[..30], &rows[30..]).unwrap();
+        assert_eq!(ha, hb);
+        assert!(a.to_bytes().unwrap() == b.to_bytes().unwrap(), "training differs");
+    }
+}

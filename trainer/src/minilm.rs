@@ -367,6 +367,22 @@ impl MiniLm {
         validation: &[(&str, i64)],
     ) -> Result<(MiniLm, Vec<f64>)> {
         tch::manual_seed(training.seed as i64);
+        // The head starts from the seed, however the model was built: U(-1/√h, 1/√h).
+        let bound = 1.0 / (self.shape.hidden as f64).sqrt();
+        // (In name order: `variables()` is a hash map, whose order differs between models.)
+        let mut head: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{HEAD}.")))
+            .collect();
+        head.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| {
+            for (_, var) in &mut head {
+                let fresh = (var.rand_like() * 2.0 - 1.0) * bound;
+                var.copy_(&fresh);
+            }
+        });
         let trained_from = self.layers.len() - finetune_layers.min(self.layers.len());
         // Only the head and the top layers learn.
         self.vs.freeze();
