@@ -92,6 +92,7 @@ const TUNABLE: &[&str] = &[
     "max_tokens",
     "embedding_dim",
     "hidden_size",
+    "finetune_layers",
 ];
 
 impl SearchSpace {
@@ -182,7 +183,8 @@ fn check_value(name: &str, value: &str) -> Result<()> {
     let ok = match name {
         "learning_rate" | "weight_decay" => value.parse::<f64>().is_ok_and(|v| v.is_finite() && v >= 0.0),
         "hash_bits" => value.parse::<u32>().is_ok_and(|b| (8..=26).contains(&b)),
-        _ => value.parse::<u64>().is_ok_and(|v| name == "seed" || v > 0),
+        // May be 0: the seed, and fine-tuning no encoder layer (the head only).
+        _ => value.parse::<u64>().is_ok_and(|v| name == "seed" || name == "finetune_layers" || v > 0),
     };
     if ok { Ok(()) } else { Err(Error::Input(format!("search space: `{value}` is not a valid {name}"))) }
 }
@@ -406,9 +408,13 @@ mod tests {
             ("strategy = \"annealing\"\n[params]\nepochs = [1]\n", "search space"),
             ("strategy = \"grid\"\n[params]\nlearning_rate = [\"fast\"]\n", "not a valid learning_rate"),
             ("strategy = \"grid\"\n[params]\nhash_bits = [40]\n", "not a valid hash_bits"),
+            ("strategy = \"grid\"\n[params]\nfinetune_layers = [-1]\n", "not a valid finetune_layers"),
         ] {
             let err = SearchSpace::parse(text).unwrap_err().to_string();
             assert!(err.contains(says), "{text}: {err}");
         }
+        // Fine-tuning no layer at all (the head only) is a valid value.
+        let space = SearchSpace::parse("strategy = \"grid\"\n[params]\nfinetune_layers = [0, 2]\n").unwrap();
+        assert_eq!(space.trials().len(), 2);
     }
 }
