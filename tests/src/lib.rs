@@ -497,3 +497,55 @@ pub fn spawn_driftwood(config: &Config, args: &[&str], log: &str) -> Result<Kill
         .spawn()?;
     Ok(Killed(child))
 }
+
+/// Trains `config.train.model` end to end through the binary on the first `rows` texts of
+/// corpus period 1 (shuffled; published, snapshotted, trained as `production`) and checks what
+/// every tokenizer family must do: beat the majority-class baseline clearly (it finds the
+/// minority class), load from its artifacts alone and predict probabilities, and refuse a
+/// tampered tokenizer. `before_tamper` gets the version and its card for the family's own
+/// checks, before the tokenizer is tampered with.
+pub async fn tokenizer_family_end_to_end(
+    config: &Config,
+    rows: usize,
+    before_tamper: impl AsyncFnOnce(&trainer::store::ModelVersion, &trainer::card::ModelCard) -> Result<()>,
+) -> Result<()> {
+    let family = config.train.model.as_str();
+    ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
+    let mut corpus = ingest::source::corpus(&corpus_dir()?, ingest::source::CORPUS_PERIOD_1)?;
+    shuffle(&mut corpus, 12);
+    corpus.truncate(rows);
+    publish(config, &config.topics().raw, outgoing(&corpus)).await?;
+    driftwood(config, &["snapshot"])?;
+    eprintln!("{}", driftwood(config, &["train", "--alias", "production"])?);
+
+    let meta = trainer::store::SqliteStore::in_data_dir(Path::new(&config.data_dir))?;
+    let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
+    anyhow::ensure!(mv.family == family, "trained {} instead of {family}", mv.family);
+    let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
+    let eval = card.evaluation.clone().context("an evaluation")?;
+    let majority = eval.per_class.values().map(|c| c.support).max().unwrap_or(0) as f64 / eval.n as f64;
+    eprintln!("{family} test accuracy {:.4}, majority baseline {majority:.4}", eval.accuracy);
+    anyhow::ensure!(
+        eval.accuracy >= majority + 0.05,
+        "accuracy {} vs majority baseline {majority}",
+        eval.accuracy
+    );
+    anyhow::ensure!(eval.per_class["spam"].recall >= 0.5 && eval.macro_f1 >= 0.8, "{eval:?}");
+    // Loaded from the artifacts alone (the tokenizer travels with them), it predicts.
+    let model = trainer::model::load(&mv, None)?;
+    let p = model.predict(&[
+        "win a free prize now click here to claim your money",
+        "the meeting notes are attached",
+    ])?;
+    anyhow::ensure!(p.iter().all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-4), "{p:?}");
+    before_tamper(&mv, &card).await?;
+    // A tampered tokenizer is refused.
+    let tok = Path::new(&mv.artifact_dir).join(trainer::bilstm::TOKENIZER_FILE);
+    let mut bytes = std::fs::read(&tok)?;
+    bytes.push(b' ');
+    std::fs::write(&tok, bytes)?;
+    let err =
+        trainer::model::load(&mv, None).err().context("a tampered tokenizer must be refused")?.to_string();
+    anyhow::ensure!(err.contains("does not match the card"), "{err}");
+    Ok(())
+}

@@ -6,10 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ingest::source;
-use tests::{Tansu, config_for, corpus_dir, driftwood, outgoing, publish, python, shuffle};
+use tests::{Tansu, config_for, corpus_dir, driftwood, python, shuffle};
 use trainer::minilm::MiniLm;
 use trainer::schedule::Schedule;
-use trainer::store::SqliteStore;
 
 fn minilm_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(std::env::var("DRIFTWOOD_MINILM_DIR").map_err(|_| anyhow::anyhow!("run scripts/setup"))?.into())
@@ -61,8 +60,12 @@ fn fine_tuning_the_top_layer_changes_only_it_and_the_head() -> anyhow::Result<()
     let rows: Vec<(&str, i64)> =
         texts.iter().enumerate().map(|(i, t)| (t.as_str(), (i % 2) as i64)).collect();
     let before = MiniLm::pretrained(&minilm_dir()?, 2, 32)?;
-    let weights =
-        |m: &MiniLm| -> anyhow::Result<safetensors_map::Map> { safetensors_map::of(&m.to_bytes()?) };
+    // Tensor name → raw bytes.
+    let weights = |m: &MiniLm| -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+        let bytes = m.to_bytes()?;
+        let file = safetensors::SafeTensors::deserialize(&bytes)?;
+        Ok(file.tensors().into_iter().map(|(name, view)| (name, view.data().to_vec())).collect())
+    };
     let start = weights(&before)?;
     let schedule =
         Schedule { epochs: 2, batch_size: 8, learning_rate: 1e-3, weight_decay: 0.0, seed: 3, patience: 5 };
@@ -96,89 +99,37 @@ fn fine_tuning_the_top_layer_changes_only_it_and_the_head() -> anyhow::Result<()
     Ok(())
 }
 
-/// Tensor name → raw bytes of a safetensors file.
-mod safetensors_map {
-    pub(crate) type Map = std::collections::BTreeMap<String, Vec<u8>>;
-    pub(crate) fn of(bytes: &[u8]) -> anyhow::Result<Map> {
-        let header_len = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
-        let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&bytes[8..8 + header_len])?;
-        let data = &bytes[8 + header_len..];
-        let mut out = Map::new();
-        for (name, info) in header {
-            if name == "__metadata__" {
-                continue;
-            }
-            let offsets = info["data_offsets"].as_array().ok_or_else(|| anyhow::anyhow!("offsets"))?;
-            let (a, b) =
-                (offsets[0].as_u64().unwrap_or(0) as usize, offsets[1].as_u64().unwrap_or(0) as usize);
-            out.insert(name, data[a..b].to_vec());
-        }
-        Ok(out)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minilm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::Result<()> {
     let broker = Tansu::start()?;
     let dir = tempfile::tempdir()?;
     let mut config = config_for(&broker.brokers, dir.path(), "minilm");
-    ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
+    config.train.model = "minilm".into();
     config.train.pretrained = minilm_dir()?.display().to_string();
     config.train.epochs = 40;
     config.train.batch_size = 32;
     config.train.learning_rate = 0.01;
     config.train.max_tokens = 64;
-    let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
-    shuffle(&mut corpus, 12);
-    corpus.truncate(800);
-    publish(&config, &config.topics().raw, outgoing(&corpus)).await?;
-    driftwood(&config, &["snapshot"])?;
-    let out = driftwood(&config, &["train", "--model", "minilm", "--alias", "production"])?;
-    eprintln!("{out}");
-
-    let meta = SqliteStore::in_data_dir(dir.path())?;
-    let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
-    assert_eq!(mv.family, "minilm");
-    let card = trainer::model::read_card(std::path::Path::new(&mv.artifact_dir))?;
-    let eval = card.evaluation.clone().expect("an evaluation");
-    let majority = eval.per_class.values().map(|c| c.support).max().unwrap_or(0) as f64 / eval.n as f64;
-    eprintln!("minilm test accuracy {:.4}, majority baseline {majority:.4}", eval.accuracy);
-    assert!(eval.accuracy >= majority + 0.05, "accuracy {} vs majority baseline {majority}", eval.accuracy);
-    assert!(eval.per_class["spam"].recall >= 0.5 && eval.macro_f1 >= 0.8, "{eval:?}");
-    assert_eq!(card.params["bert.layers"], "6");
-    // Loaded from the artifacts alone, it predicts what it predicted at training time.
-    let model = trainer::model::load(&mv, None)?;
-    let p = model.predict(&[
-        "win a free prize now click here to claim your money",
-        "the meeting notes are attached",
-    ])?;
-    assert!(p.iter().all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-4), "{p:?}");
-    // Batch scoring through the CLI: JSON lines or plain JSON strings in, one line out per text.
     let input = dir.path().join("texts.jsonl");
-    std::fs::write(
-        &input,
-        "{\"text\": \"WIN a FREE prize now!!! click here to claim your money\"}\n\"the meeting notes are attached\"\n\n",
-    )?;
-    let scored =
-        driftwood(&config, &["models", "predict", "spam", "--input", input.to_str().unwrap_or_default()])?;
-    let lines: Vec<serde_json::Value> = scored.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-    assert_eq!(lines.len(), 2, "{scored}");
-    assert!(
-        lines.iter().all(|l| ["ham", "spam"].contains(&l["label"].as_str().unwrap_or_default())),
-        "{scored}"
-    );
-    assert_eq!(lines[0]["probabilities"].as_array().map(Vec::len), Some(2));
-    std::fs::write(&input, "{\"txt\": 1}\n")?;
-    let refused =
-        driftwood(&config, &["models", "predict", "spam", "--input", input.to_str().unwrap_or_default()]);
-    assert!(format!("{:#}", refused.expect_err("refused")).contains("line 1"));
-    // A tampered tokenizer is refused.
-    let tok = std::path::Path::new(&mv.artifact_dir).join(trainer::minilm::TOKENIZER_FILE);
-    let mut bytes = std::fs::read(&tok)?;
-    bytes.push(b' ');
-    std::fs::write(&tok, bytes)?;
-    let err = trainer::model::load(&mv, None).err().expect("refused").to_string();
-    assert!(err.contains("does not match the card"), "{err}");
-    Ok(())
+    tests::tokenizer_family_end_to_end(&config, 800, async |_, card| {
+        assert_eq!(card.params["bert.layers"], "6");
+        // Batch scoring through the CLI: JSON lines or plain JSON strings in, one line out per text.
+        std::fs::write(
+            &input,
+            "{\"text\": \"WIN a FREE prize now!!! click here to claim your money\"}\n\"the meeting notes are attached\"\n\n",
+        )?;
+        let predict = ["models", "predict", "spam", "--input", input.to_str().unwrap_or_default()];
+        let scored = driftwood(&config, &predict)?;
+        let lines: Vec<serde_json::Value> = scored.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        assert_eq!(lines.len(), 2, "{scored}");
+        assert!(
+            lines.iter().all(|l| ["ham", "spam"].contains(&l["label"].as_str().unwrap_or_default())),
+            "{scored}"
+        );
+        assert_eq!(lines[0]["probabilities"].as_array().map(Vec::len), Some(2));
+        std::fs::write(&input, "{\"txt\": 1}\n")?;
+        assert!(format!("{:#}", driftwood(&config, &predict).expect_err("refused")).contains("line 1"));
+        Ok(())
+    })
+    .await
 }

@@ -146,8 +146,8 @@ async fn bilstm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::R
     let broker = Tansu::start()?;
     let dir = tempfile::tempdir()?;
     let mut config = config_for(&broker.brokers, dir.path(), "lstm");
-    ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     let minilm = std::env::var("DRIFTWOOD_MINILM_DIR").map_err(|_| anyhow::anyhow!("run scripts/setup"))?;
+    config.train.model = "bilstm".into();
     config.train.tokenizer = format!("{minilm}/tokenizer.json");
     config.train.epochs = 10;
     config.train.batch_size = 32;
@@ -155,38 +155,5 @@ async fn bilstm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::R
     config.train.max_tokens = 96;
     config.train.embedding_dim = 48;
     config.train.hidden_size = 48;
-    let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
-    shuffle(&mut corpus, 12);
-    corpus.truncate(1200);
-    publish(&config, &config.topics().raw, outgoing(&corpus)).await?;
-    driftwood(&config, &["snapshot"])?;
-    let out = driftwood(&config, &["train", "--model", "bilstm", "--alias", "production"])?;
-    eprintln!("{out}");
-
-    let meta = SqliteStore::in_data_dir(dir.path())?;
-    let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
-    assert_eq!(mv.family, "bilstm");
-    let card = trainer::model::read_card(std::path::Path::new(&mv.artifact_dir))?;
-    let eval = card.evaluation.clone().expect("an evaluation");
-    let majority = eval.per_class.values().map(|c| c.support).max().unwrap_or(0) as f64 / eval.n as f64;
-    eprintln!("bilstm test accuracy {:.4}, majority baseline {majority:.4}", eval.accuracy);
-    // Clearly better than always answering the majority class: it finds the minority class.
-    assert!(eval.accuracy >= majority + 0.05, "accuracy {} vs majority baseline {majority}", eval.accuracy);
-    assert!(eval.per_class["spam"].recall >= 0.5 && eval.macro_f1 >= 0.8, "{eval:?}");
-    assert!(std::path::Path::new(&mv.artifact_dir).join(trainer::bilstm::TOKENIZER_FILE).is_file());
-    // Loaded from the artifacts alone (the tokenizer travels with them), it predicts.
-    let model = trainer::model::load(&mv, None)?;
-    let p = model.predict(&[
-        "win a free prize now click here to claim your money",
-        "the meeting notes are attached",
-    ])?;
-    assert!(p.iter().all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-4), "{p:?}");
-    // A tampered tokenizer is refused.
-    let tok = std::path::Path::new(&mv.artifact_dir).join(trainer::bilstm::TOKENIZER_FILE);
-    let mut bytes = std::fs::read(&tok)?;
-    bytes.push(b' ');
-    std::fs::write(&tok, bytes)?;
-    let err = trainer::model::load(&mv, None).err().expect("refused").to_string();
-    assert!(err.contains("does not match the card"), "{err}");
-    Ok(())
+    tests::tokenizer_family_end_to_end(&config, 1200, async |_, _| Ok(())).await
 }

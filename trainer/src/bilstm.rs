@@ -3,11 +3,10 @@
 //! tokens → linear, on libtorch. Trained with Adam on cross-entropy, early stopping on the
 //! validation loss; the tokenizer travels with the artifact.
 
-use tch::nn::{self, Module, OptimizerConfig, RNN};
+use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 use tokenizers::Tokenizer;
 
-use crate::logreg::SplitMix;
 use crate::schedule::Schedule;
 use crate::{Error, Result};
 
@@ -123,43 +122,28 @@ impl BiLstm {
         let val_texts: Vec<&str> = validation.iter().map(|(t, _)| *t).collect();
         let val_ids = self.encode(&val_texts)?;
         let val_ys = Tensor::from_slice(&validation.iter().map(|(_, y)| *y).collect::<Vec<_>>());
-        let mut opt = nn::Adam { wd: training.weight_decay, ..Default::default() }
-            .build(&self.vs, training.learning_rate)?;
-        let mut rng = SplitMix(training.seed);
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        let (mut history, mut best, mut since_best) = (Vec::new(), f64::INFINITY, 0);
-        let mut best_weights: Option<Vec<u8>> = None;
-        for _ in 0..training.epochs.max(1) {
-            rng.shuffle(&mut order);
-            for chunk in order.chunks(training.batch_size.max(1)) {
+        let history = training.run(
+            &self.vs,
+            ids.len(),
+            1e-4,
+            |chunk| {
                 let batch: Vec<&Vec<i64>> = chunk.iter().map(|&i| &ids[i]).collect();
                 let y = Tensor::from_slice(&chunk.iter().map(|&i| ys[i]).collect::<Vec<_>>());
-                let loss = self.logits(&batch).cross_entropy_for_logits(&y);
-                opt.backward_step(&loss);
-            }
-            if validation.is_empty() {
-                continue;
-            }
-            let loss = tch::no_grad(|| {
-                let all: Vec<&Vec<i64>> = val_ids.iter().collect();
-                let logits =
-                    Tensor::cat(&all.chunks(PREDICT_CHUNK).map(|c| self.logits(c)).collect::<Vec<_>>(), 0);
-                logits.cross_entropy_for_logits(&val_ys).double_value(&[])
-            });
-            history.push(loss);
-            if loss < best - 1e-4 {
-                (best, since_best) = (loss, 0);
-                best_weights = Some(crate::tensors::to_safetensors(&self.vs)?);
-            } else {
-                since_best += 1;
-                if since_best >= training.patience {
-                    break;
-                }
-            }
-        }
-        if let Some(w) = best_weights {
-            crate::tensors::load_safetensors(&self.vs, &w)?;
-        }
+                self.logits(&batch).cross_entropy_for_logits(&y)
+            },
+            || {
+                (!validation.is_empty()).then(|| {
+                    tch::no_grad(|| {
+                        let all: Vec<&Vec<i64>> = val_ids.iter().collect();
+                        let logits = Tensor::cat(
+                            &all.chunks(PREDICT_CHUNK).map(|c| self.logits(c)).collect::<Vec<_>>(),
+                            0,
+                        );
+                        logits.cross_entropy_for_logits(&val_ys).double_value(&[])
+                    })
+                })
+            },
+        )?;
         Ok((self, history))
     }
 

@@ -1,7 +1,7 @@
 //! `logreg`: hashed n-gram TF-IDF features into an EmbeddingBag-style linear layer
 //! (fastText-style: one weighted sum of bucket rows per document).
 
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use crate::features::{HashingConfig, featurize};
@@ -151,42 +151,21 @@ impl LogReg {
         let mut model = LogReg::new(hashing, classes);
         let train_docs: Vec<&Doc> = train.iter().map(|(d, _)| *d).collect();
         model.fit_idf(&train_docs);
-        let mut opt = nn::Adam { wd: params.weight_decay, ..Default::default() }
-            .build(&model.vs, params.learning_rate)?;
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        let mut rng = SplitMix(params.seed);
-        let mut best: Option<(f64, Tensor, Tensor)> = None;
-        let mut since_best = 0;
-        let mut history = Vec::new();
-        for _epoch in 0..params.epochs {
-            rng.shuffle(&mut order);
-            for chunk in order.chunks(params.batch_size) {
+        // Without a validation split the training loss decides when to stop.
+        let eval_on = if validation.is_empty() { train } else { validation };
+        let eval_docs: Vec<&Doc> = eval_on.iter().map(|(d, _)| *d).collect();
+        let eval_targets: Vec<i64> = eval_on.iter().map(|(_, t)| *t).collect();
+        let history = params.run(
+            &model.vs,
+            train.len(),
+            0.0,
+            |chunk| {
                 let docs: Vec<&Doc> = chunk.iter().map(|&i| train[i].0).collect();
                 let targets: Vec<i64> = chunk.iter().map(|&i| train[i].1).collect();
-                let loss = model.loss(&docs, &targets);
-                opt.backward_step(&loss);
-            }
-            let eval_on = if validation.is_empty() { train } else { validation };
-            let docs: Vec<&Doc> = eval_on.iter().map(|(d, _)| *d).collect();
-            let targets: Vec<i64> = eval_on.iter().map(|(_, t)| *t).collect();
-            let val_loss = tch::no_grad(|| model.loss(&docs, &targets)).double_value(&[]);
-            history.push(val_loss);
-            if best.as_ref().is_none_or(|(b, _, _)| val_loss < *b) {
-                best = Some((val_loss, model.weight.detach().copy(), model.bias.detach().copy()));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= params.patience {
-                    break;
-                }
-            }
-        }
-        if let Some((_, w, b)) = best {
-            tch::no_grad(|| {
-                model.weight.copy_(&w);
-                model.bias.copy_(&b);
-            });
-        }
+                model.loss(&docs, &targets)
+            },
+            || Some(tch::no_grad(|| model.loss(&eval_docs, &eval_targets)).double_value(&[])),
+        )?;
         Ok((model, history))
     }
 

@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 use tokenizers::Tokenizer;
 
-use crate::logreg::SplitMix;
 use crate::schedule::Schedule;
 use crate::{Error, Result};
 
@@ -398,46 +397,29 @@ impl MiniLm {
         let frozen = Frozen::compute(&self, train, trained_from)?;
         let frozen_val = Frozen::compute(&self, validation, trained_from)?;
         let val_ys = Tensor::from_slice(&validation.iter().map(|(_, y)| *y).collect::<Vec<_>>());
-        let mut opt = nn::Adam { wd: training.weight_decay, ..Default::default() }
-            .build(&self.vs, training.learning_rate)?;
-        let mut rng = SplitMix(training.seed);
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        let (mut history, mut best, mut since_best) = (Vec::new(), f64::INFINITY, 0);
-        let mut best_weights: Option<Vec<u8>> = None;
-        for _ in 0..training.epochs.max(1) {
-            rng.shuffle(&mut order);
-            for chunk in order.chunks(training.batch_size.max(1)) {
+        let all: Vec<usize> = (0..validation.len()).collect();
+        let history = training.run(
+            &self.vs,
+            train.len(),
+            1e-4,
+            |chunk| {
                 let y = Tensor::from_slice(&chunk.iter().map(|&i| train[i].1).collect::<Vec<_>>());
-                let loss = self.head.forward(&frozen.pooled(&self, chunk)).cross_entropy_for_logits(&y);
-                opt.backward_step(&loss);
-            }
-            if validation.is_empty() {
-                continue;
-            }
-            let all: Vec<usize> = (0..validation.len()).collect();
-            let loss = tch::no_grad(|| {
-                let logits = Tensor::cat(
-                    &all.chunks(CHUNK)
-                        .map(|c| self.head.forward(&frozen_val.pooled(&self, c)))
-                        .collect::<Vec<_>>(),
-                    0,
-                );
-                logits.cross_entropy_for_logits(&val_ys).double_value(&[])
-            });
-            history.push(loss);
-            if loss < best - 1e-4 {
-                (best, since_best) = (loss, 0);
-                best_weights = Some(self.to_bytes()?);
-            } else {
-                since_best += 1;
-                if since_best >= training.patience {
-                    break;
-                }
-            }
-        }
-        if let Some(w) = best_weights {
-            crate::tensors::load_safetensors(&self.vs, &w)?;
-        }
+                self.head.forward(&frozen.pooled(&self, chunk)).cross_entropy_for_logits(&y)
+            },
+            || {
+                (!validation.is_empty()).then(|| {
+                    tch::no_grad(|| {
+                        let logits = Tensor::cat(
+                            &all.chunks(CHUNK)
+                                .map(|c| self.head.forward(&frozen_val.pooled(&self, c)))
+                                .collect::<Vec<_>>(),
+                            0,
+                        );
+                        logits.cross_entropy_for_logits(&val_ys).double_value(&[])
+                    })
+                })
+            },
+        )?;
         self.vs.freeze();
         Ok((self, history))
     }

@@ -291,12 +291,20 @@ pub(crate) fn read_rows(
 /// A fitted model of any family, as the shared evaluation and saving need it.
 trait FittedModel {
     fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
-    /// Share of a text's words outside the training vocabulary, where the family knows it.
-    fn oov_rate(&self, text: &str) -> Option<f64>;
     fn weights(&self) -> Result<Vec<u8>>;
-    fn hashing(&self) -> Option<HashingConfig>;
+    /// Share of a text's words outside the training vocabulary, where the family knows it
+    /// (the tokenizer families do not: their vocabulary is the tokenizer's).
+    fn oov_rate(&self, _text: &str) -> Option<f64> {
+        None
+    }
+    /// The hashing of a hashed-features family.
+    fn hashing(&self) -> Option<HashingConfig> {
+        None
+    }
     /// Files the artifact needs besides the card and the weights: (name, bytes).
-    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>>;
+    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
     /// Card params describing the fitted shape, beyond the training params.
     fn shape_params(&self) -> BTreeMap<String, String> {
         BTreeMap::new()
@@ -317,23 +325,14 @@ impl FittedModel for LogReg {
     fn hashing(&self) -> Option<HashingConfig> {
         Some(LogReg::hashing(self))
     }
-    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        Ok(Vec::new())
-    }
 }
 
 impl FittedModel for BiLstm {
     fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         BiLstm::predict(self, texts)
     }
-    fn oov_rate(&self, _text: &str) -> Option<f64> {
-        None
-    }
     fn weights(&self) -> Result<Vec<u8>> {
         self.to_bytes()
-    }
-    fn hashing(&self) -> Option<HashingConfig> {
-        None
     }
     fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         Ok(vec![(crate::bilstm::TOKENIZER_FILE, self.tokenizer_json()?)])
@@ -344,14 +343,8 @@ impl FittedModel for MiniLm {
     fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         MiniLm::predict(self, texts)
     }
-    fn oov_rate(&self, _text: &str) -> Option<f64> {
-        None
-    }
     fn weights(&self) -> Result<Vec<u8>> {
         self.to_bytes()
-    }
-    fn hashing(&self) -> Option<HashingConfig> {
-        None
     }
     fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         Ok(vec![(crate::minilm::TOKENIZER_FILE, self.tokenizer_json()?)])
