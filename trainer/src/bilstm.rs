@@ -65,10 +65,7 @@ impl BiLstm {
     }
 
     pub fn tokenizer_json(&self) -> Result<Vec<u8>> {
-        self.tokenizer
-            .to_string(false)
-            .map(String::into_bytes)
-            .map_err(|e| Error::Artifact(format!("serializing the tokenizer: {e}")))
+        tokenizer_to_bytes(&self.tokenizer)
     }
 
     /// Token ids of each text, truncated to `max_tokens` (at least one id per text).
@@ -185,6 +182,14 @@ impl BiLstm {
 /// Reads a `tokenizer.json`.
 pub fn tokenizer_from_bytes(bytes: &[u8]) -> Result<Tokenizer> {
     Tokenizer::from_bytes(bytes).map_err(|e| Error::Artifact(format!("not a tokenizer.json: {e}")))
+}
+
+/// A tokenizer as the `tokenizer.json` an artifact carries.
+pub fn tokenizer_to_bytes(tokenizer: &Tokenizer) -> Result<Vec<u8>> {
+    tokenizer
+        .to_string(false)
+        .map(String::into_bytes)
+        .map_err(|e| Error::Artifact(format!("serializing the tokenizer: {e}")))
 }
 
 #[cfg(test)]

@@ -285,10 +285,7 @@ impl MiniLm {
     }
 
     pub fn tokenizer_json(&self) -> Result<Vec<u8>> {
-        self.tokenizer
-            .to_string(false)
-            .map(String::into_bytes)
-            .map_err(|e| Error::Artifact(format!("serializing the tokenizer: {e}")))
+        crate::bilstm::tokenizer_to_bytes(&self.tokenizer)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
