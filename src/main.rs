@@ -1427,8 +1427,13 @@ fn read_secret_stdin() -> Result<String> {
 /// The Flight SQL server until `token` is cancelled.
 async fn flight(config: &Config, auth: Arc<serving::auth::JwtAuth>, token: CancellationToken) -> Result<()> {
     let store = snapshots(config)?;
-    let service =
-        stream::flight::FlightSql::new(store, &config.snapshot.dataset, auth, config.flight.max_prepared);
+    let service = stream::flight::FlightSql::new(
+        store,
+        &config.snapshot.dataset,
+        auth,
+        config.flight.max_prepared,
+        config.flight.cache_mb << 20,
+    );
     stream::flight::serve(config.flight_addr(), config.tls.clone(), service, token).await?;
     Ok(())
 }

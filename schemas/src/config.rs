@@ -197,6 +197,10 @@ pub struct FlightConfig {
     pub listen: String,
     /// Open prepared statements kept per server; creating one more closes the oldest.
     pub max_prepared: usize,
+    /// Memory for decoded versions (MiB of Arrow buffers): a version is loaded in the
+    /// background when first queried, and later queries of it skip Parquet decoding. Least
+    /// recently used versions leave first; 0 turns the cache off.
+    pub cache_mb: usize,
 }
 
 /// Authentication and authorization of every API (REST and Flight SQL).
@@ -513,7 +517,7 @@ impl Default for ServeConfig {
 
 impl Default for FlightConfig {
     fn default() -> Self {
-        FlightConfig { listen: "127.0.0.1:50051".into(), max_prepared: 1024 }
+        FlightConfig { listen: "127.0.0.1:50051".into(), max_prepared: 1024, cache_mb: 1024 }
     }
 }
 

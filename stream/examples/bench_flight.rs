@@ -1,14 +1,16 @@
 //! The Rust side of `scripts/bench/flight` (run it through that script).
 //!
-//! `bench_flight DATA_DIR CORPUS.jsonl N PORT` writes a version of N rows (the corpus texts,
-//! cut to 256 characters, cycled under new ids) into dataset `text` of a fresh store, then
-//! prints one JSON line per measurement:
+//! `bench_flight DATA_DIR CORPUS.jsonl N PORT CACHED_PORT` writes a version of N rows (the
+//! corpus texts, cut to 256 characters, cycled under new ids) into dataset `text` of a fresh
+//! store, then prints one JSON line per measurement:
 //! * `datafusion`: `SELECT * FROM latest` executed in-process by DataFusion over the same
-//!   Parquet objects (no network, no IPC) — the ceiling;
-//! * `driftwood flight` DoGet of the same query by the Rust Flight SQL client over loopback;
+//!   Parquet objects (no network, no IPC);
+//! * DoGet of the same query by the Rust Flight SQL client over loopback, from a server with
+//!   the version cache off (PORT: every DoGet decodes Parquet) and from one with the default
+//!   cache holding the version (CACHED_PORT);
 //!
-//! and then serves Flight SQL on PORT (plaintext, auth off) until killed, printing `READY` and
-//! the version's Parquet paths so the Python peers can read the same table.
+//! and then serves both (plaintext, auth off) until killed, printing `ready` and the version's
+//! Parquet paths so the Python peers can read the same table.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use schemas::auth::{AuthError, Authenticator, IssuedToken, Principal};
+use schemas::config::FlightConfig;
 use schemas::records::clean_schema;
 use stream::flight::FlightSql;
 use stream::store::{Draft, DraftPart, SnapshotStore};
@@ -99,20 +102,24 @@ fn write_version(store: &SnapshotStore, corpus: &str, n: usize) -> Result<stream
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [dir, corpus, n, port] = args.as_slice() else {
-        anyhow::bail!("usage: bench_flight DATA_DIR CORPUS.jsonl N PORT");
+    let [dir, corpus, n, port, cached_port] = args.as_slice() else {
+        anyhow::bail!("usage: bench_flight DATA_DIR CORPUS.jsonl N PORT CACHED_PORT");
     };
     let n: usize = n.parse().context("N")?;
     let store = SnapshotStore::open(std::path::Path::new(dir))?;
     let m = write_version(&store, corpus, n)?;
-    let service = FlightSql::new(store.clone(), "text", Arc::new(Open), 16);
+    // The same server twice: with the version cache off (every DoGet decodes the Parquet
+    // objects) and with the configured default cache, once the version is in.
+    let parquet = FlightSql::new(store.clone(), "text", Arc::new(Open), 16, 0);
+    let cached =
+        FlightSql::new(store.clone(), "text", Arc::new(Open), 16, FlightConfig::default().cache_mb << 20);
     let sql = "SELECT * FROM latest";
 
     // In-process DataFusion over the same objects.
     for _ in 0..RUNS {
         let started = Instant::now();
         let (mut rows, mut bytes) = (0, 0);
-        let mut stream = service.plan(sql, None, Default::default()).await?.execute_stream().await?;
+        let mut stream = parquet.plan(sql, None, Default::default()).await?.execute_stream().await?;
         while let Some(b) = stream.try_next().await? {
             rows += b.num_rows();
             bytes += arrow_bytes(&b);
@@ -120,32 +127,48 @@ async fn main() -> Result<()> {
         report("datafusion in-process (no Flight)", rows, bytes, started.elapsed().as_secs_f64());
     }
 
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    // The first query of the version starts loading it into the cache.
+    cached.plan(sql, None, Default::default()).await?.collect().await?;
+    let loading = Instant::now();
+    while cached.cache().get(&m.id).is_none() {
+        anyhow::ensure!(loading.elapsed().as_secs() < 120, "the version was not cached");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     let cancel = CancellationToken::new();
-    let server = tokio::spawn(stream::flight::serve(addr, Default::default(), service, cancel.clone()));
-    let channel = loop {
-        match tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    };
-    let mut client = FlightSqlServiceClient::new(channel);
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        let (mut rows, mut bytes) = (0, 0);
-        let info = client.execute(sql.to_string(), None).await?;
-        for endpoint in info.endpoint {
-            let mut stream = client.do_get(endpoint.ticket.context("ticket")?).await?;
-            while let Some(b) = stream.try_next().await? {
-                rows += b.num_rows();
-                bytes += arrow_bytes(&b);
+    let mut servers = Vec::new();
+    for (service, port, what) in [
+        (parquet, port, "driftwood DoGet, from Parquet (Rust client)"),
+        (cached, cached_port, "driftwood DoGet, version cached (Rust client)"),
+    ] {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        servers.push(tokio::spawn(stream::flight::serve(addr, Default::default(), service, cancel.clone())));
+        let channel = loop {
+            match tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
+        };
+        let mut client = FlightSqlServiceClient::new(channel);
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let (mut rows, mut bytes) = (0, 0);
+            let info = client.execute(sql.to_string(), None).await?;
+            for endpoint in info.endpoint {
+                let mut stream = client.do_get(endpoint.ticket.context("ticket")?).await?;
+                while let Some(b) = stream.try_next().await? {
+                    rows += b.num_rows();
+                    bytes += arrow_bytes(&b);
+                }
+            }
+            report(what, rows, bytes, started.elapsed().as_secs_f64());
         }
-        report("driftwood Flight SQL DoGet (Rust client)", rows, bytes, started.elapsed().as_secs_f64());
     }
     let paths: Vec<String> =
         m.files.iter().map(|f| store.object_path(&f.hash).display().to_string()).collect();
     println!("{}", serde_json::json!({"ready": true, "parquet": paths, "rows": m.rows}));
-    server.await??;
+    for server in servers {
+        server.await??;
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The Flight SQL server through arrow-flight's own Flight SQL client (not ours): metadata
 //! endpoints, advertised schemas equal to the streamed ones, prepared statements, and the
-//! refusal of requests without a token when authentication is on.
+//! refusal of requests without a token when authentication is on; and the version cache
+//! answering as the Parquet objects do.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ async fn start(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let cancel = CancellationToken::new();
-    let service = FlightSql::new(store, "text", Arc::new(OneToken { enabled: auth }), 2);
+    let service = FlightSql::new(store, "text", Arc::new(OneToken { enabled: auth }), 2, 0);
     tokio::spawn(stream::flight::serve(addr, Default::default(), service, cancel.clone()));
     let channel = loop {
         if let Ok(c) = Channel::from_shared(format!("http://{addr}"))?.connect().await {
@@ -219,5 +220,48 @@ async fn without_a_token_every_call_is_refused_and_a_good_token_is_served() -> a
     let got = fetch(&mut client, info).await?;
     assert_eq!(got[0].column(0).as_primitive::<Int64Type>().value(0), 50);
     cancel.cancel();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cached_version_answers_as_its_parquet_objects_do() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SnapshotStore::open(dir.path())?;
+    version(&store, 0..30)?;
+    version(&store, 30..50)?;
+    let open = Arc::new(OneToken { enabled: false });
+    let parquet = FlightSql::new(store.clone(), "text", open.clone(), 2, 0);
+    let cached = FlightSql::new(store.clone(), "text", open, 2, 64 << 20);
+    let queries = [
+        "SELECT * FROM latest ORDER BY id",
+        "SELECT label, count(*) AS n, sum(length(text)) AS chars FROM text.v1 GROUP BY label ORDER BY label",
+        "SELECT b.id FROM text.v2 b LEFT JOIN text.v1 a ON a.id = b.id WHERE a.id IS NULL ORDER BY b.id",
+    ];
+    let run = |service: &FlightSql, sql: &'static str| {
+        let service = service.clone();
+        async move {
+            let batches = service.plan(sql, None, Default::default()).await?.collect().await?;
+            anyhow::Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+        }
+    };
+    let mut expected = Vec::new();
+    for sql in queries {
+        expected.push(run(&parquet, sql).await?);
+        // The first use reads Parquet (and starts loading the version).
+        assert_eq!(run(&cached, sql).await?, expected[expected.len() - 1], "{sql}");
+    }
+    let ids = [store.resolve("text", "v1")?.id, store.resolve("text", "v2")?.id];
+    for _ in 0..200 {
+        if ids.iter().all(|id| cached.cache().get(id).is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ids.iter().all(|id| cached.cache().get(id).is_some()), "both versions are loaded");
+    assert!(cached.cache().used() > 0);
+    assert_eq!(parquet.cache().used(), 0, "cache_bytes 0 keeps nothing");
+    for (sql, expected) in queries.iter().zip(&expected) {
+        assert_eq!(&run(&cached, sql).await?, expected, "{sql} from memory");
+    }
     Ok(())
 }

@@ -25,6 +25,7 @@ use parquet::encryption::decrypt::FileDecryptionProperties;
 use parquet::encryption::encrypt::FileEncryptionProperties;
 use schemas::records::{TS_TZ, clean_schema, scored_schema};
 
+use super::cache::VersionCache;
 use crate::scored::SCORED_SPEC;
 use crate::store::{Manifest, SnapshotStore};
 
@@ -48,11 +49,18 @@ pub type Pins = Arc<Mutex<BTreeMap<(String, String), String>>>;
 pub struct StoreCatalog {
     store: SnapshotStore,
     pins: Pins,
+    cache: Option<Arc<VersionCache>>,
 }
 
 impl StoreCatalog {
     pub fn new(store: SnapshotStore, pins: Pins) -> StoreCatalog {
-        StoreCatalog { store, pins }
+        StoreCatalog { store, pins, cache: None }
+    }
+
+    /// Versions are read from `cache` when they are in, and loaded into it on first use.
+    pub fn with_cache(mut self, cache: Arc<VersionCache>) -> StoreCatalog {
+        self.cache = Some(cache);
+        self
     }
 }
 
@@ -70,6 +78,7 @@ impl CatalogProvider for StoreCatalog {
                 store: self.store.clone(),
                 dataset: name.to_string(),
                 pins: self.pins.clone(),
+                cache: self.cache.clone(),
             }) as _
         })
     }
@@ -81,6 +90,7 @@ pub struct DatasetSchema {
     store: SnapshotStore,
     dataset: String,
     pins: Pins,
+    cache: Option<Arc<VersionCache>>,
 }
 
 impl DatasetSchema {
@@ -118,9 +128,14 @@ impl SchemaProvider for DatasetSchema {
         if name == VERSIONS_TABLE {
             return Ok(Some(versions_table(&self.store, &self.dataset).map_err(external)?));
         }
-        match self.resolve(name).map_err(external)? {
-            Some(m) => Ok(Some(version_table(&self.store, &m)?)),
-            None => Ok(None),
+        let Some(m) = self.resolve(name).map_err(external)? else { return Ok(None) };
+        let Some(cache) = &self.cache else { return Ok(Some(version_table(&self.store, &m)?)) };
+        match cache.get(&m.id) {
+            Some(batches) => Ok(Some(cached_table(&m, &batches)?)),
+            None => {
+                cache.load_in_background(&self.store, &m);
+                Ok(Some(version_table(&self.store, &m)?))
+            }
         }
     }
 
@@ -174,6 +189,14 @@ pub fn version_table(store: &SnapshotStore, m: &Manifest) -> DfResult<Arc<dyn Ta
     let config =
         ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// A cached version as a table: its batches in as many partitions as there are cores.
+fn cached_table(m: &Manifest, batches: &[RecordBatch]) -> DfResult<Arc<dyn TableProvider>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_partition = batches.len().div_ceil(cores).max(1);
+    let partitions = batches.chunks(per_partition).map(<[RecordBatch]>::to_vec).collect::<Vec<_>>();
+    Ok(Arc::new(MemTable::try_new(version_schema(m), partitions)?))
 }
 
 /// The id under which a session knows the store's decryption.

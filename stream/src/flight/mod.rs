@@ -16,19 +16,21 @@
 //! * Every call but the handshake needs a bearer token with role `viewer` or higher; all
 //!   errors become gRPC codes in [`status`].
 
+pub mod cache;
 pub mod catalog;
+mod doget;
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{
     SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
@@ -47,6 +49,7 @@ use arrow_flight::{
 use base64::Engine;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -61,6 +64,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::SnapshotStore;
+use cache::VersionCache;
 use catalog::{CATALOG, Pins, StoreCatalog};
 
 /// Why a Flight SQL call failed; [`status`] maps each to its gRPC code.
@@ -146,6 +150,7 @@ struct Inner {
     max_prepared: usize,
     sql_info: SqlInfoData,
     xdbc: XdbcTypeInfoData,
+    cache: Arc<VersionCache>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -164,6 +169,7 @@ impl FlightSql {
         default_dataset: &str,
         auth: Arc<dyn Authenticator>,
         max_prepared: usize,
+        cache_bytes: usize,
     ) -> FlightSql {
         FlightSql {
             inner: Arc::new(Inner {
@@ -174,6 +180,7 @@ impl FlightSql {
                 max_prepared: max_prepared.max(1),
                 sql_info: sql_info(),
                 xdbc: xdbc_types(),
+                cache: Arc::new(VersionCache::new(cache_bytes)),
             }),
         }
     }
@@ -189,8 +196,14 @@ impl FlightSql {
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         config.options_mut().execution.parquet.schema_force_view_types = false;
         let ctx = catalog::session_context(&self.inner.store, config);
-        ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(self.inner.store.clone(), pins)));
+        let catalog = StoreCatalog::new(self.inner.store.clone(), pins).with_cache(self.inner.cache.clone());
+        ctx.register_catalog(CATALOG, Arc::new(catalog));
         ctx
+    }
+
+    /// The decoded versions this server keeps in memory.
+    pub fn cache(&self) -> &VersionCache {
+        &self.inner.cache
     }
 
     /// Plans `sql` (with `params` bound, if any) as a DataFrame; see [`FlightSql::session`] for
@@ -255,14 +268,42 @@ impl FlightSql {
         self.info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
-    /// Streams a query's result in the physical plan's schema, the one
-    /// [`FlightSql::describe_query`] advertised.
-    async fn stream(&self, df: DataFrame) -> Result<Response<FlightStream<FlightData>>> {
+    /// Runs a planned query: its batches, in the physical plan's schema (the one
+    /// [`FlightSql::describe_query`] advertised).
+    async fn execute(&self, df: DataFrame) -> Result<(SchemaRef, SendableRecordBatchStream)> {
         let task_ctx = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await?;
         let schema = plan.schema();
-        let batches = datafusion::physical_plan::execute_stream(plan, task_ctx)?
-            .map_err(|e| FlightError::ExternalError(Box::new(e)));
+        Ok((schema, datafusion::physical_plan::execute_stream(plan, task_ctx)?))
+    }
+
+    /// The result of a statement ticket, run for `request`'s principal.
+    async fn statement_batches(
+        &self,
+        ticket: TicketStatementQuery,
+        request: &Request<Ticket>,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream), Status> {
+        let who = self.authorize(request).map_err(status)?;
+        let ticket: QueryTicket = serde_json::from_slice(&ticket.statement_handle)
+            .map_err(|e| status(Error::BadRequest(format!("malformed ticket: {e}"))))?;
+        let (sql, params) = match (ticket.sql, ticket.prepared) {
+            (Some(sql), None) => (sql, None),
+            (None, Some(handle)) => {
+                let p = self.prepared(handle.as_bytes(), &who).map_err(status)?;
+                (p.sql, p.params)
+            }
+            _ => return Err(status(Error::BadRequest("a ticket names one query".into()))),
+        };
+        let pins: Pins =
+            Arc::new(std::sync::Mutex::new(ticket.pins.into_iter().map(|(d, t, id)| ((d, t), id)).collect()));
+        let df = self.plan(&sql, params, pins).await.map_err(status)?;
+        self.execute(df).await.map_err(status)
+    }
+
+    /// `batches` as FlightData by arrow-flight's encoder (which copies each body once; the
+    /// server's DoGet uses [`doget`]'s encoder where it can).
+    fn flight_data(schema: SchemaRef, batches: SendableRecordBatchStream) -> FlightStream<FlightData> {
+        let batches = batches.map_err(|e| FlightError::ExternalError(Box::new(e)));
         let stream =
             FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(|e| match e {
                 FlightError::Tonic(s) => *s,
@@ -272,7 +313,7 @@ impl FlightSql {
                 },
                 e => Status::internal(e.to_string()),
             });
-        Ok(Response::new(Box::pin(stream)))
+        Box::pin(stream)
     }
 
     fn info(&self, schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo> {
@@ -550,21 +591,8 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let who = self.authorize(&request).map_err(status)?;
-        let ticket: QueryTicket = serde_json::from_slice(&ticket.statement_handle)
-            .map_err(|e| status(Error::BadRequest(format!("malformed ticket: {e}"))))?;
-        let (sql, params) = match (ticket.sql, ticket.prepared) {
-            (Some(sql), None) => (sql, None),
-            (None, Some(handle)) => {
-                let p = self.prepared(handle.as_bytes(), &who).map_err(status)?;
-                (p.sql, p.params)
-            }
-            _ => return Err(status(Error::BadRequest("a ticket names one query".into()))),
-        };
-        let pins: Pins =
-            Arc::new(std::sync::Mutex::new(ticket.pins.into_iter().map(|(d, t, id)| ((d, t), id)).collect()));
-        let df = self.plan(&sql, params, pins).await.map_err(status)?;
-        self.stream(df).await.map_err(status)
+        let (schema, batches) = self.statement_batches(ticket, &request).await?;
+        Ok(Response::new(Self::flight_data(schema, batches)))
     }
 
     async fn do_action_create_prepared_statement(
@@ -835,7 +863,7 @@ pub async fn serve(
         Some((next, l))
     });
     builder
-        .add_service(FlightServiceServer::new(service).max_decoding_message_size(64 << 20))
+        .add_service(doget::Router::new(service, 64 << 20))
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
         .await
         .map_err(|e| crate::Error::Internal(format!("Flight SQL server: {e}")))
