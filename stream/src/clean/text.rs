@@ -103,63 +103,292 @@ pub fn strip_html(text: &str, out: &mut String) {
                 continue;
             }
         }
-        let ch = rest.chars().next().expect("non-empty rest");
-        plain.push(ch);
-        i += ch.len_utf8();
+        // Plain text up to the next `<` (after this one, if this one opens no tag).
+        let from = usize::from(bytes[i] == b'<');
+        let run = rest[from..].find('<').map_or(rest.len(), |e| e + from);
+        plain.push_str(&rest[..run]);
+        i += run;
     }
     out.push_str(&html_escape::decode_html_entities(&plain));
 }
 
 /// Unicode compatibility normalization (NFKC): full-width letters, ligatures and composed
 /// forms become their canonical equivalents.
+///
+/// ASCII is its own NFKC and nothing composes onto an ASCII character, so the text is
+/// normalized piece by piece: ASCII runs are copied, and each non-ASCII run is normalized
+/// together with the character before it (a combining mark composes with it: `e` + U+0301 is
+/// `é`). The result equals normalizing the whole text at once.
 pub fn nfkc(text: &str, out: &mut String) {
-    out.extend(text.nfkc());
-}
-
-/// Unicode-aware lowercase.
-pub fn lowercase(text: &str, out: &mut String) {
-    for c in text.chars() {
-        out.extend(c.to_lowercase());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let Some(n) = bytes[i..].iter().position(|b| !b.is_ascii()) else {
+            out.push_str(&text[i..]);
+            return;
+        };
+        // The piece starts at the character before the non-ASCII run (if it is ASCII).
+        let start = if n > 0 { i + n - 1 } else { i };
+        out.push_str(&text[i..start]);
+        let end = bytes[i + n..].iter().position(u8::is_ascii).map_or(bytes.len(), |e| i + n + e);
+        out.extend(text[start..end].nfkc());
+        i = end;
     }
 }
 
-/// Replaces every match of `re` with ` token ` (spaces keep the token a separate word).
-pub fn replace(re: &Regex, token: &str, text: &str, out: &mut String) {
+/// Unicode-aware lowercase, character by character (`char::to_lowercase`, so no
+/// context-dependent rules such as a final sigma); ASCII runs are lowercased in place.
+pub fn lowercase(text: &str, out: &mut String) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let n = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
+        let start = out.len();
+        out.push_str(&rest[..n]);
+        out[start..].make_ascii_lowercase();
+        rest = &rest[n..];
+        if let Some(c) = rest.chars().next() {
+            out.extend(c.to_lowercase());
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+}
+
+/// Replaces every match of `pattern` with ` token ` (spaces keep the token a separate word).
+///
+/// A pattern with an ASCII scanner (numbers: no literal for a regex to look for) searches the
+/// text in pieces cut at ASCII whitespace, which no match contains and which is not a word
+/// character: all-ASCII pieces with the scanner, and each run of words holding non-ASCII
+/// characters with the Unicode regex. The matches are the ones the Unicode regex finds in
+/// the whole text.
+pub fn replace(pattern: &Pattern, token: &str, text: &str, out: &mut String) {
+    let Some(scan) = pattern.ascii_scan else {
+        // Regexes with a literal to look for are fast on the whole text.
+        let re = if text.is_ascii() { &pattern.ascii } else { &pattern.unicode };
+        let mut last = 0;
+        for m in re.find_iter(text) {
+            out.push_str(&text[last..m.start()]);
+            out.push(' ');
+            out.push_str(token);
+            out.push(' ');
+            last = m.end();
+        }
+        out.push_str(&text[last..]);
+        return;
+    };
+    let bytes = text.as_bytes();
+    let is_space = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ');
     let mut last = 0;
-    for m in re.find_iter(text) {
-        out.push_str(&text[last..m.start()]);
+    let mut emit = |span: std::ops::Range<usize>, out: &mut String| {
+        out.push_str(&text[last..span.start]);
         out.push(' ');
         out.push_str(token);
         out.push(' ');
-        last = m.end();
+        last = span.end;
+    };
+    let mut piece = 0;
+    while piece < bytes.len() {
+        let (end, ascii) = match bytes[piece..].iter().position(|b| !b.is_ascii()) {
+            None => (bytes.len(), true),
+            Some(q) => match bytes[piece..piece + q].iter().rposition(is_space) {
+                // The ASCII words before the word holding the non-ASCII byte.
+                Some(w) => (piece + w + 1, true),
+                // That word and the ones after it up to the next ASCII whitespace.
+                None => (
+                    bytes[piece + q..].iter().position(is_space).map_or(bytes.len(), |e| piece + q + e),
+                    false,
+                ),
+            },
+        };
+        let text = &text[piece..end];
+        let at = |span: std::ops::Range<usize>| piece + span.start..piece + span.end;
+        if ascii {
+            let mut from = 0;
+            while let Some(span) = scan(text.as_bytes(), from) {
+                from = span.end;
+                emit(at(span), out);
+            }
+        } else {
+            pattern.unicode.find_iter(text).for_each(|m| emit(at(m.range()), out));
+        }
+        piece = end;
     }
     out.push_str(&text[last..]);
+}
+
+/// A token pattern: the Unicode regex, and for texts that are all ASCII the same regex with
+/// ASCII classes and word boundaries (the Unicode classes and `\b` agree with the ASCII ones
+/// on ASCII), or a hand-written scanner that finds exactly the regex's matches.
+pub struct Pattern {
+    unicode: Regex,
+    ascii: Regex,
+    /// The next match at or after a byte offset of an ASCII text.
+    ascii_scan: Option<Scanner>,
+}
+
+impl Pattern {
+    fn new(unicode: &str, ascii: &str) -> Pattern {
+        Pattern {
+            unicode: Regex::new(unicode).expect("valid regex"),
+            ascii: Regex::new(ascii).expect("valid regex"),
+            ascii_scan: None,
+        }
+    }
+}
+
+type Scanner = fn(&[u8], usize) -> Option<std::ops::Range<usize>>;
+
+/// `\b[0-9]+(?:[.,:][0-9]+)*\b` on ASCII, without a regex: a digit run that starts a word,
+/// extended by `[.,:]`-separated digit groups, ending at the longest extension followed by a
+/// non-word byte (greedy, as the regex backtracks).
+fn next_number(b: &[u8], mut at: usize) -> Option<std::ops::Range<usize>> {
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let digits_end = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    while at < b.len() {
+        let start = at + b[at..].iter().position(u8::is_ascii_digit)?;
+        if start > 0 && word(b[start - 1]) {
+            // Inside a word: no boundary before any digit of it.
+            at = start + 1;
+            while at < b.len() && word(b[at]) {
+                at += 1;
+            }
+            continue;
+        }
+        let mut end = digits_end(start);
+        let mut best = None;
+        while end == b.len() || !word(b[end]) {
+            best = Some(end);
+            if end + 1 < b.len() && matches!(b[end], b'.' | b',' | b':') && b[end + 1].is_ascii_digit() {
+                end = digits_end(end + 1);
+            } else {
+                break;
+            }
+        }
+        match best {
+            Some(e) => return Some(start..e),
+            None => at = end,
+        }
+    }
+    None
 }
 
 /// Removes control characters (NUL, escape, ...) and other invisible format characters, keeping
 /// whitespace (which `collapse_whitespace` handles) and the zero-width joiner that emoji
 /// sequences need.
 pub fn strip_control(text: &str, out: &mut String) {
-    for c in text.chars() {
-        let drop = (c.is_control() && !c.is_whitespace())
-            || matches!(c, '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{FEFF}' | '\u{00AD}')
-            || ('\u{202A}'..='\u{202E}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c);
-        if !drop {
-            out.push(c);
+    let bytes = text.as_bytes();
+    let mut kept = 0; // text[kept..i] is still to be copied
+    let mut i = 0;
+    while i < bytes.len() {
+        let (drop, len) = match bytes[i] {
+            // ASCII controls but the whitespace ones (tab, LF, VT, FF, CR).
+            b @ 0..0x80 => ((b < b' ' && !(b'\t'..=b'\r').contains(&b)) || b == 0x7f, 1),
+            _ => {
+                let c = text[i..].chars().next().expect("a character starts here");
+                (is_dropped_control(c), c.len_utf8())
+            }
+        };
+        if drop {
+            out.push_str(&text[kept..i]);
+            kept = i + len;
         }
+        i += len;
     }
+    out.push_str(&text[kept..]);
+}
+
+fn is_dropped_control(c: char) -> bool {
+    (c.is_control() && !c.is_whitespace())
+        || matches!(c, '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{FEFF}' | '\u{00AD}')
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 /// Collapses every run of Unicode whitespace into one space and trims both ends.
+///
+/// Text that is already words separated by single spaces is copied in one piece.
 pub fn collapse_whitespace(text: &str, out: &mut String) {
-    let mut first = true;
-    for word in text.split(char::is_whitespace).filter(|w| !w.is_empty()) {
-        if !first {
-            out.push(' ');
+    let n = text.len();
+    let mut i = 0;
+    let mut run: Option<usize> = None; // start of the text being copied as it is
+    while let Some((space, len)) = next_space(text, i) {
+        if space > i {
+            run.get_or_insert(i);
         }
-        out.push_str(word);
-        first = false;
+        let mut j = space + len;
+        while j < n {
+            match space_len(text, j) {
+                0 => break,
+                l => j += l,
+            }
+        }
+        match run {
+            // One plain space between two words: the run goes on.
+            Some(_) if j == space + 1 && text.as_bytes()[space] == b' ' && j < n => {}
+            Some(start) => {
+                out.push_str(&text[start..space]);
+                if j < n {
+                    out.push(' ');
+                    run = Some(j);
+                } else {
+                    run = None;
+                }
+            }
+            None => {} // leading whitespace
+        }
+        i = j;
+    }
+    let start = run.unwrap_or(i);
+    if start < n {
+        out.push_str(&text[start..]);
+    }
+}
+
+/// Bytes that may start a whitespace character: ASCII tab to carriage return and space, and
+/// the UTF-8 lead bytes of the others (U+0085, U+00A0, U+1680, U+2000–U+205F, U+3000).
+static MAY_START_SPACE: [bool; 256] = byte_table(&[(b'\t', b'\r'), (b' ', b' '), (0xC2, 0xC2), (0xE1, 0xE3)]);
+
+const fn byte_table(ranges: &[(u8, u8)]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut r = 0;
+    while r < ranges.len() {
+        let mut b = ranges[r].0 as usize;
+        while b <= ranges[r].1 as usize {
+            table[b] = true;
+            b += 1;
+        }
+        r += 1;
+    }
+    table
+}
+
+/// The length of the whitespace character at byte `i` of `text`, or 0.
+fn space_len(text: &str, i: usize) -> usize {
+    let b = text.as_bytes()[i];
+    if b < 0x80 {
+        return usize::from(MAY_START_SPACE[usize::from(b)]);
+    }
+    text[i..].chars().next().filter(|c| c.is_whitespace()).map_or(0, char::len_utf8)
+}
+
+/// The next whitespace character at or after byte `i`: its position and length.
+fn next_space(text: &str, mut i: usize) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    loop {
+        while i < bytes.len() && !MAY_START_SPACE[usize::from(bytes[i])] {
+            i += 1;
+        }
+        if i == bytes.len() {
+            return None;
+        }
+        match space_len(text, i) {
+            0 => i += 1,
+            l => return Some((i, l)),
+        }
     }
 }
 
@@ -171,12 +400,22 @@ pub fn truncate(text: &str, max: usize, out: &mut String) {
     }
 }
 
-pub(crate) static URL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>\x22']+").expect("valid regex"));
-pub(crate) static EMAIL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b").expect("valid regex"));
-pub(crate) static NUMBER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b\d+(?:[.,:]\d+)*\b").expect("valid regex"));
+pub static URL: LazyLock<Pattern> = LazyLock::new(|| {
+    Pattern::new(
+        r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>\x22']+",
+        r"(?i)(?-u:\b)(?:(?:https?|ftp)://|www\.)[^\t\n\x0B\x0C\r <>\x22']+",
+    )
+});
+pub static EMAIL: LazyLock<Pattern> = LazyLock::new(|| {
+    Pattern::new(
+        r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",
+        r"(?-u:\b)[0-9A-Za-z_.+-]+@[0-9A-Za-z_-]+(?:\.[0-9A-Za-z_-]+)+(?-u:\b)",
+    )
+});
+pub static NUMBER: LazyLock<Pattern> = LazyLock::new(|| Pattern {
+    ascii_scan: Some(next_number),
+    ..Pattern::new(r"\b\d+(?:[.,:]\d+)*\b", r"(?-u:\b)[0-9]+(?:[.,:][0-9]+)*(?-u:\b)")
+});
 
 #[cfg(test)]
 mod tests {
@@ -244,6 +483,213 @@ mod tests {
         check(email, "mail jo.e+x@ex-ample.co.uk now", "mail  <email>  now");
         let num = |t: &str, o: &mut String| replace(&NUMBER, "<num>", t, o);
         check(num, "win 1,000,000 in 24h at 10:30", "win  <num>  in 24h at  <num> ");
+    }
+
+    /// The straightforward versions the fast paths above must agree with.
+    mod reference {
+        use unicode_normalization::UnicodeNormalization;
+
+        pub(super) fn nfkc(t: &str) -> String {
+            t.nfkc().collect()
+        }
+        pub(super) fn lowercase(t: &str) -> String {
+            t.chars().flat_map(char::to_lowercase).collect()
+        }
+        pub(super) fn strip_control(t: &str) -> String {
+            t.chars()
+                .filter(|&c| {
+                    !((c.is_control() && !c.is_whitespace())
+                        || matches!(c, '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{FEFF}' | '\u{00AD}')
+                        || ('\u{202A}'..='\u{202E}').contains(&c)
+                        || ('\u{2066}'..='\u{2069}').contains(&c))
+                })
+                .collect()
+        }
+        pub(super) fn collapse_whitespace(t: &str) -> String {
+            t.split(char::is_whitespace).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+        }
+        /// `strip_html` as it was first written: one character at a time.
+        pub(super) fn strip_html(text: &str) -> String {
+            if !text.contains('<') && !text.contains('&') {
+                return text.to_string();
+            }
+            let mut plain = String::new();
+            let bytes = text.as_bytes();
+            let mut i = 0;
+            while i < text.len() {
+                let rest = &text[i..];
+                if bytes[i] == b'<' {
+                    if rest.starts_with("<!--") {
+                        i += rest.find("-->").map_or(rest.len(), |e| e + 3);
+                        plain.push(' ');
+                        continue;
+                    }
+                    let is_tag = rest[1..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '!' || c == '?');
+                    if is_tag {
+                        let end = rest.find('>').map_or(rest.len(), |e| e + 1);
+                        let tag = rest[1..end.min(rest.len())].trim_start_matches('/').to_ascii_lowercase();
+                        i += end;
+                        for skip in ["script", "style"] {
+                            if tag.starts_with(skip) && !rest[1..].starts_with('/') {
+                                let close = format!("</{skip}");
+                                let tail = text[i..].to_ascii_lowercase();
+                                i += tail.find(&close).map_or(tail.len(), |e| {
+                                    e + tail[e..].find('>').map_or(tail.len() - e, |g| g + 1)
+                                });
+                            }
+                        }
+                        plain.push(' ');
+                        continue;
+                    }
+                }
+                let ch = rest.chars().next().unwrap();
+                plain.push(ch);
+                i += ch.len_utf8();
+            }
+            html_escape::decode_html_entities(&plain).into_owned()
+        }
+    }
+
+    /// Every step against its reference on `text`.
+    fn agree(text: &str) {
+        assert_eq!(run(nfkc, text), reference::nfkc(text), "nfkc of {text:?}");
+        assert_eq!(run(lowercase, text), reference::lowercase(text), "lowercase of {text:?}");
+        assert_eq!(run(strip_control, text), reference::strip_control(text), "strip_control of {text:?}");
+        assert_eq!(
+            run(collapse_whitespace, text),
+            reference::collapse_whitespace(text),
+            "collapse of {text:?}"
+        );
+        assert_eq!(run(strip_html, text), reference::strip_html(text), "strip_html of {text:?}");
+        for pattern in [&*URL, &*EMAIL, &*NUMBER] {
+            let whole = pattern.unicode.replace_all(text, " <t> ");
+            assert_eq!(
+                run(|t, o| replace(pattern, "<t>", t, o), text),
+                whole,
+                "{} on {text:?}",
+                pattern.unicode
+            );
+        }
+        let ascii: String = text.chars().filter(char::is_ascii).collect();
+        for pattern in [&*URL, &*EMAIL, &*NUMBER] {
+            let spans = |re: &Regex| re.find_iter(&ascii).map(|m| m.range()).collect::<Vec<_>>();
+            assert_eq!(spans(&pattern.ascii), spans(&pattern.unicode), "{} on {ascii:?}", pattern.unicode);
+            if let Some(next) = pattern.ascii_scan {
+                let mut scanned = Vec::new();
+                let mut at = 0;
+                while let Some(span) = next(ascii.as_bytes(), at) {
+                    at = span.end;
+                    scanned.push(span);
+                }
+                assert_eq!(scanned, spans(&pattern.ascii), "scanner on {ascii:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_plain_versions_on_mixed_text() {
+        // ASCII next to combining marks, compatibility forms, Hangul jamo, bidi and control
+        // characters, every kind of whitespace, and markup.
+        let pieces = [
+            "a",
+            "E",
+            "x",
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\u{b}",
+            "\u{c}",
+            "\u{1c}",
+            "\u{85}",
+            "\u{a0}",
+            "\u{3000}",
+            "\u{2028}",
+            "e",
+            "\u{301}",
+            "\u{327}",
+            "\u{308}\u{301}",
+            "ﬁ",
+            "Ｆ",
+            "①",
+            "İ",
+            "Σ",
+            "ß",
+            "\u{212B}",
+            "\u{1E9B}\u{323}",
+            "\u{1100}",
+            "\u{1161}",
+            "\u{11A8}",
+            "가",
+            "😀",
+            "\u{200D}",
+            "\u{202B}",
+            "\u{2066}",
+            "\u{ad}",
+            "\0",
+            "\u{1b}",
+            "\u{7f}",
+            "<b>",
+            "<",
+            ">",
+            "&amp;",
+            "&#233;",
+            "&nbsp;",
+            "<!-- c -->",
+            "<script>x<y</script>",
+            "<STYLE>",
+            "a < b",
+            "مرحبا",
+            "…",
+            "½",
+            "1",
+            "42",
+            "3.14",
+            "1,000",
+            "10:30",
+            ".",
+            ",",
+            ":",
+            "_",
+            "@",
+            "jo.e+x@ex-ample.co.uk",
+            "HTTP://",
+            "www.",
+            "x.org/a?b=1",
+            "'",
+            "\"",
+            "-",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            for k in 0..(state % 12) {
+                text.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
+            }
+            agree(&text);
+        }
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_plain_versions_on_the_corpus() {
+        let Ok(dir) = std::env::var("DRIFTWOOD_CORPUS_DIR") else { return };
+        let mut seen = 0;
+        for group in std::fs::read_dir(&dir).unwrap().map(|g| g.unwrap().path()).filter(|g| g.is_dir()) {
+            for file in std::fs::read_dir(group).unwrap() {
+                let doc: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
+                agree(doc["text"].as_str().unwrap());
+                seen += 1;
+            }
+        }
+        assert!(seen > 5000, "{seen} corpus texts");
     }
 
     #[test]

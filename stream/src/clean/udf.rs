@@ -44,12 +44,12 @@ impl TextOp {
             TextOp::Nfkc => text::nfkc(input, out),
             TextOp::Lowercase => text::lowercase(input, out),
             TextOp::Replace { what, token } => {
-                let re = match *what {
+                let pattern = match *what {
                     "urls" => &*text::URL,
                     "emails" => &*text::EMAIL,
                     _ => &*text::NUMBER,
                 };
-                text::replace(re, token, input, out)
+                text::replace(pattern, token, input, out)
             }
             TextOp::StripControl => text::strip_control(input, out),
             TextOp::CollapseWhitespace => text::collapse_whitespace(input, out),
