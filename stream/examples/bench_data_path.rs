@@ -177,6 +177,24 @@ fn clean(file: &str) -> Result<()> {
     report("clean", "driftwood CleanPlan (DataFusion UDFs)", rows as u64, bytes, secs);
     eprintln!("kept {kept} of {rows} rows");
     steps(&batches);
+    // One text per call, as the REST API cleans a request.
+    let texts: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            use arrow::array::AsArray;
+            b.column(1).as_string::<i32>().iter().flatten().map(String::from).collect::<Vec<_>>()
+        })
+        .collect();
+    let started = Instant::now();
+    for t in &texts {
+        plan.clean_texts(&[t.as_str()])?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  one text per call (clean_texts): {:.1} us per text, {:.1} MB/s",
+        secs * 1e6 / texts.len() as f64,
+        bytes as f64 / 1e6 / secs
+    );
     Ok(())
 }
 
