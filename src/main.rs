@@ -981,13 +981,8 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
             trainer::set_threads(config.train.threads);
             let model = trainer::model::load(&mv, keys.as_deref())?;
             let plan = plan(config)?;
-            if model.card.spec_hash != plan.hash() {
-                bail!(
-                    "{name} v{} was trained on data cleaned with spec {}, the configured spec is {}",
-                    mv.version,
-                    model.card.spec_hash,
-                    plan.hash()
-                );
+            if let Some(why) = model.spec_mismatch(&plan) {
+                bail!("{why}");
             }
             let text = match &input {
                 Some(path) => {

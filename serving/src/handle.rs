@@ -181,16 +181,7 @@ impl ModelHandle {
 }
 
 fn check_spec(model: &LoadedModel, plan: &CleanPlan) -> Result<()> {
-    if model.card.spec_hash != plan.hash() {
-        return Err(Error::SpecMismatch(format!(
-            "model {} v{} was trained on data cleaned with spec {}, the running plan is {}",
-            model.version.name,
-            model.version.version,
-            &model.card.spec_hash[..12.min(model.card.spec_hash.len())],
-            &plan.hash()[..12]
-        )));
-    }
-    Ok(())
+    model.spec_mismatch(plan).map_or(Ok(()), |why| Err(Error::SpecMismatch(why)))
 }
 
 fn model_thread(

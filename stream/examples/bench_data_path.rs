@@ -152,11 +152,13 @@ fn clean(file: &str) -> Result<()> {
     let mut batches = Vec::new();
     let mut builder = RawBatchBuilder::new();
     let mut bytes = 0u64;
+    let mut texts = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
         let at = Provenance { partition: 0, offset: i as i64, timestamp_ms: Some(0) };
         let record = decode(None, Some(line), at, usize::MAX).map_err(|r| anyhow::anyhow!("{}", r.detail))?;
         bytes += record.text.len() as u64;
         builder.push(&record, at);
+        texts.push(record.text);
         if builder.rows() == 4096 {
             batches.push(builder.finish());
         }
@@ -176,15 +178,8 @@ fn clean(file: &str) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     report("clean", "driftwood CleanPlan (DataFusion UDFs)", rows as u64, bytes, secs);
     eprintln!("kept {kept} of {rows} rows");
-    steps(&batches);
+    steps(texts.clone());
     // One text per call, as the REST API cleans a request.
-    let texts: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            use arrow::array::AsArray;
-            b.column(1).as_string::<i32>().iter().flatten().map(String::from).collect::<Vec<_>>()
-        })
-        .collect();
     let started = Instant::now();
     for t in &texts {
         plan.clean_texts(&[t.as_str()])?;
@@ -200,13 +195,8 @@ fn clean(file: &str) -> Result<()> {
 
 /// Each text step alone over the corpus (its input: the previous steps' output), on stderr:
 /// where the cleaning plan's time goes.
-fn steps(batches: &[arrow::array::RecordBatch]) {
-    use arrow::array::AsArray;
+fn steps(mut texts: Vec<String>) {
     use stream::clean::text;
-    let mut texts: Vec<String> = batches
-        .iter()
-        .flat_map(|b| b.column(1).as_string::<i32>().iter().flatten().map(String::from).collect::<Vec<_>>())
-        .collect();
     let keep = vec!["subject".to_string()];
     type Step<'a> = (&'a str, Box<dyn Fn(&str, &mut String) + 'a>);
     let steps: Vec<Step> = vec![

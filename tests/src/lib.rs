@@ -34,6 +34,13 @@ pub fn tansu_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The MiniLM-L6 directory (`DRIFTWOOD_MINILM_DIR`, installed by `scripts/setup`).
+pub fn minilm_dir() -> Result<PathBuf> {
+    Ok(std::env::var("DRIFTWOOD_MINILM_DIR")
+        .context("DRIFTWOOD_MINILM_DIR is not set: run scripts/setup")?
+        .into())
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -6,13 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ingest::source;
-use tests::{Tansu, config_for, corpus_dir, driftwood, python, shuffle};
+use tests::{Tansu, config_for, corpus_dir, driftwood, minilm_dir, python, shuffle};
 use trainer::minilm::MiniLm;
 use trainer::schedule::Schedule;
-
-fn minilm_dir() -> anyhow::Result<std::path::PathBuf> {
-    Ok(std::env::var("DRIFTWOOD_MINILM_DIR").map_err(|_| anyhow::anyhow!("run scripts/setup"))?.into())
-}
 
 /// Corpus texts of mixed lengths (some longer than the 256-token limit).
 fn texts(n: usize) -> anyhow::Result<Vec<String>> {

@@ -11,9 +11,9 @@ async fn every_family_trains_the_same_weights_from_the_same_seed() -> anyhow::Re
     let dir = tempfile::tempdir()?;
     let mut config = config_for(&broker.brokers, dir.path(), "repro");
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
-    let minilm = std::env::var("DRIFTWOOD_MINILM_DIR").map_err(|_| anyhow::anyhow!("run scripts/setup"))?;
-    config.train.tokenizer = format!("{minilm}/tokenizer.json");
-    config.train.pretrained = minilm;
+    let minilm = tests::minilm_dir()?;
+    config.train.tokenizer = minilm.join("tokenizer.json").display().to_string();
+    config.train.pretrained = minilm.display().to_string();
     config.train.finetune_layers = 1;
     config.train.epochs = 2;
     config.train.max_tokens = 32;

@@ -146,9 +146,8 @@ async fn bilstm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::R
     let broker = Tansu::start()?;
     let dir = tempfile::tempdir()?;
     let mut config = config_for(&broker.brokers, dir.path(), "lstm");
-    let minilm = std::env::var("DRIFTWOOD_MINILM_DIR").map_err(|_| anyhow::anyhow!("run scripts/setup"))?;
     config.train.model = "bilstm".into();
-    config.train.tokenizer = format!("{minilm}/tokenizer.json");
+    config.train.tokenizer = tests::minilm_dir()?.join("tokenizer.json").display().to_string();
     config.train.epochs = 10;
     config.train.batch_size = 32;
     config.train.learning_rate = 0.01;

@@ -38,6 +38,21 @@ impl LoadedModel {
         &self.card.labels
     }
 
+    /// Why `plan` must not clean this model's inputs (it is not the cleaning the model was
+    /// trained on), or `None`.
+    pub fn spec_mismatch(&self, plan: &stream::clean::CleanPlan) -> Option<String> {
+        let (trained, running) = (&self.card.spec_hash, plan.hash());
+        (*trained != running).then(|| {
+            format!(
+                "model {} v{} was trained on data cleaned with spec {}, the running plan is {}",
+                self.version.name,
+                self.version.version,
+                &trained[..12.min(trained.len())],
+                &running[..12.min(running.len())]
+            )
+        })
+    }
+
     /// Share of a cleaned text's words outside the model's training vocabulary.
     pub fn oov_rate(&self, text: &str) -> Option<f64> {
         match &self.classifier {

@@ -154,64 +154,15 @@ pub fn lowercase(text: &str, out: &mut String) {
 }
 
 /// Replaces every match of `pattern` with ` token ` (spaces keep the token a separate word).
-///
-/// A pattern with an ASCII scanner (numbers: no literal for a regex to look for) searches the
-/// text in pieces cut at ASCII whitespace, which no match contains and which is not a word
-/// character: all-ASCII pieces with the scanner, and each run of words holding non-ASCII
-/// characters with the Unicode regex. The matches are the ones the Unicode regex finds in
-/// the whole text.
 pub fn replace(pattern: &Pattern, token: &str, text: &str, out: &mut String) {
-    let Some(scan) = pattern.ascii_scan else {
-        // Regexes with a literal to look for are fast on the whole text.
-        let re = if text.is_ascii() { &pattern.ascii } else { &pattern.unicode };
-        let mut last = 0;
-        for m in re.find_iter(text) {
-            out.push_str(&text[last..m.start()]);
-            out.push(' ');
-            out.push_str(token);
-            out.push(' ');
-            last = m.end();
-        }
-        out.push_str(&text[last..]);
-        return;
-    };
-    let bytes = text.as_bytes();
-    let is_space = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ');
     let mut last = 0;
-    let mut emit = |span: std::ops::Range<usize>, out: &mut String| {
+    pattern.for_each_match(text, |span| {
         out.push_str(&text[last..span.start]);
         out.push(' ');
         out.push_str(token);
         out.push(' ');
         last = span.end;
-    };
-    let mut piece = 0;
-    while piece < bytes.len() {
-        let (end, ascii) = match bytes[piece..].iter().position(|b| !b.is_ascii()) {
-            None => (bytes.len(), true),
-            Some(q) => match bytes[piece..piece + q].iter().rposition(is_space) {
-                // The ASCII words before the word holding the non-ASCII byte.
-                Some(w) => (piece + w + 1, true),
-                // That word and the ones after it up to the next ASCII whitespace.
-                None => (
-                    bytes[piece + q..].iter().position(is_space).map_or(bytes.len(), |e| piece + q + e),
-                    false,
-                ),
-            },
-        };
-        let text = &text[piece..end];
-        let at = |span: std::ops::Range<usize>| piece + span.start..piece + span.end;
-        if ascii {
-            let mut from = 0;
-            while let Some(span) = scan(text.as_bytes(), from) {
-                from = span.end;
-                emit(at(span), out);
-            }
-        } else {
-            pattern.unicode.find_iter(text).for_each(|m| emit(at(m.range()), out));
-        }
-        piece = end;
-    }
+    });
     out.push_str(&text[last..]);
 }
 
@@ -231,6 +182,49 @@ impl Pattern {
             unicode: Regex::new(unicode).expect("valid regex"),
             ascii: Regex::new(ascii).expect("valid regex"),
             ascii_scan: None,
+        }
+    }
+
+    /// Calls `f` with the span of every match of the Unicode regex in `text`, in order.
+    ///
+    /// A pattern with an ASCII scanner (numbers: no literal for a regex to look for) searches
+    /// the text in pieces cut at ASCII whitespace, which no match contains and which is not a
+    /// word character: all-ASCII pieces with the scanner, and each run of words holding
+    /// non-ASCII characters with the Unicode regex.
+    fn for_each_match(&self, text: &str, mut f: impl FnMut(std::ops::Range<usize>)) {
+        let Some(scan) = self.ascii_scan else {
+            // Regexes with a literal to look for are fast on the whole text.
+            let re = if text.is_ascii() { &self.ascii } else { &self.unicode };
+            re.find_iter(text).for_each(|m| f(m.range()));
+            return;
+        };
+        let bytes = text.as_bytes();
+        let is_space = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ');
+        let mut piece = 0;
+        while piece < bytes.len() {
+            let (end, ascii) = match bytes[piece..].iter().position(|b| !b.is_ascii()) {
+                None => (bytes.len(), true),
+                Some(q) => match bytes[piece..piece + q].iter().rposition(is_space) {
+                    // The ASCII words before the word holding the non-ASCII byte.
+                    Some(w) => (piece + w + 1, true),
+                    // That word and the ones after it up to the next ASCII whitespace.
+                    None => (
+                        bytes[piece + q..].iter().position(is_space).map_or(bytes.len(), |e| piece + q + e),
+                        false,
+                    ),
+                },
+            };
+            let at = |span: std::ops::Range<usize>| piece + span.start..piece + span.end;
+            if ascii {
+                let mut from = 0;
+                while let Some(span) = scan(&bytes[piece..end], from) {
+                    from = span.end;
+                    f(at(span));
+                }
+            } else {
+                self.unicode.find_iter(&text[piece..end]).for_each(|m| f(at(m.range())));
+            }
+            piece = end;
         }
     }
 }

@@ -14,7 +14,7 @@ use arrow::array::RecordBatch;
 use datafusion::prelude::SessionConfig;
 use futures::TryStreamExt;
 
-use super::catalog::{session_context, version_table};
+use super::catalog::{plain_strings, session_context, version_table};
 use crate::store::{Manifest, SnapshotStore};
 
 /// Decoded versions by id, least recently used evicted first.
@@ -105,9 +105,7 @@ impl VersionCache {
         m: &Manifest,
     ) -> datafusion::error::Result<Option<(Vec<RecordBatch>, usize)>> {
         // One partition: the load takes one core, beside the queries.
-        let mut config = SessionConfig::new().with_target_partitions(1);
-        config.options_mut().execution.parquet.schema_force_view_types = false;
-        let ctx = session_context(store, config);
+        let ctx = session_context(store, plain_strings(SessionConfig::new().with_target_partitions(1)));
         let mut stream = ctx.read_table(version_table(store, m)?)?.execute_stream().await?;
         let (mut batches, mut bytes) = (Vec::new(), 0);
         while let Some(batch) = stream.try_next().await? {

@@ -199,6 +199,15 @@ fn cached_table(m: &Manifest, batches: &[RecordBatch]) -> DfResult<Arc<dyn Table
     Ok(Arc::new(MemTable::try_new(version_schema(m), partitions)?))
 }
 
+/// `config` with plain Utf8 strings everywhere, no string views: JDBC/ODBC-era clients do not
+/// all read them. The Flight SQL sessions and the version cache's loads both use it, so a
+/// cached version holds the types a query over its Parquet objects returns.
+pub fn plain_strings(mut config: SessionConfig) -> SessionConfig {
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config
+}
+
 /// The id under which a session knows the store's decryption.
 const ENCRYPTION_FACTORY: &str = "driftwood-snapshots";
 

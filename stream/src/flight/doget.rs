@@ -34,6 +34,7 @@ use futures::{Stream, StreamExt};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message as _;
+use prost::encoding::{encode_varint, encoded_len_varint};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::metadata::MetadataMap;
@@ -45,8 +46,6 @@ use super::{FlightSql, query_status};
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
 /// The largest ticket accepted (they are a few hundred bytes).
 const MAX_TICKET_BYTES: usize = 1 << 20;
-/// Protobuf key of `FlightData.data_header` (field 2, length-delimited).
-const DATA_HEADER_KEY: u64 = (2 << 3) | 2;
 /// Protobuf key of `FlightData.data_body` (field 1000, length-delimited).
 const DATA_BODY_KEY: u64 = (1000 << 3) | 2;
 /// Batches are cut into messages of about this size (arrow-flight's default): gRPC clients
@@ -159,50 +158,32 @@ struct Message {
 }
 
 impl Message {
-    /// The message of `data_header` and a body of `body_len` bytes in `body`.
-    fn new(data_header: &[u8], body: Vec<Bytes>, body_len: usize) -> Message {
-        let header_field = if data_header.is_empty() {
+    /// The message of `fields` (its `data_body` empty) followed by a body of `body_len` bytes
+    /// in `body`: prost writes the fields, then the body's key and length, as it would.
+    fn new(fields: &FlightData, body: Vec<Bytes>, body_len: usize) -> Message {
+        let body_key = if body_len == 0 {
             0
         } else {
-            varint_len(DATA_HEADER_KEY) + varint_len(data_header.len()) + data_header.len()
+            encoded_len_varint(DATA_BODY_KEY) + encoded_len_varint(body_len as u64)
         };
-        let body_key = if body_len == 0 { 0 } else { varint_len(DATA_BODY_KEY) + varint_len(body_len) };
-        let mut head = BytesMut::with_capacity(5 + header_field + body_key);
+        let fields_len = fields.encoded_len();
+        let mut head = BytesMut::with_capacity(5 + fields_len + body_key);
         head.put_u8(0);
-        head.put_u32((header_field + body_key + body_len) as u32);
-        if !data_header.is_empty() {
-            prost::encoding::encode_varint(DATA_HEADER_KEY, &mut head);
-            prost::encoding::encode_varint(data_header.len() as u64, &mut head);
-            head.put_slice(data_header);
-        }
+        head.put_u32((fields_len + body_key + body_len) as u32);
+        fields.encode(&mut head).expect("the buffer was sized for the message");
         if body_len > 0 {
-            prost::encoding::encode_varint(DATA_BODY_KEY, &mut head);
-            prost::encoding::encode_varint(body_len as u64, &mut head);
+            encode_varint(DATA_BODY_KEY, &mut head);
+            encode_varint(body_len as u64, &mut head);
         }
         Message { head: head.freeze(), body }
     }
 }
 
-fn varint_len(n: impl TryInto<u64>) -> usize {
-    prost::encoding::encoded_len_varint(n.try_into().unwrap_or(u64::MAX))
-}
-
 impl From<FlightData> for Message {
-    /// Any `FlightData`: every field but the body as prost writes it, then the body.
     fn from(mut data: FlightData) -> Message {
         let body = std::mem::take(&mut data.data_body);
-        let head_len = data.encoded_len();
-        let body_key = if body.is_empty() { 0 } else { varint_len(DATA_BODY_KEY) + varint_len(body.len()) };
-        let mut head = BytesMut::with_capacity(5 + head_len + body_key);
-        head.put_u8(0);
-        head.put_u32((head_len + body_key + body.len()) as u32);
-        data.encode(&mut head).expect("the buffer was sized for the message");
-        if body.is_empty() {
-            return Message { head: head.freeze(), body: Vec::new() };
-        }
-        prost::encoding::encode_varint(DATA_BODY_KEY, &mut head);
-        prost::encoding::encode_varint(body.len() as u64, &mut head);
-        Message { head: head.freeze(), body: vec![body] }
+        let body_len = body.len();
+        Message::new(&data, if body.is_empty() { Vec::new() } else { vec![body] }, body_len)
     }
 }
 
@@ -220,25 +201,23 @@ fn zero_copy_encodable(schema: &SchemaRef) -> bool {
 
 /// The IPC messages of `batches`: the schema first (also when there is no batch), then one
 /// record batch message per slice of at most about [`MAX_MESSAGE_BYTES`].
-fn ipc_messages(
-    schema: SchemaRef,
-    batches: SendableRecordBatchStream,
-) -> impl Stream<Item = Result<Message, Status>> {
-    let encoder =
-        StreamEncoder::try_new(&schema).map_err(|e| Status::internal(format!("encoding the schema: {e}")));
-    futures::stream::unfold(Some((encoder, batches, false)), |state| async move {
-        let (encoder, mut batches, sent) = state?;
-        let mut encoder = match encoder {
-            Ok(encoder) => encoder,
-            Err(status) => return Some((vec![Err(status)], None)),
-        };
+fn ipc_messages(schema: SchemaRef, batches: SendableRecordBatchStream) -> MessageStream {
+    let encoder = match StreamEncoder::try_new(&schema) {
+        Ok(encoder) => encoder,
+        Err(e) => {
+            let status = Status::internal(format!("encoding the schema: {e}"));
+            return Box::pin(futures::stream::once(async move { Err(status) }));
+        }
+    };
+    let messages = futures::stream::unfold(Some((encoder, batches, false)), |state| async move {
+        let (mut encoder, mut batches, sent) = state?;
         match batches.next().await {
-            Some(Ok(batch)) => {
-                let messages = encode_batch(&mut encoder, &batch);
-                let failed = messages.is_err();
-                let items = messages.map_or_else(|e| vec![Err(e)], |m| m.into_iter().map(Ok).collect());
-                Some((items, (!failed).then_some((Ok(encoder), batches, true))))
-            }
+            Some(Ok(batch)) => match encode_batch(&mut encoder, &batch) {
+                Ok(messages) => {
+                    Some((messages.into_iter().map(Ok).collect(), Some((encoder, batches, true))))
+                }
+                Err(status) => Some((vec![Err(status)], None)),
+            },
             Some(Err(e)) => Some((vec![Err(query_status(e))], None)),
             // The stream's end: the schema, if no batch carried it (the end-of-stream marker
             // is not sent: Flight ends with the call).
@@ -251,8 +230,8 @@ fn ipc_messages(
             }
             None => None,
         }
-    })
-    .flat_map(futures::stream::iter)
+    });
+    Box::pin(messages.flat_map(futures::stream::iter))
 }
 
 fn encode_batch(encoder: &mut StreamEncoder, batch: &RecordBatch) -> Result<Vec<Message>, Status> {
@@ -301,7 +280,8 @@ fn split_messages(segments: Vec<Buffer>) -> Result<Vec<Message>, ArrowError> {
         let body_len = usize::try_from(message.bodyLength())
             .map_err(|_| ArrowError::IpcError("negative IPC body length".into()))?;
         let body = input.share(body_len)?;
-        messages.push(Message::new(&metadata, body, body_len));
+        let fields = FlightData { data_header: metadata.into(), ..Default::default() };
+        messages.push(Message::new(&fields, body, body_len));
     }
     Ok(messages)
 }

@@ -188,13 +188,12 @@ impl FlightSql {
     /// A session seeing the store as it is now, apart from the table names in `pins` (which
     /// resolve to the pinned versions); it records what it resolves into `pins`.
     pub fn session(&self, pins: Pins) -> SessionContext {
-        let mut config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, &self.inner.default_dataset)
-            .with_information_schema(true)
-            .with_create_default_catalog_and_schema(false);
-        // Plain Utf8 strings everywhere: JDBC/ODBC-era clients do not all read string views.
-        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-        config.options_mut().execution.parquet.schema_force_view_types = false;
+        let config = catalog::plain_strings(
+            SessionConfig::new()
+                .with_default_catalog_and_schema(CATALOG, &self.inner.default_dataset)
+                .with_information_schema(true)
+                .with_create_default_catalog_and_schema(false),
+        );
         let ctx = catalog::session_context(&self.inner.store, config);
         let catalog = StoreCatalog::new(self.inner.store.clone(), pins).with_cache(self.inner.cache.clone());
         ctx.register_catalog(CATALOG, Arc::new(catalog));
