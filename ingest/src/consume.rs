@@ -14,17 +14,17 @@ use futures::future::try_join_all;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::config::{IngestConfig, KafkaConfig};
-use schemas::records::{DeadReason, RawRecord, dead_letter_header as hdr};
+use schemas::records::{DeadReason, dead_letter_header as hdr};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::RawBatchBuilder;
-use crate::decode::{Provenance, Rejection, decode};
+use crate::decode::{Decoder, Provenance};
 use crate::kafka::{METADATA_TIMEOUT, client_config, metadata_client, partitions};
 use crate::{Error, Result};
 
@@ -362,6 +362,8 @@ pub struct BatchReader {
     kafka: KafkaConfig,
     metadata: Option<Arc<rdkafka::consumer::BaseConsumer>>,
     lag_refreshed: Option<Instant>,
+    /// One per core: [`decode_parts`].
+    decoders: Vec<Decoder>,
 }
 
 /// How often [`BatchReader::lag`] asks the broker for the partition ends.
@@ -388,6 +390,7 @@ impl BatchReader {
             kafka: kafka.clone(),
             metadata: None,
             lag_refreshed: None,
+            decoders: (0..decode_threads()).map(|_| Decoder::default()).collect(),
         })
     }
 
@@ -463,8 +466,9 @@ impl BatchReader {
     /// follows a topic returns an empty batch after [`QUIET`] without records, so callers can
     /// act on time (e.g. commit) without cancelling a read in progress.
     pub async fn next_batch(&mut self, cancel: &CancellationToken) -> Result<Option<ConsumedBatch>> {
-        // Records are copied out as they arrive and decoded together at the end, on every core.
-        let mut received: Vec<Received> = Vec::new();
+        // Records stay in librdkafka's buffers until the batch is complete, then are decoded
+        // straight into column builders, in consecutive parts on as many cores.
+        let mut received: Vec<BorrowedMessage<'_>> = Vec::new();
         let mut ranges: BTreeMap<i32, OffsetRange> = BTreeMap::new();
         let mut bytes = 0u64;
         let mut deadline: Option<Instant> = None;
@@ -515,34 +519,16 @@ impl BatchReader {
                 timestamp_ms: msg.timestamp().to_millis(),
             };
             bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
-            received.push(Received {
-                key: msg.key().map(<[u8]>::to_vec),
-                value: msg.payload().map(<[u8]>::to_vec),
-                at,
-            });
             ranges
                 .entry(at.partition)
                 .and_modify(|r| r.next = at.offset + 1)
                 .or_insert(OffsetRange { first: at.offset, next: at.offset + 1 });
             self.positions.insert(at.partition, at.offset + 1);
+            received.push(msg);
         }
-        let decoded = decode_all(&received, self.limits.max_record_bytes);
-        let mut builder = RawBatchBuilder::new();
-        let mut letters: Vec<DeadLetter> = Vec::new();
-        for (r, outcome) in received.into_iter().zip(decoded) {
-            match outcome {
-                Ok(record) => builder.push(&record, r.at),
-                Err(rej) => letters.push(DeadLetter {
-                    key: r.key,
-                    value: r.value.unwrap_or_default(),
-                    reason: rej.reason,
-                    detail: rej.detail,
-                    source_topic: self.topic.clone(),
-                    partition: r.at.partition,
-                    offset: r.at.offset,
-                }),
-            }
-        }
+        let (batch, letters) =
+            decode_parts(&mut self.decoders, &received, &self.topic, self.limits.max_record_bytes);
+        drop(received);
         if let Some(sink) = &self.dead {
             sink.send_all(&letters).await?;
         }
@@ -550,7 +536,7 @@ impl BatchReader {
         for l in &letters {
             *dead.entry(l.reason).or_insert(0) += 1;
         }
-        Ok(Some(ConsumedBatch { batch: builder.finish(), ranges, dead, rejected: letters, bytes }))
+        Ok(Some(ConsumedBatch { batch, ranges, dead, rejected: letters, bytes }))
     }
 
     /// Commits (group mode) the next offsets after `ranges`, synchronously.
@@ -593,31 +579,73 @@ impl BatchReader {
     }
 }
 
-/// A record as received, before decoding.
-struct Received {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    at: Provenance,
-}
-
-/// Below this many records a batch is decoded on the calling thread.
+/// Below this many records a part of a batch is not worth a thread of its own.
 const PARALLEL_DECODE_MIN: usize = 256;
 
-/// Decodes `received` in order, split over the available cores for large batches.
-fn decode_all(received: &[Received], max_bytes: usize) -> Vec<Result<RawRecord, Rejection>> {
-    let one = |r: &Received| decode(r.key.as_deref(), r.value.as_deref(), r.at, max_bytes);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if received.len() < PARALLEL_DECODE_MIN || threads < 2 {
-        return received.iter().map(one).collect();
-    }
-    let chunk = received.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = received
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+fn decode_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+}
+
+/// Decodes `received` in order into one raw-schema batch, and its dead letters. The first part
+/// is decoded on this thread into the batch's builders (sized for the whole batch), the others
+/// on one thread each, then appended.
+fn decode_parts(
+    decoders: &mut [Decoder],
+    received: &[BorrowedMessage<'_>],
+    topic: &str,
+    max_record_bytes: usize,
+) -> (RecordBatch, Vec<DeadLetter>) {
+    let payload = |part: &[BorrowedMessage<'_>]| part.iter().map(|m| m.payload_len()).sum::<usize>();
+    let decode = |decoder: &mut Decoder, builder: &mut RawBatchBuilder, part: &[BorrowedMessage<'_>]| {
+        let mut letters = Vec::new();
+        for m in part {
+            let at = Provenance {
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp_ms: m.timestamp().to_millis(),
+            };
+            if let Err(rej) = decoder.decode_into(builder, m.key(), m.payload(), at, max_record_bytes) {
+                letters.push(DeadLetter {
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    reason: rej.reason,
+                    detail: rej.detail,
+                    source_topic: topic.to_string(),
+                    partition: at.partition,
+                    offset: at.offset,
+                });
+            }
+        }
+        letters
+    };
+    let parts = received.len().div_ceil(PARALLEL_DECODE_MIN).clamp(1, decoders.len());
+    let mut chunks = received.chunks(received.len().div_ceil(parts).max(1));
+    let first = chunks.next().unwrap_or_default();
+    let (first_decoder, other_decoders) = decoders.split_first_mut().expect("at least one decoder");
+    let mut builder = RawBatchBuilder::with_capacity(received.len(), payload(received));
+    let (mut letters, others) = std::thread::scope(|scope| {
+        let others: Vec<_> = other_decoders
+            .iter_mut()
+            .zip(chunks)
+            .map(|(decoder, part)| {
+                scope.spawn(move || {
+                    let mut builder = RawBatchBuilder::with_capacity(part.len(), payload(part));
+                    let letters = decode(decoder, &mut builder, part);
+                    (builder.finish(), letters)
+                })
+            })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("decoding thread")).collect()
-    })
+        let letters = decode(first_decoder, &mut builder, first);
+        (
+            letters,
+            others.into_iter().map(|h| h.join().expect("a decoding thread panicked")).collect::<Vec<_>>(),
+        )
+    });
+    for (batch, more) in others {
+        builder.append_batch(&batch);
+        letters.extend(more);
+    }
+    (builder.finish(), letters)
 }
 
 /// Caught up: every partition has reached the watermark seen at start, reported its end

@@ -3,6 +3,9 @@
 use schemas::records::{DeadReason, RawRecord};
 use serde_json::{Map, Value};
 
+use crate::batch::{Fields, RawBatchBuilder};
+use crate::fastjson;
+
 /// Where a record came from; used for derived ids and dead-letter headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Provenance {
@@ -79,6 +82,49 @@ pub fn decode(
         record.ts = at.timestamp_ms;
     }
     Ok(record)
+}
+
+/// Decodes records straight into a [`RawBatchBuilder`]: the usual JSON shape in one pass
+/// ([`fastjson`]), everything else through [`decode`], with the same result.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    json: fastjson::Parser,
+    derived_id: String,
+}
+
+impl Decoder {
+    /// Appends the record to `builder`, or says why it is dead.
+    pub fn decode_into(
+        &mut self,
+        builder: &mut RawBatchBuilder,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        at: Provenance,
+        max_bytes: usize,
+    ) -> Result<(), Rejection> {
+        let json = value.filter(|v| v.len() <= max_bytes).and_then(|v| self.json.parse(v));
+        let Some(f) = json else {
+            let record = decode(key, value, at, max_bytes)?;
+            builder.push(&record, at);
+            return Ok(());
+        };
+        let id = match f.id {
+            Some(id) => id,
+            None => match key.filter(|k| !k.is_empty()).and_then(|k| std::str::from_utf8(k).ok()) {
+                Some(k) => k,
+                None => {
+                    use std::fmt::Write;
+                    self.derived_id.clear();
+                    let _ = write!(self.derived_id, "p{}-o{}", at.partition, at.offset);
+                    &self.derived_id
+                }
+            },
+        };
+        let ts = f.ts.or(at.timestamp_ms);
+        let fields = Fields { id, text: f.text, label: f.label, source: f.source, ts, meta: None };
+        builder.push_fields(fields, at);
+        Ok(())
+    }
 }
 
 fn from_object(mut obj: Map<String, Value>, fallback_id: String) -> Result<RawRecord, Rejection> {
@@ -213,5 +259,209 @@ mod tests {
         check(None, br#"{"text":"t","label":1.5}"#, Err(DeadReason::BadField));
         check(None, b"   \n\t ", Err(DeadReason::BlankText));
         check(None, br#"{"text":"  "}"#, Err(DeadReason::BlankText));
+    }
+
+    /// A small deterministic generator (xorshift64*), enough for varied inputs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// A text mixing what escaping and trimming treat specially.
+    fn text(rng: &mut Rng) -> String {
+        let pieces = [
+            "a",
+            "Hello ",
+            "x\ny",
+            "\"",
+            "\\",
+            "/",
+            "\t",
+            "\r\n",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f}",
+            "é",
+            "e\u{301}",
+            "😀",
+            "\u{2028}",
+            "\u{a0}",
+            "\u{feff}",
+            "مرحبا",
+            " ",
+            "{",
+            "}",
+            ":",
+            ",",
+            "null",
+            "12",
+        ];
+        (0..rng.below(40)).map(|_| *rng.pick(&pieces)).collect()
+    }
+
+    /// JSON for a string: serde_json's escaping, or Python's `ensure_ascii` (every non-ASCII
+    /// character as `\uXXXX`, surrogate pairs beyond the BMP).
+    fn json_string(rng: &mut Rng, s: &str) -> String {
+        let plain = serde_json::to_string(s).unwrap();
+        if rng.below(2) == 0 {
+            return plain;
+        }
+        let mut out = String::new();
+        for c in plain.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// A record-like JSON object, often malformed.
+    fn record(rng: &mut Rng) -> Vec<u8> {
+        let mut fields: Vec<String> = Vec::new();
+        let t = text(rng);
+        let (id, label) = (format!("id-{}", rng.below(1000)), *rng.pick(&["spam", "ham", "é"]));
+        let (text_json, id_json, label_json) =
+            (json_string(rng, &t), json_string(rng, &id), json_string(rng, label));
+        let extra_json = json_string(rng, &t);
+        let values: Vec<(&str, String)> = vec![
+            ("text", text_json),
+            ("text", "null".into()),
+            ("text", "5".into()),
+            ("id", id_json),
+            ("id", "\"\"".into()),
+            ("id", "42".into()),
+            ("id", "null".into()),
+            ("label", label_json),
+            ("label", "null".into()),
+            ("label", "1.5".into()),
+            ("source", "\"s\"".into()),
+            ("source", "null".into()),
+            ("ts", "1700000000000".into()),
+            ("ts", "-5".into()),
+            ("ts", "\"2020-01-01T00:00:00Z\"".into()),
+            ("ts", "1.0".into()),
+            ("ts", "99999999999999999999".into()),
+            ("meta", "null".into()),
+            ("meta", "{\"k\": [1, \"v\"]}".into()),
+            ("extra", "true".into()),
+            ("extra", "-0".into()),
+            ("extra", "[1]".into()),
+            ("extra", extra_json),
+            ("te\\u0078t", "\"escaped key\"".into()),
+        ];
+        let n = rng.below(4);
+        let text_at = if rng.below(5) == 0 { usize::MAX } else { rng.below(n + 1) };
+        for f in 0..=n {
+            // A good text somewhere in most records; other fields mostly valid.
+            let (k, v) = if f == text_at {
+                &values[0]
+            } else if rng.below(3) > 0 {
+                &values[*rng.pick(&[3, 7, 8, 10, 12, 17, 19])]
+            } else {
+                rng.pick(&values)
+            };
+            let ws = *rng.pick(&["", "", "", "", " ", " ", "\n", "\t "]);
+            fields.push(format!("{ws}\"{k}\"{ws}:{ws}{v}"));
+        }
+        let mut out = format!(
+            "{}{{{}}}{}",
+            rng.pick(&["", "", " ", "\u{a0}"]),
+            fields.join(","),
+            rng.pick(&["", "", " ", "\n", " x"])
+        )
+        .into_bytes();
+        // Now and then a byte is dropped, changed or doubled.
+        for _ in 0..rng.below(5).saturating_sub(3) {
+            if out.is_empty() {
+                break;
+            }
+            let at = rng.below(out.len());
+            match rng.below(3) {
+                0 => drop(out.remove(at)),
+                1 => out[at] = *rng.pick(b"\"\\{}:,u0 \x01\xff"),
+                _ => out.insert(at, out[at]),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn decode_into_gives_what_decode_gives() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut decoder = Decoder::default();
+        let (mut fast, mut slow) = (RawBatchBuilder::new(), RawBatchBuilder::new());
+        let (mut taken, mut dead, mut one_pass) = (0, 0, 0);
+        let mut parser = fastjson::Parser::default();
+        for i in 0..30_000 {
+            let value = record(&mut rng);
+            let key = [None, Some(&b"k"[..]), Some(&b""[..])][i % 3];
+            let at = Provenance { partition: 1, offset: i as i64, timestamp_ms: (i % 2 == 0).then_some(7) };
+            let expected = decode(key, Some(&value), at, 4096);
+            one_pass += parser.parse(&value).is_some() as usize;
+            let got = decoder.decode_into(&mut fast, key, Some(&value), at, 4096);
+            match (&expected, &got) {
+                (Ok(record), Ok(())) => {
+                    slow.push(record, at);
+                    taken += 1;
+                }
+                (Err(e), Err(g)) => {
+                    assert_eq!(e, g, "{}", String::from_utf8_lossy(&value));
+                    dead += 1;
+                }
+                _ => panic!("{}: decode {expected:?}, decode_into {got:?}", String::from_utf8_lossy(&value)),
+            }
+            assert_eq!(fast.rows(), slow.rows(), "{}", String::from_utf8_lossy(&value));
+        }
+        assert_eq!(fast.finish(), slow.finish());
+        // Both outcomes are well represented.
+        assert!(
+            taken > 5_000 && dead > 5_000 && one_pass > 3_000,
+            "{taken} taken ({one_pass} in one pass), {dead} dead"
+        );
+    }
+
+    #[test]
+    fn decode_into_reads_the_corpus_in_one_pass_as_decode_does() {
+        use crate::source::{CORPUS_PERIOD_1, CORPUS_PERIOD_2, corpus};
+        let Ok(dir) = std::env::var("DRIFTWOOD_CORPUS_DIR") else { return };
+        let groups: Vec<&str> = CORPUS_PERIOD_1.iter().chain(CORPUS_PERIOD_2).copied().collect();
+        let records = corpus(std::path::Path::new(&dir), &groups).unwrap();
+        let mut rng = Rng(7);
+        let (mut parser, mut decoder) = (fastjson::Parser::default(), Decoder::default());
+        let (mut fast, mut slow) = (RawBatchBuilder::new(), RawBatchBuilder::new());
+        for (i, r) in records.iter().enumerate() {
+            // As Python's json.dumps (ASCII only) or serde_json write it.
+            let value = format!(
+                r#"{{"id": {}, "text": {}, "label": {}}}"#,
+                json_string(&mut rng, &r.id),
+                json_string(&mut rng, &r.text),
+                json_string(&mut rng, r.label.as_deref().unwrap())
+            );
+            let at = Provenance { partition: 0, offset: i as i64, timestamp_ms: Some(1) };
+            assert!(parser.parse(value.as_bytes()).is_some(), "{value}");
+            decoder.decode_into(&mut fast, None, Some(value.as_bytes()), at, usize::MAX).unwrap();
+            slow.push(&decode(None, Some(value.as_bytes()), at, usize::MAX).unwrap(), at);
+        }
+        assert!(records.len() > 5000, "{} corpus texts", records.len());
+        assert_eq!(fast.finish(), slow.finish());
     }
 }

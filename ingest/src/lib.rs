@@ -8,7 +8,8 @@
 //! ```
 //!
 //! * [`decode`] and [`batch`] are pure: bytes in, [`schemas::records::RawRecord`] or a
-//!   [`schemas::records::DeadReason`] out, and RecordBatches of the raw schema;
+//!   [`schemas::records::DeadReason`] out, and RecordBatches of the raw schema; [`fastjson`]
+//!   reads the usual record shape in one pass, leaving anything else to serde_json;
 //! * [`kafka`] builds librdkafka clients from [`schemas::config::KafkaConfig`] and creates topics;
 //! * [`publish`] and [`source`] send records with an idempotent producer;
 //! * [`consume`] reads micro-batches (max rows / bytes / wait), sends dead letters and reports
@@ -21,6 +22,7 @@ pub mod batch;
 pub mod consume;
 pub mod control;
 pub mod decode;
+pub mod fastjson;
 pub mod kafka;
 pub mod publish;
 pub mod source;

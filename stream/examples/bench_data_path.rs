@@ -1,12 +1,13 @@
 //! The Rust side of `scripts/bench/data_path` (run it through that script).
 //!
-//! `consume BROKERS TOPIC N` reads N records of TOPIC from the beginning and prints one JSON
-//! line per reader: `driftwood` (BatchReader → raw-schema RecordBatches, per-record validation)
+//! `consume BROKERS TOPIC N WARM` reads TOPIC from the beginning and prints one JSON line per
+//! reader, timing N records after the first [`SKIP`]: `driftwood` (BatchReader → raw-schema RecordBatches, per-record validation)
 //! and `bare` (an rdkafka BaseConsumer poll loop that only counts, same fetch settings). Each
 //! reader first lets librdkafka prefetch the topic into its local queue for WARM seconds (the
 //! last argument; 0 = none): with 0 the figures are the end-to-end rate from the local broker
 //! (tansu serves ~120 MB/s here, slower than any of the clients), with a warm-up they measure
 //! the client alone.
+//! `decode FILE.jsonl` prints one core's JSON -> RecordBatch rate, one-pass and through serde.
 //! `clean FILE.jsonl` runs the default cleaning plan (without the stateful dedupe step) over the
 //! file's texts in batches and prints the input MB/s. Timings exclude start-up and file reading.
 
@@ -35,21 +36,25 @@ fn main() -> Result<()> {
             config.kafka.client.insert("queued.max.messages.kbytes".into(), "2097151".into());
             config.kafka.client.insert("queued.min.messages".into(), "10000000".into());
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            let (secs, bytes) = rt.block_on(consume_batches(&config, topic, n, warm))?;
-            report("consume", &format!("driftwood BatchReader -> RecordBatch ({phase})"), n, bytes, secs);
-            let (secs, bytes) = rt.block_on(stream_loop(&config, topic, n, warm))?;
+            let (records, secs, bytes) = rt.block_on(consume_batches(&config, topic, n, warm))?;
             report(
                 "consume",
-                &format!("rdkafka StreamConsumer recv loop, no work ({phase})"),
-                n,
+                &format!("driftwood BatchReader -> RecordBatch ({phase})"),
+                records,
                 bytes,
                 secs,
             );
-            let (secs, bytes) = bare_loop(&config, topic, n, warm)?;
-            report("consume", &format!("bare rdkafka poll loop, no work ({phase})"), n, bytes, secs);
+            let (records, secs, bytes) = rt.block_on(stream_loop(&config, topic, n, warm))?;
+            let what = format!("rdkafka StreamConsumer recv loop, no work ({phase})");
+            report("consume", &what, records, bytes, secs);
+            let (records, secs, bytes) = bare_loop(&config, topic, n, warm)?;
+            report("consume", &format!("bare rdkafka poll loop, no work ({phase})"), records, bytes, secs);
         }
         ["clean", file] => clean(file)?,
-        _ => bail!("usage: bench_data_path consume BROKERS TOPIC N WARM_SECS | clean FILE.jsonl"),
+        ["decode", file] => decode_rate(file)?,
+        _ => bail!(
+            "usage: bench_data_path consume BROKERS TOPIC N WARM_SECS | decode FILE.jsonl | clean FILE.jsonl"
+        ),
     }
     Ok(())
 }
@@ -67,29 +72,58 @@ fn report(bench: &str, what: &str, records: u64, bytes: u64, secs: f64) {
     println!("{line}");
 }
 
-/// Seconds from the first record to the N-th, and payload bytes.
-async fn consume_batches(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(f64, u64)> {
+/// Records every reader (here and in the Python peers) reads before its clock starts: the
+/// first batches of a process fault in fresh memory and are no measure of a running reader.
+/// The topic holds N + 2 × SKIP records, so no reader's last batch waits at the topic's end.
+const SKIP: u64 = 10_000;
+
+/// Counts records; timing starts once [`SKIP`] records have been read, at a batch boundary.
+#[derive(Default)]
+struct Meter {
+    seen: u64,
+    timed: u64,
+    bytes: u64,
+    started: Option<Instant>,
+}
+
+impl Meter {
+    fn add(&mut self, records: u64, bytes: u64) {
+        self.seen += records;
+        if self.started.is_some() {
+            self.timed += records;
+            self.bytes += bytes;
+        } else if self.seen >= SKIP {
+            self.started = Some(Instant::now());
+        }
+    }
+
+    fn done(&self, n: u64) -> bool {
+        self.timed >= n
+    }
+
+    /// (records timed, seconds, bytes)
+    fn result(&self, n: u64) -> Result<(u64, f64, u64)> {
+        if !self.done(n) {
+            bail!("read {} of {} records", self.seen, n + SKIP);
+        }
+        Ok((self.timed, self.started.map_or(0.0, |s| s.elapsed().as_secs_f64()), self.bytes))
+    }
+}
+
+/// Records timed, seconds, and payload bytes of reading N records after [`SKIP`].
+async fn consume_batches(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(u64, f64, u64)> {
     let mode = Mode::Assigned { start: BTreeMap::new(), until_idle: false };
     let mut reader =
         BatchReader::new(&config.kafka, topic, mode, BatchLimits::from(&config.ingest), None).await?;
     tokio::time::sleep(warm).await;
     let cancel = CancellationToken::new();
-    let (mut rows, mut bytes) = (0u64, 0u64);
-    let mut started: Option<Instant> = None;
+    let mut meter = Meter::default();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while rows < n && Instant::now() < deadline {
+    while !meter.done(n) && Instant::now() < deadline {
         let Some(batch) = reader.next_batch(&cancel).await? else { break };
-        if batch.ranges.is_empty() {
-            continue;
-        }
-        started.get_or_insert_with(Instant::now);
-        rows += (batch.batch_rows() + batch.rejected.len()) as u64;
-        bytes += batch.bytes;
+        meter.add((batch.batch_rows() + batch.rejected.len()) as u64, batch.bytes);
     }
-    if rows < n {
-        bail!("read {rows} of {n} records");
-    }
-    Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
+    meter.result(n)
 }
 
 /// Assigns every partition of `topic` from the beginning.
@@ -105,46 +139,75 @@ fn assign_all<C: rdkafka::consumer::ConsumerContext>(consumer: &impl Consumer<C>
     Ok(())
 }
 
-/// Seconds from the first of `n` messages to the last, and payload bytes, counting only.
-async fn stream_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(f64, u64)> {
+/// The same with a StreamConsumer recv loop, counting only.
+async fn stream_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(u64, f64, u64)> {
     let consumer: rdkafka::consumer::StreamConsumer =
         consumer_config(&config.kafka, "bench.stream").create()?;
     assign_all(&consumer, topic)?;
     tokio::time::sleep(warm).await;
-    let (mut count, mut bytes) = (0u64, 0u64);
-    let mut started: Option<Instant> = None;
-    while count < n {
+    let mut meter = Meter::default();
+    while !meter.done(n) {
         let m = consumer.recv().await?;
-        started.get_or_insert_with(Instant::now);
-        count += 1;
-        bytes += m.payload_len() as u64;
+        meter.add(1, m.payload_len() as u64);
     }
-    Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
+    meter.result(n)
 }
 
 /// The same with a `BaseConsumer` poll loop.
-fn bare_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(f64, u64)> {
+fn bare_loop(config: &Config, topic: &str, n: u64, warm: Duration) -> Result<(u64, f64, u64)> {
     let consumer: BaseConsumer = consumer_config(&config.kafka, "bench.bare").create()?;
     assign_all(&consumer, topic)?;
     std::thread::sleep(warm);
-    let (mut count, mut bytes) = (0u64, 0u64);
-    let mut started: Option<Instant> = None;
+    let mut meter = Meter::default();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while count < n && Instant::now() < deadline {
+    while !meter.done(n) && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                started.get_or_insert_with(Instant::now);
-                count += 1;
-                bytes += m.payload_len() as u64;
-            }
+            Some(Ok(m)) => meter.add(1, m.payload_len() as u64),
             Some(Err(e)) => bail!("bare loop: {e}"),
             None => {}
         }
     }
-    if count < n {
-        bail!("read {count} of {n} records");
+    meter.result(n)
+}
+
+/// One thread decoding every line of a JSONL file into raw-schema batches of ~3,000 rows, the
+/// BatchReader's way (`Decoder::decode_into`) and through `serde_json::Value` (`decode`, then
+/// `RawBatchBuilder::push`), best of three: the per-core rate of JSON -> RecordBatch.
+fn decode_rate(file: &str) -> Result<()> {
+    let text = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let bytes: usize = lines.iter().map(|l| l.len()).sum();
+    let time = |one_pass: bool| -> Result<f64> {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let mut decoder = ingest::decode::Decoder::default();
+            let mut builder = RawBatchBuilder::new();
+            for (i, line) in lines.iter().enumerate() {
+                let at = Provenance { partition: 0, offset: i as i64, timestamp_ms: Some(0) };
+                if one_pass {
+                    decoder.decode_into(&mut builder, None, Some(line), at, usize::MAX)
+                } else {
+                    decode(None, Some(line), at, usize::MAX).map(|r| builder.push(&r, at))
+                }
+                .map_err(|r| anyhow::anyhow!("{}", r.detail))?;
+                if builder.rows() == 3000 {
+                    builder.finish();
+                }
+            }
+            builder.finish();
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        Ok(best)
+    };
+    for (what, one_pass) in
+        [("Decoder::decode_into (one pass)", true), ("decode + push (serde_json::Value)", false)]
+    {
+        let secs = time(one_pass)?;
+        let us = secs * 1e6 / lines.len() as f64;
+        eprintln!("  {what:<36} {us:>6.2} us per record, {:>7.1} MB/s", bytes as f64 / 1e6 / secs);
     }
-    Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
+    Ok(())
 }
 
 fn clean(file: &str) -> Result<()> {
