@@ -339,6 +339,7 @@ enum RunsCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    ingest::alloc::tune();
     let cli = Cli::parse();
     let config = match load_config(&cli) {
         Ok(c) => c,

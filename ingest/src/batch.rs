@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use schemas::records::{RawRecord, raw_schema};
 
@@ -19,6 +19,74 @@ pub struct Fields<'a> {
     pub ts: Option<i64>,
     /// JSON text.
     pub meta: Option<&'a str>,
+}
+
+/// Where decoded rows go: a batch's builders, or a [`RowBuffer`].
+pub trait RowSink {
+    /// Appends a record given by its fields (`meta` as JSON text).
+    fn push_fields(&mut self, r: Fields<'_>, at: Provenance);
+
+    fn push(&mut self, r: &RawRecord, at: Provenance) {
+        let meta = r.meta.as_ref().map(|m| m.to_string());
+        let fields = Fields {
+            id: &r.id,
+            text: &r.text,
+            label: r.label.as_deref(),
+            source: r.source.as_deref(),
+            ts: r.ts,
+            meta: meta.as_deref(),
+        };
+        self.push_fields(fields, at);
+    }
+}
+
+/// Decoded rows in buffers kept from batch to batch, for a decoding thread whose rows are then
+/// appended to a batch's builders ([`RawBatchBuilder::append_rows`]): unlike a builder of its
+/// own, it needs no fresh memory (page faults) per batch.
+#[derive(Debug, Default)]
+pub struct RowBuffer {
+    /// Every row's id, text, label, source and meta, back to back.
+    strings: String,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug)]
+struct Row {
+    /// Where the row's id, text, label, source and meta end in `strings`.
+    ends: [usize; 5],
+    /// Which of label, source and meta are present (bits 0, 1, 2).
+    present: u8,
+    ts: Option<i64>,
+    at: Provenance,
+}
+
+impl RowBuffer {
+    /// Empties the buffer, keeping its memory.
+    pub fn clear(&mut self) {
+        self.strings.clear();
+        self.rows.clear();
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+impl RowSink for RowBuffer {
+    fn push_fields(&mut self, r: Fields<'_>, at: Provenance) {
+        let mut ends = [0; 5];
+        let mut present = 0;
+        for (k, field) in [Some(r.id), Some(r.text), r.label, r.source, r.meta].into_iter().enumerate() {
+            if let Some(value) = field {
+                self.strings.push_str(value);
+                if k >= 2 {
+                    present |= 1 << (k - 2);
+                }
+            }
+            ends[k] = self.strings.len();
+        }
+        self.rows.push(Row { ends, present, ts: r.ts, at });
+    }
 }
 
 /// Column builders for one micro-batch.
@@ -64,46 +132,27 @@ impl RawBatchBuilder {
         }
     }
 
-    pub fn push(&mut self, r: &RawRecord, at: Provenance) {
-        let meta = r.meta.as_ref().map(|m| m.to_string());
-        let fields = Fields {
-            id: &r.id,
-            text: &r.text,
-            label: r.label.as_deref(),
-            source: r.source.as_deref(),
-            ts: r.ts,
-            meta: meta.as_deref(),
-        };
-        self.push_fields(fields, at);
-    }
-
-    /// Appends a record given by its fields (`meta` as JSON text).
-    pub fn push_fields(&mut self, r: Fields<'_>, at: Provenance) {
-        self.id.append_value(r.id);
-        self.text.append_value(r.text);
-        self.label.append_option(r.label);
-        self.source.append_option(r.source);
-        self.ts.append_option(r.ts);
-        self.meta.append_option(r.meta);
-        self.partition.append_value(at.partition);
-        self.offset.append_value(at.offset);
-        self.rows += 1;
-        self.bytes += r.id.len() + r.text.len();
-    }
-
-    /// Appends the rows of a batch of the raw schema (one this kind of builder made).
-    pub fn append_batch(&mut self, batch: &RecordBatch) {
-        let strings = |i: usize| batch.column(i).as_string::<i32>();
-        self.id.append_array(strings(0)).expect("offsets fit");
-        self.text.append_array(strings(1)).expect("offsets fit");
-        self.label.append_array(strings(2)).expect("offsets fit");
-        self.source.append_array(strings(3)).expect("offsets fit");
-        self.ts.append_array(batch.column(4).as_primitive());
-        self.meta.append_array(strings(5)).expect("offsets fit");
-        self.partition.append_array(batch.column(6).as_primitive());
-        self.offset.append_array(batch.column(7).as_primitive());
-        self.rows += batch.num_rows();
-        self.bytes += strings(0).values().len() + strings(1).values().len();
+    /// Appends the rows of `buffer`.
+    pub fn append_rows(&mut self, buffer: &RowBuffer) {
+        let mut start = 0;
+        for row in &buffer.rows {
+            let mut field = |k: usize| {
+                let value = &buffer.strings[start..row.ends[k]];
+                start = row.ends[k];
+                value
+            };
+            let (id, text, label, source, meta) = (field(0), field(1), field(2), field(3), field(4));
+            let present = |bit: u8, value| (row.present & (1 << bit) != 0).then_some(value);
+            let fields = Fields {
+                id,
+                text,
+                label: present(0, label),
+                source: present(1, source),
+                ts: row.ts,
+                meta: present(2, meta),
+            };
+            self.push_fields(fields, row.at);
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -130,6 +179,21 @@ impl RawBatchBuilder {
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(raw_schema(), columns).expect("builders match the raw schema")
+    }
+}
+
+impl RowSink for RawBatchBuilder {
+    fn push_fields(&mut self, r: Fields<'_>, at: Provenance) {
+        self.id.append_value(r.id);
+        self.text.append_value(r.text);
+        self.label.append_option(r.label);
+        self.source.append_option(r.source);
+        self.ts.append_option(r.ts);
+        self.meta.append_option(r.meta);
+        self.partition.append_value(at.partition);
+        self.offset.append_value(at.offset);
+        self.rows += 1;
+        self.bytes += r.id.len() + r.text.len();
     }
 }
 
@@ -173,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn appending_a_batch_equals_pushing_its_rows() {
+    fn appending_buffered_rows_equals_pushing_them() {
         let records: Vec<RawRecord> = (0..10)
             .map(|i| RawRecord {
                 id: format!("r{i}"),
@@ -187,10 +251,14 @@ mod tests {
         let at = |i: usize| Provenance { partition: i as i32 % 2, offset: i as i64, timestamp_ms: None };
         let mut whole = RawBatchBuilder::new();
         records.iter().enumerate().for_each(|(i, r)| whole.push(r, at(i)));
-        let (mut head, mut tail) = (RawBatchBuilder::with_capacity(10, 64), RawBatchBuilder::new());
+        let (mut head, mut tail) = (RawBatchBuilder::with_capacity(10, 64), RowBuffer::default());
         records.iter().enumerate().take(4).for_each(|(i, r)| head.push(r, at(i)));
+        // The buffer's memory is kept, its rows are not.
+        tail.push(&records[0], at(0));
+        tail.clear();
         records.iter().enumerate().skip(4).for_each(|(i, r)| tail.push(r, at(i)));
-        head.append_batch(&tail.finish());
+        assert_eq!(tail.rows(), 6);
+        head.append_rows(&tail);
         assert_eq!((head.rows(), head.bytes()), (whole.rows(), whole.bytes()));
         assert_eq!(head.finish(), whole.finish());
     }

@@ -23,7 +23,7 @@ use schemas::records::{DeadReason, dead_letter_header as hdr};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::RawBatchBuilder;
+use crate::batch::{RawBatchBuilder, RowBuffer, RowSink};
 use crate::decode::{Decoder, Provenance};
 use crate::kafka::{METADATA_TIMEOUT, client_config, metadata_client, partitions};
 use crate::{Error, Result};
@@ -363,7 +363,7 @@ pub struct BatchReader {
     metadata: Option<Arc<rdkafka::consumer::BaseConsumer>>,
     lag_refreshed: Option<Instant>,
     /// One per core: [`decode_parts`].
-    decoders: Vec<Decoder>,
+    workers: Vec<(Decoder, RowBuffer)>,
 }
 
 /// How often [`BatchReader::lag`] asks the broker for the partition ends.
@@ -390,7 +390,7 @@ impl BatchReader {
             kafka: kafka.clone(),
             metadata: None,
             lag_refreshed: None,
-            decoders: (0..decode_threads()).map(|_| Decoder::default()).collect(),
+            workers: (0..decode_threads()).map(|_| Default::default()).collect(),
         })
     }
 
@@ -527,7 +527,7 @@ impl BatchReader {
             received.push(msg);
         }
         let (batch, letters) =
-            decode_parts(&mut self.decoders, &received, &self.topic, self.limits.max_record_bytes);
+            decode_parts(&mut self.workers, &received, &self.topic, self.limits.max_record_bytes);
         drop(received);
         if let Some(sink) = &self.dead {
             sink.send_all(&letters).await?;
@@ -588,64 +588,74 @@ fn decode_threads() -> usize {
 
 /// Decodes `received` in order into one raw-schema batch, and its dead letters. The first part
 /// is decoded on this thread into the batch's builders (sized for the whole batch), the others
-/// on one thread each, then appended.
+/// on one thread each into their worker's [`RowBuffer`] (memory kept from batch to batch), then
+/// appended.
 fn decode_parts(
-    decoders: &mut [Decoder],
+    workers: &mut [(Decoder, RowBuffer)],
     received: &[BorrowedMessage<'_>],
     topic: &str,
     max_record_bytes: usize,
 ) -> (RecordBatch, Vec<DeadLetter>) {
-    let payload = |part: &[BorrowedMessage<'_>]| part.iter().map(|m| m.payload_len()).sum::<usize>();
-    let decode = |decoder: &mut Decoder, builder: &mut RawBatchBuilder, part: &[BorrowedMessage<'_>]| {
-        let mut letters = Vec::new();
-        for m in part {
-            let at = Provenance {
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp_ms: m.timestamp().to_millis(),
-            };
-            if let Err(rej) = decoder.decode_into(builder, m.key(), m.payload(), at, max_record_bytes) {
-                letters.push(DeadLetter {
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    reason: rej.reason,
-                    detail: rej.detail,
-                    source_topic: topic.to_string(),
-                    partition: at.partition,
-                    offset: at.offset,
-                });
-            }
-        }
-        letters
-    };
-    let parts = received.len().div_ceil(PARALLEL_DECODE_MIN).clamp(1, decoders.len());
+    let parts = received.len().div_ceil(PARALLEL_DECODE_MIN).clamp(1, workers.len());
     let mut chunks = received.chunks(received.len().div_ceil(parts).max(1));
     let first = chunks.next().unwrap_or_default();
-    let (first_decoder, other_decoders) = decoders.split_first_mut().expect("at least one decoder");
-    let mut builder = RawBatchBuilder::with_capacity(received.len(), payload(received));
+    let ((first_decoder, _), others) = workers.split_first_mut().expect("at least one decoder");
+    let payload = received.iter().map(|m| m.payload_len()).sum();
+    let mut builder = RawBatchBuilder::with_capacity(received.len(), payload);
     let (mut letters, others) = std::thread::scope(|scope| {
-        let others: Vec<_> = other_decoders
+        let others: Vec<_> = others
             .iter_mut()
             .zip(chunks)
-            .map(|(decoder, part)| {
+            .map(|((decoder, rows), part)| {
                 scope.spawn(move || {
-                    let mut builder = RawBatchBuilder::with_capacity(part.len(), payload(part));
-                    let letters = decode(decoder, &mut builder, part);
-                    (builder.finish(), letters)
+                    rows.clear();
+                    let letters = decode_part(decoder, rows, part, topic, max_record_bytes);
+                    let rows: &RowBuffer = rows;
+                    (rows, letters)
                 })
             })
             .collect();
-        let letters = decode(first_decoder, &mut builder, first);
+        let letters = decode_part(first_decoder, &mut builder, first, topic, max_record_bytes);
         (
             letters,
             others.into_iter().map(|h| h.join().expect("a decoding thread panicked")).collect::<Vec<_>>(),
         )
     });
-    for (batch, more) in others {
-        builder.append_batch(&batch);
+    for (rows, more) in others {
+        builder.append_rows(rows);
         letters.extend(more);
     }
     (builder.finish(), letters)
+}
+
+/// Decodes `part` in order into `sink`; its dead letters.
+fn decode_part(
+    decoder: &mut Decoder,
+    sink: &mut impl RowSink,
+    part: &[BorrowedMessage<'_>],
+    topic: &str,
+    max_record_bytes: usize,
+) -> Vec<DeadLetter> {
+    let mut letters = Vec::new();
+    for m in part {
+        let at = Provenance {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+        };
+        if let Err(rej) = decoder.decode_into(sink, m.key(), m.payload(), at, max_record_bytes) {
+            letters.push(DeadLetter {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                reason: rej.reason,
+                detail: rej.detail,
+                source_topic: topic.to_string(),
+                partition: at.partition,
+                offset: at.offset,
+            });
+        }
+    }
+    letters
 }
 
 /// Caught up: every partition has reached the watermark seen at start, reported its end

@@ -3,7 +3,7 @@
 use schemas::records::{DeadReason, RawRecord};
 use serde_json::{Map, Value};
 
-use crate::batch::{Fields, RawBatchBuilder};
+use crate::batch::{Fields, RowSink};
 use crate::fastjson;
 
 /// Where a record came from; used for derived ids and dead-letter headers.
@@ -84,7 +84,7 @@ pub fn decode(
     Ok(record)
 }
 
-/// Decodes records straight into a [`RawBatchBuilder`]: the usual JSON shape in one pass
+/// Decodes records straight into a batch's builders (or a row buffer): the usual JSON shape in one pass
 /// ([`fastjson`]), everything else through [`decode`], with the same result.
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -96,7 +96,7 @@ impl Decoder {
     /// Appends the record to `builder`, or says why it is dead.
     pub fn decode_into(
         &mut self,
-        builder: &mut RawBatchBuilder,
+        builder: &mut impl RowSink,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         at: Provenance,
@@ -206,6 +206,7 @@ fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{RawBatchBuilder, RowBuffer};
 
     const AT: Provenance = Provenance { partition: 2, offset: 17, timestamp_ms: Some(1000) };
 
@@ -409,6 +410,8 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut decoder = Decoder::default();
         let (mut fast, mut slow) = (RawBatchBuilder::new(), RawBatchBuilder::new());
+        // The same records through a row buffer, as a second decoding thread takes them.
+        let mut buffered = RowBuffer::default();
         let (mut taken, mut dead, mut one_pass) = (0, 0, 0);
         let mut parser = fastjson::Parser::default();
         for i in 0..30_000 {
@@ -418,6 +421,8 @@ mod tests {
             let expected = decode(key, Some(&value), at, 4096);
             one_pass += parser.parse(&value).is_some() as usize;
             let got = decoder.decode_into(&mut fast, key, Some(&value), at, 4096);
+            let via_buffer = decoder.decode_into(&mut buffered, key, Some(&value), at, 4096);
+            assert_eq!(got, via_buffer);
             match (&expected, &got) {
                 (Ok(record), Ok(())) => {
                     slow.push(record, at);
@@ -431,7 +436,11 @@ mod tests {
             }
             assert_eq!(fast.rows(), slow.rows(), "{}", String::from_utf8_lossy(&value));
         }
-        assert_eq!(fast.finish(), slow.finish());
+        let mut from_buffer = RawBatchBuilder::new();
+        from_buffer.append_rows(&buffered);
+        let expected = slow.finish();
+        assert_eq!(fast.finish(), expected);
+        assert_eq!(from_buffer.finish(), expected);
         // Both outcomes are well represented.
         assert!(
             taken > 5_000 && dead > 5_000 && one_pass > 3_000,

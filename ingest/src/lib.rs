@@ -12,12 +12,14 @@
 //!   reads the usual record shape in one pass, leaving anything else to serde_json;
 //! * [`kafka`] builds librdkafka clients from [`schemas::config::KafkaConfig`] and creates topics;
 //! * [`publish`] and [`source`] send records with an idempotent producer;
+//! * [`alloc::tune`] keeps the allocator from handing every batch fresh pages;
 //! * [`consume`] reads micro-batches (max rows / bytes / wait), sends dead letters and reports
 //!   the offset ranges each batch covers, so callers can commit them with their output.
 //!
 //! Architecture invariant: this crate knows nothing of cleaning, snapshots or models; it never
 //! drops a record silently — every record becomes a row or a dead letter with its reason.
 
+pub mod alloc;
 pub mod batch;
 pub mod consume;
 pub mod control;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ingest::batch::RawBatchBuilder;
+use ingest::batch::{RawBatchBuilder, RowSink};
 use ingest::consume::{BatchLimits, BatchReader, Mode, consumer_config};
 use ingest::decode::{Provenance, decode};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -25,6 +25,7 @@ use stream::clean::{CleanPlan, CleanSpec, Step};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<()> {
+    ingest::alloc::tune(); // as the driftwood binary does
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["consume", brokers, topic, n, warm] => {
@@ -182,7 +183,9 @@ fn decode_rate(file: &str) -> Result<()> {
         for _ in 0..3 {
             let started = Instant::now();
             let mut decoder = ingest::decode::Decoder::default();
-            let mut builder = RawBatchBuilder::new();
+            // Sized per batch as the BatchReader sizes its builders.
+            let per_row = bytes / lines.len().max(1) + 1;
+            let mut builder = RawBatchBuilder::with_capacity(3000, 3000 * per_row);
             for (i, line) in lines.iter().enumerate() {
                 let at = Provenance { partition: 0, offset: i as i64, timestamp_ms: Some(0) };
                 if one_pass {
@@ -193,6 +196,7 @@ fn decode_rate(file: &str) -> Result<()> {
                 .map_err(|r| anyhow::anyhow!("{}", r.detail))?;
                 if builder.rows() == 3000 {
                     builder.finish();
+                    builder = RawBatchBuilder::with_capacity(3000, 3000 * per_row);
                 }
             }
             builder.finish();
