@@ -52,7 +52,11 @@ pub fn strip_email_headers(text: &str, keep: &[String], out: &mut String) {
 
 fn split_headers(text: &str) -> (&str, &str) {
     let lf = text.find("\n\n").map(|i| (i, 2));
-    let crlf = text.find("\r\n\r\n").map(|i| (i, 4));
+    // A CRLF blank line wins only if it starts first, so it is looked for only up to the LF
+    // one, not through the whole body. (One starting before `i` ends by `i + 1`: `text[i]` and
+    // `text[i + 1]` are both `\n`; and `i + 1` is a character boundary.)
+    let crlf_region = lf.map_or(text, |(i, _)| &text[..i + 1]);
+    let crlf = crlf_region.find("\r\n\r\n").map(|i| (i, 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => {
             let (i, n) = if a.0 <= b.0 { a } else { b };
@@ -483,6 +487,20 @@ mod tests {
     mod reference {
         use unicode_normalization::UnicodeNormalization;
 
+        /// The header split as first written: both blank-line kinds searched through the text.
+        pub(super) fn split_headers(text: &str) -> (&str, &str) {
+            let lf = text.find("\n\n").map(|i| (i, 2));
+            let crlf = text.find("\r\n\r\n").map(|i| (i, 4));
+            match (lf, crlf) {
+                (Some(a), Some(b)) => {
+                    let (i, n) = if a.0 <= b.0 { a } else { b };
+                    (&text[..i], &text[i + n..])
+                }
+                (Some((i, n)), None) | (None, Some((i, n))) => (&text[..i], &text[i + n..]),
+                (None, None) => (text, ""),
+            }
+        }
+
         pub(super) fn nfkc(t: &str) -> String {
             t.nfkc().collect()
         }
@@ -549,6 +567,7 @@ mod tests {
 
     /// Every step against its reference on `text`.
     fn agree(text: &str) {
+        assert_eq!(split_headers(text), reference::split_headers(text), "split_headers of {text:?}");
         assert_eq!(run(nfkc, text), reference::nfkc(text), "nfkc of {text:?}");
         assert_eq!(run(lowercase, text), reference::lowercase(text), "lowercase of {text:?}");
         assert_eq!(run(strip_control, text), reference::strip_control(text), "strip_control of {text:?}");
@@ -669,6 +688,23 @@ mod tests {
             }
             agree(&text);
         }
+    }
+
+    #[test]
+    fn the_header_split_finds_the_first_blank_line_of_either_kind() {
+        for text in [
+            "a: b\r\n\r\n\nbody",
+            "a: b\r\n\r\nx\n\ny",
+            "a: b\n\n\r\n\r\nx",
+            "a: b\r\n\n\r\n",
+            "a: é\n\né",
+            "\n\n",
+            "\r\n\r\n",
+            "no blank line",
+        ] {
+            assert_eq!(split_headers(text), reference::split_headers(text), "{text:?}");
+        }
+        assert_eq!(split_headers("a: b\r\n\r\n\nbody"), ("a: b", "\nbody"));
     }
 
     #[test]
