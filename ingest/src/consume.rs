@@ -526,8 +526,13 @@ impl BatchReader {
             self.positions.insert(at.partition, at.offset + 1);
             received.push(msg);
         }
-        let (batch, letters) =
-            decode_parts(&mut self.workers, &received, &self.topic, self.limits.max_record_bytes);
+        let (batch, letters) = decode_parts(
+            &mut self.workers,
+            &received,
+            bytes as usize,
+            &self.topic,
+            self.limits.max_record_bytes,
+        );
         drop(received);
         if let Some(sink) = &self.dead {
             sink.send_all(&letters).await?;
@@ -586,13 +591,15 @@ fn decode_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 
-/// Decodes `received` in order into one raw-schema batch, and its dead letters. The first part
+/// Decodes `received` (`payload` value bytes in all) in order into one raw-schema batch, and
+/// its dead letters. The first part
 /// is decoded on this thread into the batch's builders (sized for the whole batch), the others
 /// on one thread each into their worker's [`RowBuffer`] (memory kept from batch to batch), then
 /// appended.
 fn decode_parts(
     workers: &mut [(Decoder, RowBuffer)],
     received: &[BorrowedMessage<'_>],
+    payload: usize,
     topic: &str,
     max_record_bytes: usize,
 ) -> (RecordBatch, Vec<DeadLetter>) {
@@ -600,7 +607,6 @@ fn decode_parts(
     let mut chunks = received.chunks(received.len().div_ceil(parts).max(1));
     let first = chunks.next().unwrap_or_default();
     let ((first_decoder, _), others) = workers.split_first_mut().expect("at least one decoder");
-    let payload = received.iter().map(|m| m.payload_len()).sum();
     let mut builder = RawBatchBuilder::with_capacity(received.len(), payload);
     let (mut letters, others) = std::thread::scope(|scope| {
         let others: Vec<_> = others

@@ -49,7 +49,7 @@ pub fn decode(
     }
     let text = std::str::from_utf8(value)
         .map_err(|e| reject(DeadReason::InvalidUtf8, format!("value is not UTF-8: {e}")))?;
-    let key_id = key.filter(|k| !k.is_empty()).and_then(|k| std::str::from_utf8(k).ok()).map(str::to_string);
+    let key_id = key_id(key).map(str::to_string);
     let derived_id = || format!("p{}-o{}", at.partition, at.offset);
 
     let first = text.trim_start().chars().next();
@@ -110,7 +110,7 @@ impl Decoder {
         };
         let id = match f.id {
             Some(id) => id,
-            None => match key.filter(|k| !k.is_empty()).and_then(|k| std::str::from_utf8(k).ok()) {
+            None => match key_id(key) {
                 Some(k) => k,
                 None => {
                     use std::fmt::Write;
@@ -125,6 +125,11 @@ impl Decoder {
         builder.push_fields(fields, at);
         Ok(())
     }
+}
+
+/// A non-empty UTF-8 message key: a record's id when its value names none.
+fn key_id(key: Option<&[u8]>) -> Option<&str> {
+    key.filter(|k| !k.is_empty()).and_then(|k| std::str::from_utf8(k).ok())
 }
 
 fn from_object(mut obj: Map<String, Value>, fallback_id: String) -> Result<RawRecord, Rejection> {

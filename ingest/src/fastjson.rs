@@ -130,8 +130,9 @@ impl<'a> Reader<'a> {
         (self.next()? == c).then_some(())
     }
 
+    /// Spaces (the other JSON whitespace is a control character, left to serde_json).
     fn ws(&mut self) {
-        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        while self.b.get(self.i) == Some(&b' ') {
             self.i += 1;
         }
     }
@@ -148,7 +149,7 @@ impl<'a> Reader<'a> {
     fn key(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        let end = start + self.b[start..].iter().position(|&c| is_special(c))?;
+        let end = start + self.b[start..].iter().position(|&c| c == b'"' || c == b'\\')?;
         if self.b[end] != b'"' {
             return None;
         }
@@ -297,10 +298,6 @@ const SIMPLE_ESCAPES: [u8; 256] = {
     }
     table
 };
-
-fn is_special(c: u8) -> bool {
-    c == b'"' || c == b'\\' || c < 0x20
-}
 
 /// The high bit of every byte of `w` that may be `"` or `\`: exact for the lowest one, which
 /// is all that is read.

@@ -57,14 +57,7 @@ fn split_headers(text: &str) -> (&str, &str) {
     // `text[i + 1]` are both `\n`; and `i + 1` is a character boundary.)
     let crlf_region = lf.map_or(text, |(i, _)| &text[..i + 1]);
     let crlf = crlf_region.find("\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => {
-            let (i, n) = if a.0 <= b.0 { a } else { b };
-            (&text[..i], &text[i + n..])
-        }
-        (Some((i, n)), None) | (None, Some((i, n))) => (&text[..i], &text[i + n..]),
-        (None, None) => (text, ""),
-    }
+    crlf.or(lf).map_or((text, ""), |(i, n)| (&text[..i], &text[i + n..]))
 }
 
 /// Removes HTML tags, comments and the content of `<script>`/`<style>`, then decodes entities.
