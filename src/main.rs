@@ -1004,7 +1004,7 @@ async fn models(config: &Config, cmd: ModelsCommand) -> Result<()> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for chunk in texts.chunks(batch.max(1)) {
                 let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                let cleaned = plan.clean_texts(&refs)?;
+                let cleaned = plan.clean_texts(&refs);
                 let kept: Vec<&str> = cleaned.iter().flatten().map(String::as_str).collect();
                 let mut probs = model.predict(&kept)?.into_iter();
                 for c in &cleaned {

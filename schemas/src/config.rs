@@ -333,7 +333,8 @@ pub struct ServeConfig {
     /// Registered model to serve and the alias to follow.
     pub model: String,
     pub alias: String,
-    /// Dynamic batching: largest batch and longest wait for one to fill.
+    /// Dynamic batching: largest batch, and longest wait for one to fill. A batch closes
+    /// earlier when the queue is empty and no request is being cleaned.
     pub max_batch: usize,
     pub max_wait_ms: u64,
     /// Largest number of texts in one predict request.

@@ -290,7 +290,7 @@ async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<Pred
         return Err(Error::BadRequest("`ids` must have one id per text".into()));
     }
     let answer = state.model.predict_raw(texts).await?;
-    state.metrics.batch_size.with_label_values(&["rest"]).observe(answer.predictions.len() as f64);
+    state.metrics.batch_size.with_label_values(&["rest"]).observe(answer.batch_texts as f64);
     let latency_us = started.elapsed().as_micros() as u64;
     let ids = req.ids.unwrap_or_default();
     let mut log = Vec::new();

@@ -8,10 +8,16 @@
 //!
 //! Raw texts are cleaned by the caller ([`ModelHandle::predict_raw`], in parallel across the
 //! runtime's workers), so the one model thread only featurizes and runs the model.
-//! libtorch never runs on the async runtime. The thread gathers jobs until `max_batch` texts or
-//! `max_wait` after the first, runs one forward pass, and answers each job. A swap message
-//! replaces the model between batches: jobs queued before it finish on the old model.
+//! libtorch never runs on the async runtime. A swap message replaces the model between batches:
+//! jobs queued before it finish on the old model.
+//!
+//! Dynamic batching: from the first job, the thread takes every queued job into the batch and
+//! closes it when it holds `max_batch` texts, when `max_wait` has passed, or when the queue is
+//! empty and no request is on its way (none is being cleaned by a handler). Waiting longer than
+//! that only delays the batch: under a steady load every request that will come soon is
+//! already being cleaned, and a lone request is answered at once instead of after `max_wait`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,6 +71,8 @@ pub struct Answer {
     pub predictions: Vec<Option<Prediction>>,
     /// Time in the model (the whole dynamic batch), microseconds.
     pub model_us: u64,
+    /// Texts in that forward pass, this job's and the others batched with it.
+    pub batch_texts: usize,
 }
 
 enum Msg {
@@ -95,6 +103,24 @@ pub struct ModelHandle {
     info: Arc<RwLock<Option<Arc<ModelInfo>>>>,
     /// The running plan: raw texts are cleaned by the caller, off the model thread.
     plan: Arc<CleanPlan>,
+    /// Requests being cleaned, not yet queued: the batch waits for them.
+    incoming: Arc<AtomicUsize>,
+}
+
+/// Counts a request as on its way to the queue while it lives.
+struct OnItsWay<'a>(&'a AtomicUsize);
+
+impl<'a> OnItsWay<'a> {
+    fn enter(count: &'a AtomicUsize) -> OnItsWay<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        OnItsWay(count)
+    }
+}
+
+impl Drop for OnItsWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Raw texts up to this many bytes are cleaned inline on the caller's task (tens of µs); more
@@ -116,11 +142,13 @@ impl ModelHandle {
         let (tx, rx) = flume::bounded(cfg.queue);
         let shared = info.clone();
         let thread_plan = plan.clone();
+        let incoming = Arc::new(AtomicUsize::new(0));
+        let waiting_for = incoming.clone();
         std::thread::Builder::new()
             .name("driftwood-model".into())
-            .spawn(move || model_thread(model, thread_plan, cfg, rx, shared))
+            .spawn(move || model_thread(model, thread_plan, cfg, rx, shared, waiting_for))
             .map_err(|e| Error::Internal(format!("cannot start the model thread: {e}")))?;
-        Ok(ModelHandle { tx, info, plan })
+        Ok(ModelHandle { tx, info, plan, incoming })
     }
 
     /// Jobs waiting for the model thread.
@@ -136,21 +164,24 @@ impl ModelHandle {
     /// Predicts raw texts: cleaned here with the running plan (so the single model thread only
     /// runs the model), then batched. Fails fast with `Overloaded` when the queue is full.
     pub async fn predict_raw(&self, texts: Vec<String>) -> Result<Answer> {
+        let on_its_way = OnItsWay::enter(&self.incoming);
         let clean = |plan: &CleanPlan, texts: &[String]| {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            plan.clean_texts(&refs).map_err(|e| Error::Internal(format!("cleaning failed: {e}")))
+            plan.clean_texts(&refs)
         };
         let bytes: usize = texts.iter().map(String::len).sum();
         let texts = if bytes <= INLINE_CLEAN_BYTES {
-            clean(&self.plan, &texts)?
+            clean(&self.plan, &texts)
         } else {
             let plan = self.plan.clone();
             tokio::task::spawn_blocking(move || clean(&plan, &texts))
                 .await
-                .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))??
+                .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))?
         };
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Msg::Predict { texts, reply }).map_err(|e| match e {
+        let queued = self.tx.try_send(Msg::Predict { texts, reply });
+        drop(on_its_way); // queued, or never will be
+        queued.map_err(|e| match e {
             flume::TrySendError::Full(_) => Error::Overloaded,
             flume::TrySendError::Disconnected(_) => Error::Internal("model thread stopped".into()),
         })?;
@@ -185,12 +216,18 @@ fn check_spec(model: &LoadedModel, plan: &CleanPlan) -> Result<()> {
 }
 
 fn model_thread(
-    mut model: Option<LoadedModel>,
+    model: Option<LoadedModel>,
     plan: Arc<CleanPlan>,
     cfg: BatchingConfig,
     rx: flume::Receiver<Msg>,
     shared: Arc<RwLock<Option<Arc<ModelInfo>>>>,
+    incoming: Arc<AtomicUsize>,
 ) {
+    // The model and what is reported with its answers, built once per model.
+    let mut model = model.map(|m| {
+        let info = Arc::new(ModelInfo::of(&m));
+        (m, info)
+    });
     let mut pending: Option<Msg> = None;
     loop {
         let first = match pending.take() {
@@ -204,7 +241,7 @@ fn model_thread(
             Msg::Swap { model: new, reply } => {
                 let result = check_spec(&new, &plan).map(|()| {
                     let info = Arc::new(ModelInfo::of(&new));
-                    model = Some(*new);
+                    model = Some((*new, info.clone()));
                     *shared.write().expect("info lock") = Some(info.clone());
                     tracing::info!(model = %info.name, version = info.version, "model swapped");
                     info
@@ -217,8 +254,18 @@ fn model_thread(
         let mut n: usize = jobs[0].0.len();
         let deadline = Instant::now() + cfg.max_wait;
         while n < cfg.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let next = if left.is_zero() { rx.try_recv().ok() } else { rx.recv_timeout(left).ok() };
+            let next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(flume::TryRecvError::Disconnected) => None,
+                Err(flume::TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || incoming.load(Ordering::SeqCst) == 0 {
+                        None // nothing more is coming soon
+                    } else {
+                        rx.recv_timeout(left).ok()
+                    }
+                }
+            };
             match next {
                 Some(Msg::Predict { texts, reply }) => {
                     n += texts.len();
@@ -232,7 +279,7 @@ fn model_thread(
             }
         }
         match &model {
-            Some(m) => run_batch(m, jobs),
+            Some((m, info)) => run_batch(m, info, jobs),
             None => {
                 for (_, reply) in jobs {
                     let _ = reply.send(Err(Error::NotReady));
@@ -245,11 +292,11 @@ fn model_thread(
 type Reply = oneshot::Sender<Result<Answer>>;
 type Job = (Vec<Option<String>>, Reply);
 
-fn run_batch(model: &LoadedModel, jobs: Vec<Job>) {
+fn run_batch(model: &LoadedModel, info: &Arc<ModelInfo>, jobs: Vec<Job>) {
     let started = Instant::now();
-    let info = Arc::new(ModelInfo::of(model));
     // One forward pass over every kept text of every job.
     let inputs: Vec<&str> = jobs.iter().flat_map(|(c, _)| c.iter().flatten().map(String::as_str)).collect();
+    let batch_texts = inputs.len();
     let result = model.predict_with_oov(&inputs);
     let model_us = started.elapsed().as_micros() as u64;
     match result {
@@ -277,7 +324,7 @@ fn run_batch(model: &LoadedModel, jobs: Vec<Job>) {
                         })
                     })
                     .collect();
-                let _ = reply.send(Ok(Answer { model: info.clone(), predictions, model_us }));
+                let _ = reply.send(Ok(Answer { model: info.clone(), predictions, model_us, batch_texts }));
             }
         }
     }

@@ -57,8 +57,11 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(duration.clone())).expect("unique metric");
         let batch_size = HistogramVec::new(
-            HistogramOpts::new(m::SERVING_BATCH_SIZE, "Texts per model forward pass")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            HistogramOpts::new(
+                m::SERVING_BATCH_SIZE,
+                "Texts in the model forward pass that answered each request (rest) or record batch (stream)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             &["channel"],
         )
         .expect("valid metric");

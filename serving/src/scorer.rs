@@ -240,7 +240,7 @@ impl Scorer {
         } else {
             let inputs: Vec<String> = kept.iter().map(|&i| texts.value(i).to_string()).collect();
             let answer = self.model.predict_cleaned(inputs).await?;
-            self.metrics.batch_size.with_label_values(&["stream"]).observe(kept.len() as f64);
+            self.metrics.batch_size.with_label_values(&["stream"]).observe(answer.batch_texts as f64);
             Some(answer)
         };
         let now = Utc::now().timestamp_millis();

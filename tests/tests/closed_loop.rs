@@ -34,7 +34,7 @@ fn accuracy(
 ) -> anyhow::Result<f64> {
     let model = trainer::model::load(store_version, None)?;
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let cleaned = plan.clean_texts(&texts)?;
+    let cleaned = plan.clean_texts(&texts);
     let (mut right, mut total) = (0usize, 0usize);
     for (row, text) in rows.iter().zip(&cleaned) {
         let Some(text) = text else { continue };

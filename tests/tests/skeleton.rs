@@ -57,7 +57,7 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
     let v1 = &report.commits[0];
     // The plan dedupes by cleaned text; the corpus repeats some messages across folders.
     let texts: Vec<&str> = corpus.iter().map(|r| r.text.as_str()).collect();
-    let distinct: BTreeSet<String> = plan.clean_texts(&texts)?.into_iter().flatten().collect();
+    let distinct: BTreeSet<String> = plan.clean_texts(&texts).into_iter().flatten().collect();
     let duplicates = 3000 - distinct.len() as u64;
     assert!(duplicates > 0, "the corpus has repeated texts");
     assert_eq!((v1.seq, v1.rows), (1, distinct.len() as u64));
@@ -153,6 +153,29 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
     assert_eq!(too_many.status(), 413);
     let ready = http.get(format!("http://{addr}/readyz")).send().await?;
     assert_eq!(ready.status(), 200);
+
+    // 4b. Dynamic batching, on a second model thread whose `max_wait` (10 s) would show if a
+    // batch waited for it: a lone request is answered alone and at once; requests sent together
+    // share forward passes, never more than `max_batch` texts each.
+    let slow =
+        serving::handle::BatchingConfig { max_batch: 16, max_wait: Duration::from_secs(10), queue: 256 };
+    let batched =
+        serving::handle::ModelHandle::start(Some(trainer::model::load(&mv, None)?), plan.clone(), slow)?;
+    let started = std::time::Instant::now();
+    let alone = batched.predict_raw(vec![SPAM.to_string()]).await?;
+    assert!(started.elapsed() < Duration::from_secs(5), "a lone request waited {:?}", started.elapsed());
+    assert_eq!((alone.batch_texts, alone.predictions.len()), (1, 1));
+    let together = futures::future::try_join_all(
+        (0..200).map(|i| batched.predict_raw(vec![if i % 2 == 0 { SPAM } else { HAM }.to_string()])),
+    )
+    .await?;
+    assert!(started.elapsed() < Duration::from_secs(5), "200 requests took {:?}", started.elapsed());
+    for (i, answer) in together.iter().enumerate() {
+        let label = answer.predictions[0].as_ref().map(|p| p.label.as_str());
+        assert_eq!(label, Some(if i % 2 == 0 { "spam" } else { "ham" }), "request {i}");
+        assert!((1..=16).contains(&answer.batch_texts), "{} texts in one pass", answer.batch_texts);
+    }
+    assert!(together.iter().any(|a| a.batch_texts > 1), "no two of 200 requests shared a forward pass");
 
     // 5. The online scorer: one scored record per raw record (valid or not), with the version.
     let scorer = serving::scorer::Scorer {

@@ -117,7 +117,7 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
         .await?
         .json()
         .await?;
-    let cleaned = CleanPlan::compile(CleanSpec::default())?.clean_texts(&[raw])?;
+    let cleaned = CleanPlan::compile(CleanSpec::default())?.clean_texts(&[raw]);
     let local = model.predict(&[cleaned[0].as_deref().expect("kept")])?;
     let served = r["predictions"][0]["probabilities"]["spam"].as_f64().expect("probabilities");
     assert_eq!(r["version"], 1);

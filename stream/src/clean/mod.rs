@@ -7,7 +7,9 @@
 //!  RecordBatch(raw) ──apply───► CleanOutput { batch: same schema, text cleaned; keep: mask }
 //! ```
 //!
-//! The snapshot job and the online scorer call the same [`CleanPlan::apply`]; the spec's
+//! The snapshot job and the online scorer call the same [`CleanPlan::apply`]; single texts (REST
+//! requests) take [`CleanPlan::clean_texts`], which runs the same step functions in order without
+//! building a batch and applies the same filters. The spec's
 //! canonical hash ([`CleanPlan::hash`]) is stored in every manifest and model card so a model
 //! can only be served with the cleaning it was trained on.
 
@@ -16,7 +18,7 @@ mod udf;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ScalarUDF, col, lit};
@@ -174,6 +176,28 @@ pub struct CleanPlan {
     text: Arc<dyn PhysicalExpr>,
     keep: Option<Arc<dyn PhysicalExpr>>,
     text_index: usize,
+    /// The text steps of `text` and the filters of `keep`, for one text at a time.
+    ops: Vec<TextOp>,
+    filters: Vec<Filter>,
+}
+
+/// A filter step on the cleaned text, as [`CleanPlan::clean_texts`] applies it (`keep` is the
+/// same filters as DataFusion expressions).
+#[derive(Debug)]
+enum Filter {
+    MinChars(usize),
+    MaxChars(usize),
+    NotEmpty,
+}
+
+impl Filter {
+    fn keeps(&self, text: &str) -> bool {
+        match *self {
+            Filter::MinChars(n) => text.chars().count() >= n,
+            Filter::MaxChars(n) => text.chars().count() <= n,
+            Filter::NotEmpty => !text.is_empty(),
+        }
+    }
 }
 
 /// The 64-bit content hash used by [`Step::Dedupe`] (xxh3 of the cleaned text).
@@ -201,6 +225,7 @@ impl CleanPlan {
         spec.validate()?;
         let mut text_expr = col(c::TEXT);
         let mut filters: Vec<Expr> = Vec::new();
+        let (mut ops, mut native_filters) = (Vec::new(), Vec::new());
         let length = || datafusion::functions::unicode::expr_fn::character_length(col(c::TEXT));
         for step in &spec.steps {
             let op = match step {
@@ -216,19 +241,23 @@ impl CleanPlan {
                 Step::MaxLength { chars, drop: false } => TextOp::Truncate(*chars),
                 Step::MaxLength { chars, drop: true } => {
                     filters.push(length().lt_eq(lit(*chars as i64)));
+                    native_filters.push(Filter::MaxChars(*chars));
                     continue;
                 }
                 Step::MinLength { chars } => {
                     filters.push(length().gt_eq(lit(*chars as i64)));
+                    native_filters.push(Filter::MinChars(*chars));
                     continue;
                 }
                 Step::DropEmpty => {
                     filters.push(col(c::TEXT).not_eq(lit("")));
+                    native_filters.push(Filter::NotEmpty);
                     continue;
                 }
                 Step::Dedupe => continue,
             };
-            text_expr = ScalarUDF::new_from_impl(TextUdf::new(op)).call(vec![text_expr]);
+            text_expr = ScalarUDF::new_from_impl(TextUdf::new(op.clone())).call(vec![text_expr]);
+            ops.push(op);
         }
         let schema = clean_schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
@@ -241,7 +270,7 @@ impl CleanPlan {
             .transpose()?;
         let text_index = schema.index_of(c::TEXT)?;
         let hash = spec.hash();
-        Ok(CleanPlan { spec, hash, text, keep, text_index })
+        Ok(CleanPlan { spec, hash, text, keep, text_index, ops, filters: native_filters })
     }
 
     pub fn spec(&self) -> &CleanSpec {
@@ -286,29 +315,26 @@ impl CleanPlan {
         Ok(CleanOutput { batch, keep })
     }
 
-    /// Cleans one text outside a batch (REST requests); `None` if the filters drop it.
-    pub fn clean_texts(&self, texts: &[&str]) -> Result<Vec<Option<String>>> {
-        let batch = ingest::batch::batch_of(
-            &texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| schemas::records::RawRecord {
-                    id: i.to_string(),
-                    text: t.to_string(),
-                    label: None,
-                    source: None,
-                    ts: None,
-                    meta: None,
-                })
-                .collect::<Vec<_>>(),
-        );
-        let out = self.apply(&batch)?;
-        let text = out.batch.column(self.text_index);
-        let text = text
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::Internal("text column is not Utf8".into()))?;
-        Ok((0..text.len()).map(|i| out.keep.value(i).then(|| text.value(i).to_string())).collect())
+    /// Cleans texts outside a batch (REST requests), each `None` if the filters drop it: the
+    /// steps' functions run in order on two buffers, with none of a batch's set-up, and give
+    /// what [`Self::apply`] gives.
+    pub fn clean_texts(&self, texts: &[&str]) -> Vec<Option<String>> {
+        texts.iter().map(|t| self.clean_text(t)).collect()
+    }
+
+    fn clean_text(&self, text: &str) -> Option<String> {
+        let mut cleaned = String::with_capacity(text.len());
+        match self.ops.split_first() {
+            None => cleaned.push_str(text),
+            Some((first, _)) => first.run(text, &mut cleaned),
+        }
+        let mut next = String::with_capacity(cleaned.len());
+        for op in self.ops.iter().skip(1) {
+            next.clear();
+            op.run(&cleaned, &mut next);
+            std::mem::swap(&mut cleaned, &mut next);
+        }
+        self.filters.iter().all(|f| f.keeps(&cleaned)).then_some(cleaned)
     }
 }
 

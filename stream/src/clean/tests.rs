@@ -1,9 +1,10 @@
 use super::*;
+use arrow::array::StringArray;
 
 /// Runs the default plan on `inputs` and compares with `expected` (`None` = dropped).
 fn check(spec: CleanSpec, inputs: &[&str], expected: &[Option<&str>]) {
     let plan = CleanPlan::compile(spec).unwrap();
-    let got = plan.clean_texts(inputs).unwrap();
+    let got = plan.clean_texts(inputs);
     let got: Vec<Option<&str>> = got.iter().map(Option::as_deref).collect();
     assert_eq!(got, expected);
 }
@@ -24,7 +25,7 @@ fn golden_fixtures_of_the_default_plan() {
     assert!(cases.len() >= 12);
     let plan = CleanPlan::compile(CleanSpec::default()).unwrap();
     let inputs: Vec<&str> = cases.iter().map(|c| c.input.as_str()).collect();
-    let got = plan.clean_texts(&inputs).unwrap();
+    let got = plan.clean_texts(&inputs);
     for (case, got) in cases.iter().zip(got) {
         assert_eq!(got, case.expected, "case {}", case.name);
     }
@@ -101,5 +102,106 @@ fn bad_specs_are_refused() {
     ] {
         let err = CleanSpec::from_toml(toml).unwrap_err().to_string();
         assert!(err.contains(expected), "{err} should contain {expected}");
+    }
+}
+
+/// The batch path: `apply` on a batch of `texts`, `None` where the filters drop a row.
+fn applied(plan: &CleanPlan, texts: &[&str]) -> Vec<Option<String>> {
+    let records: Vec<schemas::records::RawRecord> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| schemas::records::RawRecord {
+            id: i.to_string(),
+            text: t.to_string(),
+            label: None,
+            source: None,
+            ts: None,
+            meta: None,
+        })
+        .collect();
+    let out = plan.apply(&ingest::batch::batch_of(&records)).unwrap();
+    let text = out.batch.column(plan.text_index).as_any().downcast_ref::<StringArray>().unwrap();
+    (0..text.len()).map(|i| out.keep.value(i).then(|| text.value(i).to_string())).collect()
+}
+
+#[test]
+fn clean_texts_gives_what_apply_gives() {
+    let mut texts: Vec<String> = include_str!("../../fixtures/clean_default.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["input"].as_str().unwrap().to_string())
+        .collect();
+    let pieces = [
+        "From a@b.c  Mon\n",
+        "Subject: Hi THERE\n",
+        "X-Spam: yes\n\n",
+        "\r\n\r\n",
+        "<p>",
+        "&amp;",
+        "Ünïcödé ",
+        "ﬁ",
+        "\u{200B}",
+        "\0",
+        " ",
+        "\t\n",
+        "word ",
+        "http://x.org/a ",
+        "jo@ex.com ",
+        "1,234 ",
+        "é",
+        "",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..3000 {
+        let mut text = String::new();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        for k in 0..(state % 12) {
+            text.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
+        }
+        texts.push(text);
+    }
+    if let Ok(dir) = std::env::var("DRIFTWOOD_CORPUS_DIR") {
+        for group in std::fs::read_dir(&dir).unwrap().map(|g| g.unwrap().path()).filter(|g| g.is_dir()) {
+            for file in std::fs::read_dir(group).unwrap().take(300) {
+                let doc: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
+                texts.push(doc["text"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let specs = [
+        CleanSpec::default(),
+        CleanSpec {
+            version: SPEC_VERSION,
+            steps: vec![
+                Step::StripHtml,
+                Step::CollapseWhitespace,
+                Step::MinLength { chars: 3 },
+                Step::MaxLength { chars: 20, drop: true },
+                Step::DropEmpty,
+            ],
+        },
+        CleanSpec {
+            version: SPEC_VERSION,
+            steps: vec![Step::MaxLength { chars: 4, drop: false }, Step::DropEmpty],
+        },
+        CleanSpec { version: SPEC_VERSION, steps: vec![] },
+    ];
+    for spec in specs {
+        let plan = CleanPlan::compile(spec.clone()).unwrap();
+        let (direct, batch) = (plan.clean_texts(&texts), applied(&plan, &texts));
+        assert_eq!(direct.len(), texts.len());
+        for ((text, d), b) in texts.iter().zip(&direct).zip(&batch) {
+            assert_eq!(d, b, "spec {spec:?}, text {text:?}");
+        }
+        let (kept, dropped) =
+            (direct.iter().flatten().count(), direct.iter().filter(|d| d.is_none()).count());
+        assert!(kept > 0, "spec {spec:?} keeps some texts");
+        if !spec.steps.is_empty() {
+            assert!(dropped > 0, "spec {spec:?} drops some texts");
+        }
     }
 }

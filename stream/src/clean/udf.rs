@@ -37,7 +37,7 @@ impl TextOp {
         }
     }
 
-    fn run(&self, input: &str, out: &mut String) {
+    pub(super) fn run(&self, input: &str, out: &mut String) {
         match self {
             TextOp::StripEmailHeaders(keep) => text::strip_email_headers(input, keep, out),
             TextOp::StripHtml => text::strip_html(input, out),
