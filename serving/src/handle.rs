@@ -13,9 +13,11 @@
 //!
 //! Dynamic batching: from the first job, the thread takes every queued job into the batch and
 //! closes it when it holds `max_batch` texts, when `max_wait` has passed, or when the queue is
-//! empty and no request is on its way (none is being cleaned by a handler). Waiting longer than
-//! that only delays the batch: under a steady load every request that will come soon is
-//! already being cleaned, and a lone request is answered at once instead of after `max_wait`.
+//! empty and no request is on its way (none is being cleaned by a handler). Requests not yet
+//! read from their connections are not waited for: waiting on the chance of one would delay
+//! every request in the batch, while under load they ride the next pass as this one runs. So a
+//! lone request is answered at once, not after `max_wait`, which bounds only the wait for
+//! requests being cleaned.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
