@@ -20,6 +20,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
@@ -102,6 +103,47 @@ pub struct JwtAuth {
     clients: HashMap<String, Account>,
     /// Verified against when the user is unknown, so both cases cost the same time.
     dummy_hash: String,
+    verified: VerifiedTokens,
+}
+
+/// Tokens already verified, each with its principal and `exp`. A client sends the same token
+/// with every request until it expires, and an RS256 verification costs ~100 µs of pure-Rust
+/// RSA: about as much as the rest of a predict request. A token is answered from here only
+/// before its `exp`; one that differs in any byte (tampered, re-signed) is another key and is
+/// verified in full; only tokens that passed every check are kept.
+#[derive(Default)]
+struct VerifiedTokens(RwLock<HashMap<Box<str>, (Principal, u64)>>);
+
+/// Most tokens kept; when full, the expired ones go, and if none had expired, all of them.
+const VERIFIED_TOKENS: usize = 16_384;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now: u64) -> Option<Principal> {
+        let tokens = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        tokens.get(token).filter(|(_, exp)| now < *exp).map(|(p, _)| p.clone())
+    }
+
+    fn insert(&self, token: &str, principal: Principal, exp: u64, now: u64) {
+        let mut tokens = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if tokens.len() >= VERIFIED_TOKENS {
+            tokens.retain(|_, (_, exp)| now < *exp);
+            if tokens.len() >= VERIFIED_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(token.into(), (principal, exp));
+    }
+
+    fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// Tokens are secrets: only their number is shown.
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifiedTokens({})", self.len())
+    }
 }
 
 impl JwtAuth {
@@ -119,6 +161,7 @@ impl JwtAuth {
             users: HashMap::new(),
             clients: HashMap::new(),
             dummy_hash: hash_password("not a password").map_err(SetupError)?,
+            verified: VerifiedTokens::default(),
         };
         if !config.enabled {
             return Ok(auth);
@@ -238,6 +281,10 @@ impl Authenticator for JwtAuth {
     }
 
     fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = now_secs();
+        if let Some(principal) = self.verified.get(token, now) {
+            return Ok(principal);
+        }
         let bad = |m: String| AuthError::Unauthenticated(m);
         let header = jsonwebtoken::decode_header(token).map_err(|e| bad(format!("malformed token: {e}")))?;
         if header.alg != Algorithm::RS256 {
@@ -252,7 +299,9 @@ impl Authenticator for JwtAuth {
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| bad(format!("invalid token: {e}")))?;
-        Ok(Principal { subject: data.claims.sub, roles: data.claims.roles })
+        let principal = Principal { subject: data.claims.sub, roles: data.claims.roles };
+        self.verified.insert(token, principal.clone(), data.claims.exp, now);
+        Ok(principal)
     }
 }
 
@@ -370,6 +419,45 @@ mod tests {
         assert_eq!(jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(), Some(new_kid.as_str()));
         assert!(auth.verify(&old).is_ok() && auth.verify(&new).is_ok());
         assert_eq!(auth.jwks().keys.len(), 2);
+    }
+
+    #[test]
+    fn verified_tokens_are_kept_until_they_expire_and_only_when_valid() {
+        let auth = auth_with_users();
+        let token = auth.login("ana", "s3cret").unwrap().token;
+        assert_eq!(auth.verified.len(), 0, "issuing is not verifying");
+        let first = auth.verify(&token).unwrap();
+        assert_eq!(auth.verified.len(), 1);
+        assert_eq!(auth.verify(&token).unwrap(), first, "the kept principal is the verified one");
+        // A byte changed anywhere is another token, verified in full and refused.
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert!(auth.verify(&tampered).unwrap_err().to_string().contains("invalid token"));
+        assert!(auth.verify(&token[..token.len() - 1]).is_err());
+        assert_eq!(auth.verified.len(), 1, "refused tokens are not kept");
+
+        let tokens = VerifiedTokens::default();
+        let ana = Principal { subject: "ana".into(), roles: vec![Role::Viewer] };
+        tokens.insert("t", ana.clone(), 100, 50);
+        assert_eq!(tokens.get("t", 99), Some(ana.clone()));
+        assert_eq!(tokens.get("t", 100), None, "not at or after exp");
+        assert_eq!(tokens.get("u", 50), None);
+        // Full: the expired go first; the unexpired stay.
+        for i in 1..VERIFIED_TOKENS {
+            tokens.insert(&format!("old{i}"), ana.clone(), 60, 50);
+        }
+        assert_eq!(tokens.len(), VERIFIED_TOKENS);
+        tokens.insert("new", ana.clone(), 200, 70);
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens.get("t", 70), Some(ana.clone()));
+        // Full of unexpired tokens: all go, the memory stays bounded.
+        for i in 0..VERIFIED_TOKENS {
+            tokens.insert(&format!("live{i}"), ana.clone(), 300, 70);
+        }
+        assert!(tokens.len() <= VERIFIED_TOKENS);
+        assert_eq!(tokens.get("live0", 71), None, "cleared when full");
     }
 
     #[test]
