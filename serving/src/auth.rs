@@ -108,7 +108,7 @@ pub struct JwtAuth {
 
 /// Tokens already verified, each with its principal and `exp`. A client sends the same token
 /// with every request until it expires, and an RS256 verification costs ~100 µs of pure-Rust
-/// RSA: about as much as the rest of a predict request. A token is answered from here only
+/// RSA: more than the rest of a predict request. A token is answered from here only
 /// before its `exp`; one that differs in any byte (tampered, re-signed) is another key and is
 /// verified in full; only tokens that passed every check are kept.
 #[derive(Default)]
