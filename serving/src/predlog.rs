@@ -31,6 +31,7 @@ impl PredictionLog {
         cancel: CancellationToken,
     ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = flume::bounded::<PredictionLogEntry>(BUFFER);
+        let runtime = tokio::runtime::Handle::current();
         let task = tokio::spawn(async move {
             loop {
                 let first = tokio::select! {
@@ -39,8 +40,7 @@ impl PredictionLog {
                 };
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter().take(BATCH - 1));
-                let (writer, runtime, entries) =
-                    (store.clone(), tokio::runtime::Handle::current(), batch.len());
+                let (writer, runtime, entries) = (store.clone(), runtime.clone(), batch.len());
                 let written =
                     tokio::task::spawn_blocking(move || runtime.block_on(writer.log_predictions(&batch)))
                         .await

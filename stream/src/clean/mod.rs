@@ -176,13 +176,13 @@ pub struct CleanPlan {
     text: Arc<dyn PhysicalExpr>,
     keep: Option<Arc<dyn PhysicalExpr>>,
     text_index: usize,
-    /// The text steps of `text` and the filters of `keep`, for one text at a time.
+    /// The steps `text` and `keep` were built from, for one text at a time.
     ops: Vec<TextOp>,
     filters: Vec<Filter>,
 }
 
-/// A filter step on the cleaned text, as [`CleanPlan::clean_texts`] applies it (`keep` is the
-/// same filters as DataFusion expressions).
+/// A filter step on the cleaned text: applied by [`CleanPlan::clean_texts`], and as the
+/// DataFusion expression [`Filter::expr`] in `keep`.
 #[derive(Debug)]
 enum Filter {
     MinChars(usize),
@@ -191,6 +191,15 @@ enum Filter {
 }
 
 impl Filter {
+    fn expr(&self) -> Expr {
+        let length = || datafusion::functions::unicode::expr_fn::character_length(col(c::TEXT));
+        match *self {
+            Filter::MinChars(n) => length().gt_eq(lit(n as i64)),
+            Filter::MaxChars(n) => length().lt_eq(lit(n as i64)),
+            Filter::NotEmpty => col(c::TEXT).not_eq(lit("")),
+        }
+    }
+
     fn keeps(&self, text: &str) -> bool {
         match *self {
             Filter::MinChars(n) => text.chars().count() >= n,
@@ -223,10 +232,7 @@ impl CleanOutput {
 impl CleanPlan {
     pub fn compile(spec: CleanSpec) -> Result<CleanPlan> {
         spec.validate()?;
-        let mut text_expr = col(c::TEXT);
-        let mut filters: Vec<Expr> = Vec::new();
-        let (mut ops, mut native_filters) = (Vec::new(), Vec::new());
-        let length = || datafusion::functions::unicode::expr_fn::character_length(col(c::TEXT));
+        let (mut ops, mut filters) = (Vec::new(), Vec::new());
         for step in &spec.steps {
             let op = match step {
                 Step::StripEmailHeaders { keep } => TextOp::StripEmailHeaders(keep.clone()),
@@ -240,37 +246,38 @@ impl CleanPlan {
                 Step::CollapseWhitespace => TextOp::CollapseWhitespace,
                 Step::MaxLength { chars, drop: false } => TextOp::Truncate(*chars),
                 Step::MaxLength { chars, drop: true } => {
-                    filters.push(length().lt_eq(lit(*chars as i64)));
-                    native_filters.push(Filter::MaxChars(*chars));
+                    filters.push(Filter::MaxChars(*chars));
                     continue;
                 }
                 Step::MinLength { chars } => {
-                    filters.push(length().gt_eq(lit(*chars as i64)));
-                    native_filters.push(Filter::MinChars(*chars));
+                    filters.push(Filter::MinChars(*chars));
                     continue;
                 }
                 Step::DropEmpty => {
-                    filters.push(col(c::TEXT).not_eq(lit("")));
-                    native_filters.push(Filter::NotEmpty);
+                    filters.push(Filter::NotEmpty);
                     continue;
                 }
                 Step::Dedupe => continue,
             };
-            text_expr = ScalarUDF::new_from_impl(TextUdf::new(op.clone())).call(vec![text_expr]);
             ops.push(op);
         }
+        // The same steps and filters as DataFusion expressions, for batches.
+        let text_expr = ops
+            .iter()
+            .fold(col(c::TEXT), |e, op| ScalarUDF::new_from_impl(TextUdf::new(op.clone())).call(vec![e]));
         let schema = clean_schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let ctx = SessionContext::new();
         let text = ctx.create_physical_expr(text_expr, &df_schema)?;
         let keep = filters
-            .into_iter()
+            .iter()
+            .map(Filter::expr)
             .reduce(Expr::and)
             .map(|e| ctx.create_physical_expr(e, &df_schema))
             .transpose()?;
         let text_index = schema.index_of(c::TEXT)?;
         let hash = spec.hash();
-        Ok(CleanPlan { spec, hash, text, keep, text_index, ops, filters: native_filters })
+        Ok(CleanPlan { spec, hash, text, keep, text_index, ops, filters })
     }
 
     pub fn spec(&self) -> &CleanSpec {

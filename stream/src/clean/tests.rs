@@ -151,25 +151,13 @@ fn clean_texts_gives_what_apply_gives() {
         "é",
         "",
     ];
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    for _ in 0..3000 {
-        let mut text = String::new();
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        for k in 0..(state % 12) {
-            text.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
-        }
-        texts.push(text);
-    }
+    texts.extend(text::tests::mixed_texts(&pieces, 0x9e37_79b9_7f4a_7c15, 3000));
     if let Ok(dir) = std::env::var("DRIFTWOOD_CORPUS_DIR") {
-        for group in std::fs::read_dir(&dir).unwrap().map(|g| g.unwrap().path()).filter(|g| g.is_dir()) {
-            for file in std::fs::read_dir(group).unwrap().take(300) {
-                let doc: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
-                texts.push(doc["text"].as_str().unwrap().to_string());
-            }
-        }
+        use ingest::source::{CORPUS_PERIOD_1, CORPUS_PERIOD_2, corpus};
+        let groups: Vec<&str> = CORPUS_PERIOD_1.iter().chain(CORPUS_PERIOD_2).copied().collect();
+        let records = corpus(std::path::Path::new(&dir), &groups).unwrap();
+        assert!(records.len() > 5000, "{} corpus texts", records.len());
+        texts.extend(records.into_iter().step_by(4).map(|r| r.text));
     }
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let specs = [

@@ -409,8 +409,23 @@ pub static NUMBER: LazyLock<Pattern> = LazyLock::new(|| Pattern {
 });
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// `count` texts of 0 to 11 of `pieces` each, drawn by an xorshift generator from `seed`.
+    pub(in crate::clean) fn mixed_texts(pieces: &[&str], seed: u64, count: usize) -> Vec<String> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (0..(state % 12))
+                    .map(|k| pieces[((state >> (k * 5)) % pieces.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
 
     fn run(f: impl Fn(&str, &mut String), input: &str) -> String {
         let mut out = String::new();
@@ -670,15 +685,7 @@ mod tests {
             "\"",
             "-",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        for _ in 0..20_000 {
-            let mut text = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            for k in 0..(state % 12) {
-                text.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
-            }
+        for text in mixed_texts(&pieces, 0x2545_f491_4f6c_dd1d, 20_000) {
             agree(&text);
         }
     }
