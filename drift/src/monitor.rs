@@ -528,7 +528,7 @@ pub async fn run_monitor(
     let mode = if until_idle {
         Mode::Assigned { start: BTreeMap::new(), until_idle: true }
     } else {
-        Mode::Group { group_id: format!("{}.drift", config.kafka.group_id) }
+        Mode::Group { group_id: config.groups().drift() }
     };
     let mut reader = MessageReader::new(&config.kafka, &topic, mode).await?;
     let (labels_tx, mut labels_rx) = tokio::sync::mpsc::channel::<schemas::records::LabelRecord>(10_000);
@@ -617,7 +617,7 @@ async fn read_labels(
     let mode = if until_idle {
         Mode::Assigned { start: BTreeMap::new(), until_idle: true }
     } else {
-        Mode::Group { group_id: format!("{}.drift-labels", config.kafka.group_id) }
+        Mode::Group { group_id: config.groups().drift_labels() }
     };
     let mut reader = match MessageReader::new(&config.kafka, &topic, mode).await {
         Ok(r) => r,

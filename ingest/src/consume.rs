@@ -701,7 +701,7 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> rdkafka::ClientConfi
 async fn open_consumer(kafka: &KafkaConfig, topic: &str, mode: Mode) -> Result<Opened> {
     let group = match &mode {
         Mode::Group { group_id } | Mode::GroupAt { group_id, .. } => group_id.clone(),
-        Mode::Assigned { .. } => format!("{}.reader", kafka.group_id),
+        Mode::Assigned { .. } => schemas::topics::Groups::with_base(&kafka.group_id).reader(),
     };
     let mut cfg = consumer_config(kafka, &group);
     if matches!(mode, Mode::Assigned { until_idle: true, .. }) {

@@ -49,15 +49,14 @@ pub fn decode(
     }
     let text = std::str::from_utf8(value)
         .map_err(|e| reject(DeadReason::InvalidUtf8, format!("value is not UTF-8: {e}")))?;
-    let key_id = key_id(key).map(str::to_string);
-    let derived_id = || format!("p{}-o{}", at.partition, at.offset);
+    let fallback = || id_from_key(key, at.partition, at.offset);
 
     let first = text.trim_start().chars().next();
     let mut record = if matches!(first, Some('{') | Some('[')) {
         let parsed: Value = serde_json::from_str(text)
             .map_err(|e| reject(DeadReason::MalformedJson, format!("invalid JSON: {e}")))?;
         match parsed {
-            Value::Object(obj) => from_object(obj, key_id.unwrap_or_else(derived_id))?,
+            Value::Object(obj) => from_object(obj, fallback())?,
             other => {
                 return Err(reject(
                     DeadReason::NotAnObject,
@@ -66,14 +65,7 @@ pub fn decode(
             }
         }
     } else {
-        RawRecord {
-            id: key_id.unwrap_or_else(derived_id),
-            text: text.to_string(),
-            label: None,
-            source: None,
-            ts: None,
-            meta: None,
-        }
+        RawRecord { id: fallback(), text: text.to_string(), label: None, source: None, ts: None, meta: None }
     };
     if record.text.trim().is_empty() {
         return Err(reject(DeadReason::BlankText, "text is empty or only whitespace"));
@@ -113,9 +105,7 @@ impl Decoder {
             None => match key_id(key) {
                 Some(k) => k,
                 None => {
-                    use std::fmt::Write;
-                    self.derived_id.clear();
-                    let _ = write!(self.derived_id, "p{}-o{}", at.partition, at.offset);
+                    write_derived_id(&mut self.derived_id, at.partition, at.offset);
                     &self.derived_id
                 }
             },
@@ -130,6 +120,26 @@ impl Decoder {
 /// A non-empty UTF-8 message key: a record's id when its value names none.
 fn key_id(key: Option<&[u8]>) -> Option<&str> {
     key.filter(|k| !k.is_empty()).and_then(|k| std::str::from_utf8(k).ok())
+}
+
+/// The id of a record whose value names none — its message key, else `p<partition>-o<offset>`
+/// — the one rule for every reader (the snapshot job, the scorer, dead letters).
+pub fn id_from_key(key: Option<&[u8]>, partition: i32, offset: i64) -> String {
+    match key_id(key) {
+        Some(k) => k.to_string(),
+        None => {
+            let mut id = String::new();
+            write_derived_id(&mut id, partition, offset);
+            id
+        }
+    }
+}
+
+/// Replaces `out` with the derived id `p<partition>-o<offset>` (no allocation once it has room).
+fn write_derived_id(out: &mut String, partition: i32, offset: i64) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "p{partition}-o{offset}");
 }
 
 fn from_object(mut obj: Map<String, Value>, fallback_id: String) -> Result<RawRecord, Rejection> {
@@ -211,6 +221,17 @@ fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_is_the_key_else_partition_and_offset() {
+        assert_eq!(id_from_key(Some(b"abc"), 3, 17), "abc");
+        for key in [None, Some(&b""[..]), Some(&b"\xff\xfe"[..])] {
+            assert_eq!(id_from_key(key, 3, 17), "p3-o17", "{key:?}");
+        }
+        let mut buf = String::from("stale and longer");
+        write_derived_id(&mut buf, 0, 5);
+        assert_eq!(buf, "p0-o5");
+    }
     use crate::batch::{RawBatchBuilder, RowBuffer};
 
     const AT: Provenance = Provenance { partition: 2, offset: 17, timestamp_ms: Some(1000) };

@@ -1,6 +1,6 @@
 """Generates the Grafana dashboards in dashboards/ (checked in; rerun after editing):
     python3 monitoring/grafana/dashboards.py
-Every panel's query is run against a live Prometheus by tests/tests/observability.rs."""
+Every panel's query is run against a live Prometheus by tests/tests/it/observability.rs."""
 import json
 import os
 

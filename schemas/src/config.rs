@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// log2 of the hashing buckets a hashed-feature model may use: 256 to 64 Mi buckets.
+pub const HASH_BITS: std::ops::RangeInclusive<u32> = 8..=26;
 /// Environment variables with the `DRIFTWOOD_` prefix that belong to the tooling (scripts,
 /// tests), not to the configuration; they are ignored by [`Config::load`].
 pub const TOOLING_ENV: &[&str] = &[
@@ -667,7 +669,7 @@ impl Config {
         if self.train.learning_rate.is_nan() || self.train.learning_rate <= 0.0 {
             return Err(invalid("train.learning_rate", "must be greater than 0"));
         }
-        if !(8..=26).contains(&self.train.hash_bits) {
+        if !HASH_BITS.contains(&self.train.hash_bits) {
             return Err(invalid("train.hash_bits", "must be between 8 and 26"));
         }
         let fractions_ok = (0.0..1.0).contains(&self.train.validation_fraction)
@@ -735,6 +737,11 @@ impl Config {
 
     pub fn topics(&self) -> crate::Topics {
         crate::Topics::with_prefix(&self.kafka.topic_prefix)
+    }
+
+    /// The consumer groups of every job, from `kafka.group_id`.
+    pub fn groups(&self) -> crate::topics::Groups {
+        crate::topics::Groups::with_base(&self.kafka.group_id)
     }
 
     /// The listen address, validated by [`Config::validate`].

@@ -30,9 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use trainer::store::PredictionLogEntry;
 
 use schemas::auth::{Authenticator, Role};
 
@@ -54,7 +52,7 @@ pub struct AppState {
     /// Whether `/readyz` also requires the broker to answer (`None`: not checked).
     pub broker: Option<BrokerHealth>,
     /// Runs, the registry, aliases and their audit trail.
-    pub store: Arc<dyn trainer::store::MetadataStore>,
+    pub store: Arc<dyn metastore::MetadataStore>,
     /// The data versions.
     pub snapshots: Arc<stream::store::SnapshotStore>,
     /// Where promotions are announced (`None`: only the store moves; followers poll it).
@@ -294,6 +292,7 @@ async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<Pred
     let latency_us = started.elapsed().as_micros() as u64;
     let ids = req.ids.unwrap_or_default();
     let mut log = Vec::new();
+    let model = &answer.model;
     let predictions = answer
         .predictions
         .into_iter()
@@ -302,20 +301,11 @@ async fn predict(State(state): State<AppState>, body: Bytes) -> Result<Json<Pred
             let id = ids.get(i).cloned();
             match p {
                 Some(p) => {
-                    log.push(PredictionLogEntry {
-                        at: Utc::now(),
-                        id: id.clone(),
-                        channel: "rest".into(),
-                        model: answer.model.name.clone(),
-                        version: answer.model.version,
-                        label: p.label.clone(),
-                        confidence: p.probabilities.iter().copied().fold(0.0, f32::max),
-                        latency_us,
-                    });
+                    log.push(p.log_entry(model, "rest", id.clone(), latency_us));
                     PredictionOut {
                         id,
+                        probabilities: model.by_label(&p.probabilities),
                         label: Some(p.label),
-                        probabilities: answer.model.labels.iter().cloned().zip(p.probabilities).collect(),
                         skipped: None,
                     }
                 }

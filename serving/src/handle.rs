@@ -42,6 +42,11 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// Label → probability, for probabilities in this model's label order.
+    pub fn by_label(&self, probabilities: &[f32]) -> std::collections::BTreeMap<String, f32> {
+        self.labels.iter().cloned().zip(probabilities.iter().copied()).collect()
+    }
+
     fn of(m: &LoadedModel) -> ModelInfo {
         ModelInfo {
             name: m.version.name.clone(),
@@ -59,11 +64,38 @@ impl ModelInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     pub label: String,
+    /// In the model's label order ([`ModelInfo::labels`]).
     pub probabilities: Vec<f32>,
-    /// The cleaned text the model saw.
-    pub cleaned: String,
     /// Share of its words outside the model's training vocabulary.
     pub oov_rate: Option<f64>,
+}
+
+impl Prediction {
+    /// The probability of the predicted label.
+    pub fn confidence(&self) -> f32 {
+        self.probabilities.iter().copied().fold(0.0, f32::max)
+    }
+
+    /// This prediction's prediction-log entry — the one mapping every channel (REST, stream)
+    /// logs through.
+    pub fn log_entry(
+        &self,
+        model: &ModelInfo,
+        channel: &str,
+        id: Option<String>,
+        latency_us: u64,
+    ) -> metastore::PredictionLogEntry {
+        metastore::PredictionLogEntry {
+            at: chrono::Utc::now(),
+            id,
+            channel: channel.to_string(),
+            model: model.name.clone(),
+            version: model.version,
+            label: self.label.clone(),
+            confidence: self.confidence(),
+            latency_us,
+        }
+    }
 }
 
 /// A batch of answers and the model that produced them.
@@ -314,20 +346,44 @@ fn run_batch(model: &LoadedModel, info: &Arc<ModelInfo>, jobs: Vec<Job>) {
                 let predictions = cleaned
                     .into_iter()
                     .map(|c| {
-                        let c = c?;
+                        c.as_ref()?;
                         let (p, oov_rate) = probs.next()?;
                         let best =
                             p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-                        Some(Prediction {
-                            label: info.labels[best].clone(),
-                            probabilities: p,
-                            cleaned: c,
-                            oov_rate,
-                        })
+                        Some(Prediction { label: info.labels[best].clone(), probabilities: p, oov_rate })
                     })
                     .collect();
                 let _ = reply.send(Ok(Answer { model: info.clone(), predictions, model_us, batch_texts }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prediction_maps_to_labels_and_a_log_entry_one_way() {
+        let info = ModelInfo {
+            name: "spam".into(),
+            version: 3,
+            family: "logreg".into(),
+            labels: vec!["ham".into(), "spam".into()],
+            spec_hash: "h".into(),
+            data_version: "d".into(),
+            metrics: Default::default(),
+        };
+        let p = Prediction { label: "spam".into(), probabilities: vec![0.25, 0.75], oov_rate: None };
+        assert_eq!(p.confidence(), 0.75);
+        let by_label = info.by_label(&p.probabilities);
+        assert_eq!(by_label.get("ham"), Some(&0.25));
+        assert_eq!(by_label.get("spam"), Some(&0.75));
+        let e = p.log_entry(&info, "rest", Some("id-1".into()), 42);
+        assert_eq!(
+            (e.id.as_deref(), e.channel.as_str(), e.model.as_str(), e.version, e.label.as_str()),
+            (Some("id-1"), "rest", "spam", 3, "spam")
+        );
+        assert_eq!((e.confidence, e.latency_us), (0.75, 42));
     }
 }

@@ -8,6 +8,7 @@
 //! ```
 //!
 //! * [`auth`] — RS256 JWTs (key ids, rotation, JWKS), argon2 users and clients, roles;
+//! * [`batch`] — batch scoring of JSON lines through the model thread (`models predict`);
 //! * [`handle`] — the model thread, dynamic batching, hot swap guarded by the spec hash;
 //! * [`api`] — the axum router; errors map to HTTP status in [`Error::status`];
 //! * [`manage`] — registry, runs and data versions over REST (promote / rollback for admins);
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod handle;
 pub mod manage;
 pub mod metrics;
@@ -71,9 +73,14 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] trainer::Error),
     #[error(transparent)]
+    Store(#[from] metastore::Error),
+    #[error(transparent)]
     Kafka(#[from] ingest::Error),
     #[error(transparent)]
     Clean(#[from] stream::Error),
+    /// Writing batch-scoring output failed (a closed pipe, a full disk).
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -93,13 +100,29 @@ impl Error {
             Error::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::SpecMismatch(_) => (StatusCode::CONFLICT, "spec_mismatch"),
+            Error::Model(trainer::Error::Store(e)) | Error::Store(e) => store_status(e),
             Error::Model(trainer::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Model(trainer::Error::Input(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
             Error::Model(trainer::Error::Artifact(_)) => (StatusCode::CONFLICT, "artifact_refused"),
             Error::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model"),
             Error::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka"),
             Error::Clean(_) => (StatusCode::INTERNAL_SERVER_ERROR, "clean"),
+            Error::Output(_) => (StatusCode::INTERNAL_SERVER_ERROR, "output"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// A metadata-store error as an HTTP status: the caller's faults are 4xx, the store's 5xx.
+fn store_status(e: &metastore::Error) -> (StatusCode, &'static str) {
+    use metastore::Error as S;
+    match e {
+        S::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        S::Input(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        S::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        S::Cql { .. } => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        S::Sqlite(_) | S::Corrupt(_) | S::Io { .. } | S::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "store")
         }
     }
 }

@@ -7,10 +7,10 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
+use metastore::{ModelVersion, Run};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use trainer::registry;
-use trainer::store::{ModelVersion, Run};
 use utoipa::{IntoParams, ToSchema};
 
 use schemas::auth::Principal;

@@ -1,14 +1,14 @@
 //! The prediction log: entries go through a bounded channel to a task that writes them to the
 //! metadata store in batches. Callers never wait: when the buffer is full the entry is dropped
-//! and counted (`driftwood_prediction_log_dropped_total`). Each batch is written on a blocking
-//! thread: the embedded store's SQLite insert of a few thousand rows takes milliseconds, which
-//! must not stall a runtime worker that is serving requests.
+//! and counted (`driftwood_prediction_log_dropped_total`). The store itself keeps blocking work
+//! off the runtime (the SQLite backend runs each call on a blocking thread), so a batch's
+//! insert never stalls a worker that is serving requests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use metastore::{MetadataStore, PredictionLogEntry};
 use tokio_util::sync::CancellationToken;
-use trainer::store::{MetadataStore, PredictionLogEntry};
 
 use crate::metrics::Metrics;
 
@@ -31,7 +31,6 @@ impl PredictionLog {
         cancel: CancellationToken,
     ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = flume::bounded::<PredictionLogEntry>(BUFFER);
-        let runtime = tokio::runtime::Handle::current();
         let task = tokio::spawn(async move {
             loop {
                 let first = tokio::select! {
@@ -40,15 +39,8 @@ impl PredictionLog {
                 };
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter().take(BATCH - 1));
-                let (writer, runtime, entries) = (store.clone(), runtime.clone(), batch.len());
-                let written =
-                    tokio::task::spawn_blocking(move || runtime.block_on(writer.log_predictions(&batch)))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(trainer::Error::Store(format!("prediction log writer failed: {e}")))
-                        });
-                if let Err(e) = written {
-                    tracing::warn!(error = %e, entries, "prediction log write failed");
+                if let Err(e) = store.log_predictions(&batch).await {
+                    tracing::warn!(error = %e, entries = batch.len(), "prediction log write failed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }

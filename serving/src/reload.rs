@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metastore::MetadataStore;
 use stream::crypto::Keyring;
 use tokio_util::sync::CancellationToken;
 use trainer::registry;
-use trainer::store::MetadataStore;
 
 use crate::handle::ModelHandle;
 use crate::{Error, Result};

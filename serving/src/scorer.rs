@@ -25,7 +25,6 @@ use schemas::Config;
 use schemas::records::{SCORED_FORMAT_VERSION, ScoreStatus, ScoredRecord, col};
 use stream::clean::CleanPlan;
 use tokio_util::sync::CancellationToken;
-use trainer::store::PredictionLogEntry;
 
 use crate::handle::ModelHandle;
 use crate::metrics::Metrics;
@@ -72,7 +71,7 @@ impl Scorer {
         let mode = if until_idle {
             Mode::Assigned { start: BTreeMap::new(), until_idle: true }
         } else {
-            Mode::Group { group_id: format!("{}.scorer", self.config.kafka.group_id) }
+            Mode::Group { group_id: self.config.groups().scorer() }
         };
         // The producer first: a broker refusing transactions stops the scorer before it joins
         // the group.
@@ -177,12 +176,7 @@ impl Scorer {
         let info = self.model.info().ok_or(Error::NotReady)?;
         let now = Utc::now().timestamp_millis();
         for r in rejected {
-            let id = r
-                .key
-                .as_deref()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .filter(|k| !k.is_empty())
-                .map_or_else(|| format!("p{}-o{}", r.partition, r.offset), str::to_string);
+            let id = ingest::decode::id_from_key(r.key.as_deref(), r.partition, r.offset);
             out.push(ScoredRecord {
                 v: SCORED_FORMAT_VERSION,
                 id,
@@ -246,12 +240,9 @@ impl Scorer {
         let now = Utc::now().timestamp_millis();
         let mut out = Vec::with_capacity(b.num_rows());
         let mut predictions = answer.as_ref().map(|a| a.predictions.iter());
-        let (model, version, labels, model_us) = match &answer {
-            Some(a) => (a.model.name.clone(), a.model.version, a.model.labels.clone(), a.model_us),
-            None => {
-                let info = self.model.info().ok_or(Error::NotReady)?;
-                (info.name.clone(), info.version, info.labels.clone(), 0)
-            }
+        let (info, model_us) = match &answer {
+            Some(a) => (a.model.clone(), a.model_us),
+            None => (self.model.info().ok_or(Error::NotReady)?, 0),
         };
         let mut log = Vec::new();
         for i in 0..b.num_rows() {
@@ -260,8 +251,8 @@ impl Scorer {
                 id: ids.value(i).to_string(),
                 status: ScoreStatus::Skipped,
                 reason: None,
-                model: model.clone(),
-                model_version: version,
+                model: info.name.clone(),
+                model_version: info.version,
                 label: None,
                 truth: truths.is_valid(i).then(|| truths.value(i).to_string()),
                 probabilities: BTreeMap::new(),
@@ -278,20 +269,11 @@ impl Scorer {
             let p = predictions.as_mut().and_then(|it| it.next()).and_then(Option::as_ref);
             match p {
                 Some(p) => {
-                    log.push(PredictionLogEntry {
-                        at: Utc::now(),
-                        id: Some(base.id.clone()),
-                        channel: "stream".into(),
-                        model: model.clone(),
-                        version,
-                        label: p.label.clone(),
-                        confidence: p.probabilities.iter().copied().fold(0.0, f32::max),
-                        latency_us: model_us,
-                    });
+                    log.push(p.log_entry(&info, "stream", Some(base.id.clone()), model_us));
                     out.push(ScoredRecord {
                         status: ScoreStatus::Scored,
                         label: Some(p.label.clone()),
-                        probabilities: labels.iter().cloned().zip(p.probabilities.iter().copied()).collect(),
+                        probabilities: info.by_label(&p.probabilities),
                         features: with_oov_rate(
                             with_confidence(base.features.clone(), &p.probabilities),
                             p.oov_rate,

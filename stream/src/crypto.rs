@@ -145,6 +145,26 @@ impl Keyring {
         self.keys.remove(id).map(|_| ()).ok_or_else(|| Error::Key(format!("no key `{id}` in the keyring")))
     }
 
+    /// Writes the keyring to `path` atomically (temp file, fsync, rename), readable by its
+    /// owner only.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("keys");
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(Error::io(&tmp))?;
+        f.write_all(self.to_toml().as_bytes()).and_then(|()| f.sync_all()).map_err(Error::io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(Error::io(path))
+    }
+
     pub fn active(&self) -> &str {
         &self.active
     }
@@ -227,6 +247,41 @@ impl Kek {
     }
 }
 
+/// The configured key file (`keys add` and `keys remove` edit it).
+pub fn key_file(config: &EncryptionConfig) -> Result<&Path> {
+    if config.key_file.is_empty() {
+        return Err(Error::Key(
+            "set [encryption] key_file (DRIFTWOOD_ENCRYPTION_KEY_FILE) to where the keyring lives".into(),
+        ));
+    }
+    Ok(Path::new(&config.key_file))
+}
+
+/// `keys add`: a new random key `id`, made active, in the key file (created with only that key
+/// when missing). Returns the file's path.
+pub fn add_to_key_file<'a>(config: &'a EncryptionConfig, id: &str) -> Result<&'a Path> {
+    let path = key_file(config)?;
+    let keyring = if path.exists() {
+        let mut k = Keyring::load(config, None)?.expect("the key file is set");
+        k.add(id)?;
+        k
+    } else {
+        Keyring::generate(id)?
+    };
+    keyring.save(path)?;
+    Ok(path)
+}
+
+/// `keys remove`: key `id` (not the active one) out of the key file. The caller checks first
+/// that nothing is still sealed by it.
+pub fn remove_from_key_file<'a>(config: &'a EncryptionConfig, id: &str) -> Result<&'a Path> {
+    let path = key_file(config)?;
+    let mut keyring = Keyring::load(config, None)?.expect("the key file is set");
+    keyring.remove(id)?;
+    keyring.save(path)?;
+    Ok(path)
+}
+
 struct Header<'a> {
     key_id: &'a str,
     /// Bytes up to and including the nonce.
@@ -261,6 +316,37 @@ fn check_id(id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_file_is_created_edited_and_kept_owner_only() -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets/keys.toml");
+        let config = EncryptionConfig { key_file: path.display().to_string() };
+        assert!(key_file(&EncryptionConfig { key_file: String::new() }).is_err());
+        assert!(remove_from_key_file(&config, "k1").is_err(), "no file yet");
+        add_to_key_file(&config, "k1")?;
+        let sealed = Keyring::load(&config, None)?.expect("written").seal(b"data", b"ctx")?;
+        add_to_key_file(&config, "k2")?;
+        let ring = Keyring::load(&config, None)?.expect("written");
+        assert_eq!((ring.active(), ring.ids().collect::<Vec<_>>()), ("k2", vec!["k1", "k2"]));
+        assert_eq!(ring.open(&sealed, b"ctx")?, b"data", "adding keeps the old key");
+        assert!(add_to_key_file(&config, "k2").is_err(), "ids are unique");
+        assert!(remove_from_key_file(&config, "k2").is_err(), "the active key stays");
+        remove_from_key_file(&config, "k1")?;
+        let ring = Keyring::load(&config, None)?.expect("written");
+        assert_eq!(ring.ids().collect::<Vec<_>>(), vec!["k2"]);
+        assert!(ring.open(&sealed, b"ctx").is_err());
+        let mode = std::fs::metadata(&path).map_err(Error::io(&path))?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
+            .map_err(Error::io(&path))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(Error::io(&path))?;
+        assert_eq!(left, vec![std::ffi::OsString::from("keys.toml")], "no temp file left");
+        Ok(())
+    }
 
     #[test]
     fn seal_open_and_every_way_to_fail() {

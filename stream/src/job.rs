@@ -109,7 +109,7 @@ pub async fn run_snapshot(
                 None
             }
         }));
-        Mode::GroupAt { group_id: format!("{}.snapshot", config.kafka.group_id), offsets }
+        Mode::GroupAt { group_id: config.groups().snapshot(), offsets }
     } else {
         let start = latest.as_ref().map(|m| m.resume_offsets(&topics.raw)).unwrap_or_default();
         Mode::Assigned { start, until_idle: opts.until_idle }

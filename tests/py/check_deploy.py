@@ -1,4 +1,4 @@
-"""Checks of the deployment artefacts beyond their schemas (run by tests/tests/deploy.rs).
+"""Checks of the deployment artefacts beyond their schemas (run by tests/tests/it/deploy.rs).
 
 usage: check_deploy.py ROOT RENDERED_BASE.yaml RENDERED_PRODUCTION.yaml
 

@@ -1,5 +1,5 @@
 """Sentence embeddings of MiniLM-L6 by sentence-transformers, the reference the Rust encoder is
-checked against (tests/tests/minilm.rs).
+checked against (tests/tests/it/minilm.rs).
 
     minilm_embed.py MODEL_DIR MAX_SEQ_LENGTH < texts.json > embeddings.json
 

@@ -1,5 +1,5 @@
 """Trains a small model in PyTorch and exports it with torch.jit.save, following Driftwood's
-`driftwood-hashed-bag-v1` contract (used by tests/tests/torchscript.rs).
+`driftwood-hashed-bag-v1` contract (used by tests/tests/it/torchscript.rs).
 
 usage: torchscript_model.py FEATURES.json OUT.pt PREDICTIONS.json [--classes N]
 

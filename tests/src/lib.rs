@@ -3,7 +3,7 @@
 //! [`Tansu`] starts a real Kafka-protocol broker (the `tansu` binary installed by
 //! `scripts/setup`) on a free `127.0.0.1` port with in-memory storage and kills it on drop.
 //! [`config_for`] builds a configuration pointing at it with a temporary data dir and a unique
-//! topic prefix. The tests themselves are in `tests/tests/`.
+//! topic prefix; [`TestEnv`] holds the three together. The tests themselves are in `tests/tests/it/` (one binary).
 
 pub mod cql;
 pub mod store_suite;
@@ -187,6 +187,33 @@ impl Drop for TlsTansu {
         if let Some(p) = self.proxy.take() {
             let _ = p.join();
         }
+    }
+}
+
+/// What most integration tests start with: a broker, a data dir and a configuration pointing
+/// at both under a unique topic prefix ([`config_for`]). The broker stops and the data dir is
+/// removed when it drops.
+pub struct TestEnv {
+    pub broker: Tansu,
+    dir: tempfile::TempDir,
+    prefix: String,
+}
+
+impl TestEnv {
+    /// Starts a broker (in-memory storage) and makes a data dir; topics are not created, so a
+    /// test may change the partition count first.
+    pub fn start(prefix: &str) -> Result<TestEnv> {
+        Ok(TestEnv { broker: Tansu::start()?, dir: tempfile::tempdir()?, prefix: prefix.to_string() })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A fresh test configuration for this broker, data dir and prefix.
+    pub fn config(&self) -> Config {
+        config_for(&self.broker.brokers, self.dir.path(), &self.prefix)
     }
 }
 
@@ -442,22 +469,20 @@ pub fn make_tls(dir: &Path) -> Result<()> {
 /// REST API state for tests: no model loaded yet, `auth` as given, empty metadata and snapshot
 /// stores under `dir`, no broker check, no control topic. Tests override what they exercise.
 pub fn app_state(dir: &Path, auth: std::sync::Arc<serving::auth::JwtAuth>) -> Result<serving::api::AppState> {
+    use driftwood::services::serve::{ApiParts, api_state, model_handle};
     use std::sync::Arc;
+    let mut serve = schemas::config::ServeConfig::default();
+    (serve.max_batch, serve.max_request_texts, serve.max_concurrent_requests) = (8, 16, 64);
+    serve.request_timeout_ms = 10_000;
     let plan = Arc::new(stream::clean::CleanPlan::compile(stream::clean::CleanSpec::default())?);
-    let batching =
-        serving::handle::BatchingConfig { max_batch: 8, max_wait: Duration::from_millis(2), queue: 16 };
-    Ok(serving::api::AppState {
-        model: serving::handle::ModelHandle::start(None, plan, batching)?,
+    let parts = ApiParts {
+        model: model_handle(&serve, plan)?,
         metrics: serving::metrics::Metrics::new(),
-        predlog: None,
-        max_texts: 16,
         auth,
-        limits: serving::api::Limits::new(64, Duration::from_secs(10)),
-        broker: None,
-        store: Arc::new(trainer::store::SqliteStore::in_data_dir(dir)?),
+        store: Arc::new(metastore::SqliteStore::in_data_dir(dir)?),
         snapshots: Arc::new(stream::store::SnapshotStore::open(dir)?),
-        control: None,
-    })
+    };
+    Ok(api_state(&serve, parts))
 }
 
 /// Trains the `spam` logreg and points `production` at it, through the `driftwood` binary: the
@@ -514,7 +539,7 @@ pub fn spawn_driftwood(config: &Config, args: &[&str], log: &str) -> Result<Kill
 pub async fn tokenizer_family_end_to_end(
     config: &Config,
     rows: usize,
-    before_tamper: impl AsyncFnOnce(&trainer::store::ModelVersion, &trainer::card::ModelCard) -> Result<()>,
+    before_tamper: impl AsyncFnOnce(&metastore::ModelVersion, &trainer::card::ModelCard) -> Result<()>,
 ) -> Result<()> {
     let family = config.train.model.as_str();
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
@@ -525,7 +550,7 @@ pub async fn tokenizer_family_end_to_end(
     driftwood(config, &["snapshot"])?;
     eprintln!("{}", driftwood(config, &["train", "--alias", "production"])?);
 
-    let meta = trainer::store::SqliteStore::in_data_dir(Path::new(&config.data_dir))?;
+    let meta = metastore::SqliteStore::in_data_dir(Path::new(&config.data_dir))?;
     let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
     anyhow::ensure!(mv.family == family, "trained {} instead of {family}", mv.family);
     let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;

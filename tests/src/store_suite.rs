@@ -1,5 +1,5 @@
 //! The behaviour every metadata-store backend must have, run against each of them by
-//! `tests/tests/metadata_store.rs`. Each case gets two handles on one backend (two connections,
+//! `tests/tests/it/metadata_store.rs`. Each case gets two handles on one backend (two connections,
 //! as two replicas have) and writes through one and reads through both.
 
 use std::collections::BTreeMap;
@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, ensure};
 use chrono::{Duration, Utc};
-use trainer::Error;
-use trainer::store::{AuditRecord, MetadataStore, ModelVersion, PredictionLogEntry, Run, RunStatus};
+use metastore::{AuditRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry, Run, RunStatus};
 
 pub type Store = Arc<dyn MetadataStore>;
 

@@ -3,7 +3,7 @@
 //! ```text
 //!  snapshot version ──► train::train ──► split by id hash ──► logreg (tch) fit / evaluate
 //!                            │                                        │
-//!                            ├─► store: run, params, step metrics     ├─► artifacts: safetensors + card.json
+//!                            ├─► metastore: run, params, step metrics     ├─► artifacts: safetensors + card.json
 //!                            └─► registry: model version ◄────────────┘   (reference profile for drift)
 //!  registry::promote ──► alias + audit record ──► ModelPromoted (control topic)
 //!  model::load ──► verified LoadedModel (what `serving` runs)
@@ -17,7 +17,6 @@
 //!   a classification head, optionally fine-tuning the top layers;
 //! * [`card`] — the versioned model card;
 //! * [`metrics`] — accuracy, macro P/R/F1, confusion matrix;
-//! * [`store`] — the metadata-store trait and its embedded SQLite backend;
 //! * [`registry`] — resolving and promoting model versions;
 //! * [`schedule`] — epochs, batches, Adam and early stopping, shared by the families;
 //! * [`model`] — loading a registered version, verifying its artifacts;
@@ -40,7 +39,6 @@ pub mod model;
 pub mod registry;
 pub mod retrain;
 pub mod schedule;
-pub mod store;
 mod tensors;
 pub mod torchscript;
 pub mod train;
@@ -64,8 +62,9 @@ pub enum Error {
     NotFound(String),
     #[error("model artifact refused: {0}")]
     Artifact(String),
+    /// The metadata store (runs, registry, audit) failed or refused.
     #[error("metadata store: {0}")]
-    Store(String),
+    Store(#[from] metastore::Error),
     #[error(transparent)]
     Snapshot(#[from] stream::Error),
     #[error(transparent)]

@@ -15,9 +15,9 @@ use crate::bilstm::{BiLstm, BiLstmShape, TOKENIZER_FILE};
 use crate::card::{CARD_FILE, CARD_FORMAT, ModelCard, WEIGHTS_FILE};
 use crate::features::HashingConfig;
 use crate::logreg::LogReg;
-use crate::store::ModelVersion;
 use crate::torchscript::Scripted;
 use crate::{Error, Result};
+use metastore::ModelVersion;
 
 /// A model ready to predict. Not `Sync`: it lives on one thread (see `serving`).
 pub struct LoadedModel {
@@ -233,7 +233,7 @@ pub fn load(version: &ModelVersion, keyring: Option<&Keyring>) -> Result<LoadedM
         "logreg" => {
             let hashing: HashingConfig =
                 card.hashing.ok_or_else(|| Error::Artifact("logreg card without hashing config".into()))?;
-            if !(8..=26).contains(&hashing.bits) {
+            if !schemas::config::HASH_BITS.contains(&hashing.bits) {
                 return Err(Error::Artifact(format!("hash bits {} out of range", hashing.bits)));
             }
             Classifier::LogReg(
@@ -295,7 +295,7 @@ pub fn load(version: &ModelVersion, keyring: Option<&Keyring>) -> Result<LoadedM
             let hashing: HashingConfig = card
                 .hashing
                 .ok_or_else(|| Error::Artifact("torchscript card without hashing config".into()))?;
-            if !(8..=26).contains(&hashing.bits) {
+            if !schemas::config::HASH_BITS.contains(&hashing.bits) {
                 return Err(Error::Artifact(format!("hash bits {} out of range", hashing.bits)));
             }
             Classifier::TorchScript(

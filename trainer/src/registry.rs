@@ -3,8 +3,8 @@
 use ingest::control::ControlProducer;
 use schemas::events::ControlEvent;
 
-use crate::store::{MetadataStore, ModelVersion};
 use crate::{Error, Result};
+use metastore::{MetadataStore, ModelVersion};
 
 /// The alias the server follows by default.
 pub const PRODUCTION: &str = "production";
@@ -27,7 +27,7 @@ pub async fn resolve(store: &dyn MetadataStore, name: &str, reference: &str) -> 
             .await?
             .ok_or_else(|| Error::NotFound(format!("alias `{reference}` of model `{name}`")))?,
     };
-    store.get_model_version(name, version).await
+    Ok(store.get_model_version(name, version).await?)
 }
 
 /// Points `alias` at `version` (audited) and announces it with `ModelPromoted`.

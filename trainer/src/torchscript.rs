@@ -30,9 +30,9 @@ use tch::{Kind, Tensor};
 use crate::card::{CARD_FORMAT, DataRef, ModelCard};
 use crate::features::{HashingConfig, featurize};
 use crate::metrics::Evaluation;
-use crate::store::{MetadataStore, Run, RunStatus};
 use crate::train::{Trained, argmax};
 use crate::{Error, Result};
+use metastore::{MetadataStore, Run, RunStatus};
 
 /// The input/output contract a TorchScript module must follow.
 pub const CONTRACT: &str = "driftwood-hashed-bag-v1";

@@ -23,8 +23,8 @@ use crate::metrics::Evaluation;
 use crate::minilm::MiniLm;
 use crate::registry;
 use crate::schedule::Schedule;
-use crate::store::{MetadataStore, ModelVersion, Run, RunStatus};
 use crate::{Error, Result};
+use metastore::{MetadataStore, ModelVersion, Run, RunStatus};
 
 /// What to train.
 #[derive(Debug, Clone)]

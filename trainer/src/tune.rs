@@ -26,9 +26,9 @@ use serde::Deserialize;
 use stream::store::SnapshotStore;
 
 use crate::logreg::SplitMix;
-use crate::store::{MetadataStore, Run, RunStatus};
 use crate::train::{TrainRequest, Trained, config_from_params, params_of, run_training};
 use crate::{Error, Result};
+use metastore::{MetadataStore, Run, RunStatus};
 
 /// A search space (the TOML above).
 #[derive(Debug, Clone, Deserialize)]
@@ -182,7 +182,7 @@ impl SearchSpace {
 fn check_value(name: &str, value: &str) -> Result<()> {
     let ok = match name {
         "learning_rate" | "weight_decay" => value.parse::<f64>().is_ok_and(|v| v.is_finite() && v >= 0.0),
-        "hash_bits" => value.parse::<u32>().is_ok_and(|b| (8..=26).contains(&b)),
+        "hash_bits" => value.parse::<u32>().is_ok_and(|b| schemas::config::HASH_BITS.contains(&b)),
         // May be 0: the seed, and fine-tuning no encoder layer (the head only).
         _ => value.parse::<u64>().is_ok_and(|v| name == "seed" || name == "finetune_layers" || v > 0),
     };

@@ -25,9 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Evaluation;
 use crate::registry::{self, PRODUCTION};
-use crate::store::{AuditRecord, MetadataStore, ModelVersion};
 use crate::train::{TrainRequest, argmax, config_from_params, string_column, train};
 use crate::{Error, Result};
+use metastore::{AuditRecord, MetadataStore, ModelVersion};
+
+mod metrics;
+pub use metrics::RetrainMetrics;
 
 /// What a retrain needs besides the request.
 #[derive(Debug, Clone)]
@@ -66,6 +69,11 @@ pub struct RetrainOutcome {
 }
 
 impl RetrainOutcome {
+    /// `promoted` or `declined`: the outcome label of metrics and reports.
+    pub fn label(&self) -> &'static str {
+        if self.promoted { "promoted" } else { "declined" }
+    }
+
     fn metrics(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::from([("holdout_rows".to_string(), self.holdout_rows as f64)]);
         if let Some(a) = self.production_accuracy {
@@ -363,7 +371,7 @@ pub async fn run_retrainer(
     mut on_outcome: impl FnMut(Result<&RetrainOutcome, &Error>),
 ) -> Result<()> {
     let topic = config.topics().control;
-    let mode = Mode::Group { group_id: format!("{}.retrainer", config.kafka.group_id) };
+    let mode = Mode::Group { group_id: config.groups().retrainer() };
     let mut reader = MessageReader::new(&config.kafka, &topic, mode).await?;
     while let Some((messages, ranges)) = reader.next(64, Duration::from_millis(200), cancel).await? {
         // Coalesce: one retrain per model per batch of requests.

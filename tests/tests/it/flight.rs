@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use ingest::source;
+use metastore::{MetadataStore, SqliteStore};
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::store::SnapshotStore;
-use tests::{Tansu, config_for, corpus_dir, free_port, outgoing, publish, python, shuffle};
+use tests::{TestEnv, corpus_dir, free_port, outgoing, publish, python, shuffle};
 use tokio_util::sync::CancellationToken;
-use trainer::store::{MetadataStore, SqliteStore};
 
 /// Rows of every batch of a version, read in Rust straight from the store.
 fn version_rows(
@@ -40,9 +40,8 @@ fn version_rows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "flight");
+    let env = TestEnv::start("flight")?;
+    let mut config = env.config();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
 
@@ -56,17 +55,17 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     std::fs::write(&key_file, stream::crypto::Keyring::generate("k1")?.to_toml())?;
     config.encryption.key_file = key_file.display().to_string();
     let keyring = Arc::new(stream::crypto::Keyring::load(&config.encryption, None)?.expect("a keyring"));
-    let store = SnapshotStore::open(dir.path())?.with_keyring(Some(keyring.clone()));
+    let store = SnapshotStore::open(env.dir())?.with_keyring(Some(keyring.clone()));
     publish(&config, &topics.raw, outgoing(&corpus[..300])).await?;
     tests::snapshot_until_idle(&config, &store).await?;
     store.tag("text", "baseline", "v1")?;
     assert!(store.latest("text")?.expect("v1").files.iter().all(|f| f.key.is_some()));
-    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(dir.path())?);
+    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(env.dir())?);
     let req = trainer::train::TrainRequest {
         dataset: "text".into(),
         version: "v1".into(),
         params: config.train.clone(),
-        data_dir: dir.path().to_path_buf(),
+        data_dir: env.dir().to_path_buf(),
         alias: Some("production".into()),
         actor: "test".into(),
     };
@@ -99,7 +98,7 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     assert!(again.commits.is_empty() && again.records == 0, "{again:?}");
 
     // Auth and TLS: a signing key, two users (one without roles), a CA and a server cert.
-    let secrets = dir.path().join("secrets");
+    let secrets = env.dir().join("secrets");
     std::fs::create_dir_all(&secrets)?;
     let key = secrets.join("jwt.pem");
     tests::run_ok(
@@ -135,7 +134,7 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
         .args([&format!("grpc+tls://127.0.0.1:{port}"), "ana", "correct horse", "ex", "battery staple"])
         .arg(secrets.join("ca.pem"))
         .output()?;
-    let server_log = std::fs::read_to_string(dir.path().join("flight.log")).unwrap_or_default();
+    let server_log = std::fs::read_to_string(env.dir().join("flight.log")).unwrap_or_default();
     anyhow::ensure!(
         out.status.success(),
         "flight_client.py: {}\nserver log:\n{server_log}",

@@ -8,12 +8,12 @@ use std::process::Command;
 
 use anyhow::Context;
 use datafusion::prelude::SessionConfig;
+use metastore::{MetadataStore, SqliteStore};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::Config;
 use stream::crypto::{self, Keyring};
 use stream::store::{Manifest, SnapshotStore};
-use tests::{Tansu, config_for, corpus_dir, driftwood_bin, env_for, outgoing, publish, shuffle};
-use trainer::store::{MetadataStore, SqliteStore};
+use tests::{TestEnv, corpus_dir, driftwood_bin, env_for, outgoing, publish, shuffle};
 
 /// Every file under `dir`, recursively.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -92,11 +92,10 @@ fn secrets(key_file: &Path) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
+    let env = TestEnv::start("enc")?;
     let keys_dir = tempfile::tempdir()?; // keys live outside the data dir
     let key_file = keys_dir.path().join("keys.toml");
-    let mut config = config_for(&broker.brokers, dir.path(), "enc");
+    let mut config = env.config();
     config.encryption.key_file = key_file.display().to_string();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
@@ -115,7 +114,7 @@ async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow
     output += &run_logged(&config, &[], &["train", "--alias", "production"])?;
 
     let keyring = std::sync::Arc::new(Keyring::load(&config.encryption, None)?.context("keyring")?);
-    let store = SnapshotStore::open(dir.path())?.with_keyring(Some(keyring.clone()));
+    let store = SnapshotStore::open(env.dir())?.with_keyring(Some(keyring.clone()));
     let v1 = store.latest("text")?.context("a version")?;
     assert!(v1.files.iter().all(|f| f.key.is_some()), "every object names its data key");
     let v1_texts = texts(&store, &v1)?;
@@ -128,7 +127,7 @@ async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow
         .step_by(5)
         .collect();
     assert!(markers.len() > 20, "{} markers", markers.len());
-    let found = leaks(dir.path(), &markers);
+    let found = leaks(env.dir(), &markers);
     assert!(found.is_empty(), "plaintext in the data dir: {found:#?}");
 
     // The scanner is not blind: the same rows written without a keyring are caught.
@@ -143,10 +142,10 @@ async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow
 
     // Wrong key, no key, a flipped byte: errors, never garbage.
     let wrong =
-        SnapshotStore::open(dir.path())?.with_keyring(Some(std::sync::Arc::new(Keyring::generate("k1")?)));
+        SnapshotStore::open(env.dir())?.with_keyring(Some(std::sync::Arc::new(Keyring::generate("k1")?)));
     let err = texts(&wrong, &v1).unwrap_err().to_string();
     assert!(err.contains("authentication failed"), "{err}");
-    let err = texts(&SnapshotStore::open(dir.path())?, &v1).unwrap_err().to_string();
+    let err = texts(&SnapshotStore::open(env.dir())?, &v1).unwrap_err().to_string();
     assert!(err.contains("no keyring is configured"), "{err}");
     let object = store.object_path(&v1.files[0].hash);
     let len = std::fs::metadata(&object)?.len() as usize;
@@ -161,7 +160,7 @@ async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow
     assert_eq!(texts(&store, &v1)?, v1_texts, "restored bytes read again");
 
     // Model weights: sealed by k1; a flipped byte or no keyring refuses the model.
-    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let meta = SqliteStore::in_data_dir(env.dir())?;
     let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
     let weights = Path::new(&mv.artifact_dir).join(trainer::card::WEIGHTS_FILE);
     assert_eq!(crypto::sealed_by(&std::fs::read(&weights)?), Some("k1"));
@@ -220,7 +219,7 @@ async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow
     let counted = ctx.sql("SELECT COUNT(*) AS n FROM v2 WHERE text IS NOT NULL").await?.collect().await?;
     let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(counted[0].column(0)).value(0);
     assert_eq!(n as u64, v2.rows);
-    let found = leaks(dir.path(), &markers);
+    let found = leaks(env.dir(), &markers);
     assert!(found.is_empty(), "plaintext in the data dir: {found:#?}");
 
     // Every key change is audited with who did it.
@@ -249,10 +248,9 @@ async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow
 /// logs no secret: no key, no password, no client secret, no token, no private-key PEM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_run_logs_no_secret() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
+    let env = TestEnv::start("secrets")?;
     let secrets_dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "secrets");
+    let mut config = env.config();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
 
@@ -290,13 +288,13 @@ async fn a_full_run_logs_no_secret() -> anyhow::Result<()> {
     let mut output = run_logged(&config, &[], &["snapshot"])?;
     output += &run_logged(&config, &[], &["train", "--alias", "production"])?;
 
-    let log_path = dir.path().join("up.log");
+    let log_path = env.dir().join("up.log");
     let up = tests::Killed(
         Command::new(driftwood_bin()?)
             .arg("up")
             .envs(env_for(&config))
             .env("DRIFTWOOD_LOG", "debug")
-            .stdout(std::fs::File::create(dir.path().join("up.out"))?)
+            .stdout(std::fs::File::create(env.dir().join("up.out"))?)
             .stderr(std::fs::File::create(&log_path)?)
             .spawn()?,
     );

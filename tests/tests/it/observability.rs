@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use ingest::source::{self, Outgoing};
 use tests::{
-    Killed, Tansu, config_for, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, read_all,
-    shuffle,
+    Killed, TestEnv, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, read_all, shuffle,
 };
 
 fn monitoring() -> PathBuf {
@@ -90,9 +89,8 @@ fn alert_rules_pass_promtool_checks_and_unit_tests() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "obs");
+    let env = TestEnv::start("obs")?;
+    let mut config = env.config();
     config.snapshot.commit_interval_secs = 1;
     config.drift.window = 500;
     config.serve.listen = format!("127.0.0.1:{}", free_port()?);

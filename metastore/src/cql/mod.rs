@@ -24,8 +24,9 @@
 //! Timestamps are CQL `timestamp`s: millisecond precision. Rows read by a full primary key are
 //! checked against the key asked for before they are used.
 
+mod schema;
+
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Display;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,66 +45,28 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlValue, Row};
 
-use super::{
-    AliasMove, AuditRecord, MetadataStore, ModelVersion, PredictionLogEntry, Run, RunStatus, rollback_target,
+use crate::{
+    AliasMove, AuditRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry, Result, Run, RunStatus,
+    rollback_target,
 };
-use crate::{Error, Result};
+use schema::{Statements, migrate, prepare};
 
 /// How many times a conditional write is retried after losing a race.
 const LWT_ATTEMPTS: usize = 16;
 
-/// One schema migration: applied once, in order, recorded in `schema_migrations`.
-struct Migration {
-    id: i32,
-    description: &'static str,
-    /// Statements with `{ks}` for the keyspace.
-    statements: &'static [&'static str],
+/// Wraps a driver error with what was being done.
+pub(crate) fn cql<E: std::error::Error + Send + Sync + 'static>(context: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::Cql { context: context.to_string(), source: Box::new(e) }
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    id: 1,
-    description: "runs, metrics, registry, aliases, audit, prediction log",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS {ks}.runs (run_id text, experiment text, parent_run_id text, \
-         status text, started_at timestamp, ended_at timestamp, params map<text, text>, \
-         tags map<text, text>, data_version text, artifact_dir text, PRIMARY KEY (run_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.runs_by_experiment (experiment text, run_id text, \
-         PRIMARY KEY ((experiment), run_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.metric_latest (run_id text, key text, step bigint, \
-         value double, first_day int, last_day int, PRIMARY KEY ((run_id), key))",
-        "CREATE TABLE IF NOT EXISTS {ks}.metric_steps (run_id text, key text, day int, step bigint, \
-         value double, at timestamp, PRIMARY KEY ((run_id, key, day), step))",
-        "CREATE TABLE IF NOT EXISTS {ks}.model_versions (name text, version int, run_id text, \
-         family text, data_version text, spec_hash text, metrics map<text, double>, \
-         artifact_dir text, artifact_sha256 text, created_at timestamp, PRIMARY KEY ((name), version))",
-        "CREATE TABLE IF NOT EXISTS {ks}.model_names (shard int, name text, PRIMARY KEY ((shard), name))",
-        "CREATE TABLE IF NOT EXISTS {ks}.aliases (name text, alias text, version int, \
-         updated_at timestamp, PRIMARY KEY ((name), alias))",
-        "CREATE TABLE IF NOT EXISTS {ks}.alias_history (name text, alias text, seq text, \
-         action text, version int, PRIMARY KEY ((name, alias), seq))",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit (day int, seq text, at timestamp, actor text, \
-         action text, details text, PRIMARY KEY ((day), seq))",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit_days (shard int, day int, PRIMARY KEY ((shard), day))",
-        "CREATE TABLE IF NOT EXISTS {ks}.predictions (model text, hour bigint, shard int, seq text, \
-         at timestamp, id text, channel text, version int, label text, confidence double, \
-         latency_us bigint, PRIMARY KEY ((model, hour, shard), seq))",
-        "CREATE TABLE IF NOT EXISTS {ks}.prediction_hours (model text, hour bigint, \
-         PRIMARY KEY ((model), hour))",
-    ],
-}];
-
-fn cql(context: &str) -> impl Fn(&dyn Display) -> Error + '_ {
-    move |e| Error::Store(format!("{context}: {e}"))
-}
-
-fn ts(t: DateTime<Utc>) -> CqlTimestamp {
+pub(crate) fn ts(t: DateTime<Utc>) -> CqlTimestamp {
     CqlTimestamp(t.timestamp_millis())
 }
 
 fn from_ts(t: CqlTimestamp) -> Result<DateTime<Utc>> {
     Utc.timestamp_millis_opt(t.0)
         .single()
-        .ok_or_else(|| Error::Store(format!("timestamp {} ms is out of range", t.0)))
+        .ok_or_else(|| Error::Corrupt(format!("timestamp {} ms is out of range", t.0)))
 }
 
 fn day_of(t: DateTime<Utc>) -> i32 {
@@ -124,8 +87,8 @@ fn applied(result: QueryResult) -> Result<bool> {
     if !result.is_rows() {
         return Ok(true);
     }
-    let rows = result.into_rows_result().map_err(|e| cql("conditional write")(&e))?;
-    let first = rows.maybe_first_row::<Row>().map_err(|e| cql("conditional write")(&e))?;
+    let rows = result.into_rows_result().map_err(cql("conditional write"))?;
+    let first = rows.maybe_first_row::<Row>().map_err(cql("conditional write"))?;
     Ok(match first.and_then(|r| r.columns.into_iter().next().flatten()) {
         Some(CqlValue::Boolean(b)) => b,
         _ => true,
@@ -150,42 +113,6 @@ impl Sequence {
         format!("{nanos:020}-{n:012}-{:016x}", self.tag)
     }
 }
-
-struct Statements {
-    insert_run: PreparedStatement,
-    insert_run_by_experiment: PreparedStatement,
-    run_by_id: PreparedStatement,
-    all_runs: PreparedStatement,
-    run_ids_by_experiment: PreparedStatement,
-    finish_run: PreparedStatement,
-    set_run_artifacts: PreparedStatement,
-    metric_latest: PreparedStatement,
-    latest_of_run: PreparedStatement,
-    upsert_latest: PreparedStatement,
-    insert_step: PreparedStatement,
-    steps_of_day: PreparedStatement,
-    versions_of: PreparedStatement,
-    insert_version: PreparedStatement,
-    version_of: PreparedStatement,
-    insert_name: PreparedStatement,
-    names: PreparedStatement,
-    alias_of: PreparedStatement,
-    aliases_of: PreparedStatement,
-    insert_alias: PreparedStatement,
-    insert_alias_history: PreparedStatement,
-    alias_history: PreparedStatement,
-    insert_audit: PreparedStatement,
-    insert_audit_day: PreparedStatement,
-    audit_days: PreparedStatement,
-    audit_of_day: PreparedStatement,
-    insert_prediction: PreparedStatement,
-    insert_prediction_hour: PreparedStatement,
-    prediction_hours: PreparedStatement,
-    predictions_in: PreparedStatement,
-}
-
-const RUN_COLUMNS: &str = "run_id, experiment, parent_run_id, status, started_at, ended_at, params, tags, data_version, artifact_dir";
-const MV_COLUMNS: &str = "name, version, run_id, family, data_version, spec_hash, metrics, artifact_dir, artifact_sha256, created_at";
 
 type RunRow = (
     String,
@@ -238,16 +165,16 @@ impl ScyllaStore {
                 String::new()
             } else {
                 std::fs::read_to_string(&config.password_file)
-                    .map_err(|e| Error::Store(format!("store.password_file {}: {e}", config.password_file)))?
+                    .map_err(|source| Error::Io { path: config.password_file.clone(), source })?
                     .trim_end()
                     .to_string()
             };
             builder = builder.user(&config.username, password);
         }
-        let session = builder
-            .build()
-            .await
-            .map_err(|e| Error::Store(format!("connecting to ScyllaDB at {}: {e}", config.nodes)))?;
+        let session = builder.build().await.map_err(|e| Error::Cql {
+            context: format!("connecting to {}", config.nodes),
+            source: Box::new(e),
+        })?;
         let ks = config.keyspace.clone();
         migrate(&session, &ks, &config.replication).await?;
         let st = prepare(&session, &ks, config).await?;
@@ -272,7 +199,7 @@ impl ScyllaStore {
         st: &PreparedStatement,
         values: impl SerializeRow,
     ) -> Result<QueryResult> {
-        self.session.execute_unpaged(st, values).await.map_err(|e| cql(what)(&e))
+        self.session.execute_unpaged(st, values).await.map_err(cql(what))
     }
 
     /// Every row of a (paged) query.
@@ -280,8 +207,8 @@ impl ScyllaStore {
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {
-        let pager = self.session.execute_iter(st.clone(), values).await.map_err(|e| cql(what)(&e))?;
-        pager.rows_stream::<R>().map_err(|e| cql(what)(&e))?.map_err(|e| cql(what)(&e)).try_collect().await
+        let pager = self.session.execute_iter(st.clone(), values).await.map_err(cql(what))?;
+        pager.rows_stream::<R>().map_err(cql(what))?.map_err(cql(what)).try_collect().await
     }
 
     async fn run_from_row(&self, row: RunRow) -> Result<Run> {
@@ -357,7 +284,7 @@ impl ScyllaStore {
                 self.session
                     .query_unpaged(statement, (version, ts(at), name, alias))
                     .await
-                    .map_err(|e| cql("moving an alias")(&e))?
+                    .map_err(cql("moving an alias"))?
             }
         };
         applied(result)
@@ -402,140 +329,9 @@ impl ScyllaStore {
                 ),
             )
             .await
-            .map_err(|e| cql("recording an alias move")(&e))?;
+            .map_err(cql("recording an alias move"))?;
         Ok(())
     }
-}
-
-/// Creates the keyspace and applies the migrations it has not seen, then waits for the
-/// cluster to agree on the schema.
-async fn migrate(session: &Session, ks: &str, replication: &str) -> Result<()> {
-    let ddl = |what: &'static str| cql(what);
-    session
-        .query_unpaged(format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"), ())
-        .await
-        .map_err(|e| ddl("creating the keyspace")(&e))?;
-    session
-        .query_unpaged(
-            format!(
-                "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (id int, description text, \
-                 applied_at timestamp, PRIMARY KEY (id))"
-            ),
-            (),
-        )
-        .await
-        .map_err(|e| ddl("creating schema_migrations")(&e))?;
-    let applied: HashSet<i32> = session
-        .query_unpaged(format!("SELECT id FROM {ks}.schema_migrations"), ())
-        .await
-        .map_err(|e| ddl("reading schema_migrations")(&e))?
-        .into_rows_result()
-        .map_err(|e| ddl("reading schema_migrations")(&e))?
-        .rows::<(i32,)>()
-        .map_err(|e| ddl("reading schema_migrations")(&e))?
-        .map(|r| r.map(|(id,)| id))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| ddl("reading schema_migrations")(&e))?;
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.id)) {
-        for statement in m.statements {
-            session
-                .query_unpaged(statement.replace("{ks}", ks), ())
-                .await
-                .map_err(|e| Error::Store(format!("migration {} ({}): {e}", m.id, m.description)))?;
-        }
-        let record = session
-            .prepare(format!(
-                "INSERT INTO {ks}.schema_migrations (id, description, applied_at) VALUES (?, ?, ?)"
-            ))
-            .await
-            .map_err(|e| ddl("recording a migration")(&e))?;
-        session
-            .execute_unpaged(&record, (m.id, m.description, ts(Utc::now())))
-            .await
-            .map_err(|e| ddl("recording a migration")(&e))?;
-        tracing::info!(keyspace = ks, migration = m.id, description = m.description, "store schema migrated");
-    }
-    if let Err(e) = session.await_schema_agreement().await {
-        tracing::warn!(error = %e, "could not confirm that the cluster agrees on the schema");
-    }
-    Ok(())
-}
-
-async fn prepare(session: &Session, ks: &str, config: &StoreConfig) -> Result<Statements> {
-    let ttl = |secs: u64| if secs == 0 { String::new() } else { format!(" USING TTL {secs}") };
-    let prediction_ttl = ttl(config.prediction_ttl_secs);
-    let metric_ttl = ttl(config.metric_ttl_secs);
-    let p = |text: String| async move {
-        session.prepare(text.clone()).await.map_err(|e| Error::Store(format!("preparing `{text}`: {e}")))
-    };
-    Ok(Statements {
-        insert_run: p(format!("INSERT INTO {ks}.runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
-        insert_run_by_experiment: p(format!("INSERT INTO {ks}.runs_by_experiment (experiment, run_id) VALUES (?, ?)"))
-            .await?,
-        run_by_id: p(format!("SELECT {RUN_COLUMNS} FROM {ks}.runs WHERE run_id = ?")).await?,
-        all_runs: p(format!("SELECT {RUN_COLUMNS} FROM {ks}.runs")).await?,
-        run_ids_by_experiment: p(format!("SELECT run_id FROM {ks}.runs_by_experiment WHERE experiment = ?")).await?,
-        finish_run: p(format!("UPDATE {ks}.runs SET status = ?, ended_at = ? WHERE run_id = ?")).await?,
-        set_run_artifacts: p(format!("UPDATE {ks}.runs SET artifact_dir = ? WHERE run_id = ?")).await?,
-        metric_latest: p(format!(
-            "SELECT key, step, first_day, last_day FROM {ks}.metric_latest WHERE run_id = ? AND key = ?"
-        ))
-        .await?,
-        latest_of_run: p(format!("SELECT key, value FROM {ks}.metric_latest WHERE run_id = ?")).await?,
-        upsert_latest: p(format!(
-            "INSERT INTO {ks}.metric_latest (run_id, key, step, value, first_day, last_day) VALUES (?, ?, ?, ?, ?, ?)"
-        ))
-        .await?,
-        insert_step: p(format!(
-            "INSERT INTO {ks}.metric_steps (run_id, key, day, step, value, at) VALUES (?, ?, ?, ?, ?, ?){metric_ttl}"
-        ))
-        .await?,
-        steps_of_day: p(format!(
-            "SELECT step, value FROM {ks}.metric_steps WHERE run_id = ? AND key = ? AND day = ?"
-        ))
-        .await?,
-        versions_of: p(format!("SELECT {MV_COLUMNS} FROM {ks}.model_versions WHERE name = ?")).await?,
-        insert_version: p(format!(
-            "INSERT INTO {ks}.model_versions ({MV_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
-        ))
-        .await?,
-        version_of: p(format!("SELECT {MV_COLUMNS} FROM {ks}.model_versions WHERE name = ? AND version = ?")).await?,
-        insert_name: p(format!("INSERT INTO {ks}.model_names (shard, name) VALUES (?, ?)")).await?,
-        names: p(format!("SELECT name FROM {ks}.model_names WHERE shard = ?")).await?,
-        alias_of: p(format!("SELECT alias, version FROM {ks}.aliases WHERE name = ? AND alias = ?")).await?,
-        aliases_of: p(format!("SELECT alias, version FROM {ks}.aliases WHERE name = ?")).await?,
-        insert_alias: p(format!(
-            "INSERT INTO {ks}.aliases (name, alias, version, updated_at) VALUES (?, ?, ?, ?) IF NOT EXISTS"
-        ))
-        .await?,
-        insert_alias_history: p(format!(
-            "INSERT INTO {ks}.alias_history (name, alias, seq, action, version) VALUES (?, ?, ?, ?, ?)"
-        ))
-        .await?,
-        alias_history: p(format!("SELECT seq, action, version FROM {ks}.alias_history WHERE name = ? AND alias = ?"))
-            .await?,
-        insert_audit: p(format!(
-            "INSERT INTO {ks}.audit (day, seq, at, actor, action, details) VALUES (?, ?, ?, ?, ?, ?)"
-        ))
-        .await?,
-        insert_audit_day: p(format!("INSERT INTO {ks}.audit_days (shard, day) VALUES (?, ?)")).await?,
-        audit_days: p(format!("SELECT day FROM {ks}.audit_days WHERE shard = ?")).await?,
-        audit_of_day: p(format!("SELECT seq, at, actor, action, details FROM {ks}.audit WHERE day = ?")).await?,
-        insert_prediction: p(format!(
-            "INSERT INTO {ks}.predictions (model, hour, shard, seq, at, id, channel, version, label, confidence, \
-             latency_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){prediction_ttl}"
-        ))
-        .await?,
-        insert_prediction_hour: p(format!(
-            "INSERT INTO {ks}.prediction_hours (model, hour) VALUES (?, ?){prediction_ttl}"
-        ))
-        .await?,
-        prediction_hours: p(format!("SELECT hour FROM {ks}.prediction_hours WHERE model = ?")).await?,
-        predictions_in: p(format!(
-            "SELECT seq FROM {ks}.predictions WHERE model = ? AND hour = ? AND shard = ?"
-        ))
-        .await?,
-    })
 }
 
 fn mv_from_row(row: MvRow) -> Result<ModelVersion> {
@@ -569,7 +365,7 @@ fn mv_from_row(row: MvRow) -> Result<ModelVersion> {
 impl MetadataStore for ScyllaStore {
     async fn create_run(&self, run: &Run) -> Result<()> {
         if self.run_exists(&run.run_id).await? {
-            return Err(Error::Store(format!("run {} already exists", run.run_id)));
+            return Err(Error::Conflict(format!("run {} already exists", run.run_id)));
         }
         self.exec(
             "creating a run",
@@ -701,7 +497,7 @@ impl MetadataStore for ScyllaStore {
                 return Ok(mv);
             }
         }
-        Err(Error::Store(format!(
+        Err(Error::Conflict(format!(
             "could not register a version of `{}`: {LWT_ATTEMPTS} concurrent registrations won first",
             mv.name
         )))
@@ -746,7 +542,7 @@ impl MetadataStore for ScyllaStore {
                 return Ok(previous);
             }
         }
-        Err(Error::Store(format!(
+        Err(Error::Conflict(format!(
             "could not move `{name}@{alias}`: it kept changing under {LWT_ATTEMPTS} attempts"
         )))
     }
@@ -770,7 +566,7 @@ impl MetadataStore for ScyllaStore {
                 return Ok((current, target));
             }
         }
-        Err(Error::Store(format!(
+        Err(Error::Conflict(format!(
             "could not roll back `{name}@{alias}`: it kept changing under {LWT_ATTEMPTS} attempts"
         )))
     }
@@ -801,7 +597,7 @@ impl MetadataStore for ScyllaStore {
                 ),
             )
             .await
-            .map_err(|e| cql("appending an audit record")(&e))?;
+            .map_err(cql("appending an audit record"))?;
         Ok(())
     }
 
@@ -818,7 +614,7 @@ impl MetadataStore for ScyllaStore {
             rows.sort_unstable_by(|a, b| b.0.cmp(&a.0));
             for (_, at, actor, action, details) in rows.into_iter().take(limit - out.len()) {
                 let details = serde_json::from_str(&details)
-                    .map_err(|e| Error::Store(format!("corrupt JSON in the audit log: {e}")))?;
+                    .map_err(|e| Error::Corrupt(format!("JSON in the audit log: {e}")))?;
                 out.push(AuditRecord { at: from_ts(at)?, actor, action, details });
             }
         }
@@ -827,7 +623,8 @@ impl MetadataStore for ScyllaStore {
 
     async fn log_predictions(&self, entries: &[PredictionLogEntry]) -> Result<()> {
         let new_hours: Vec<(String, i64)> = {
-            let mut seen = self.hours_seen.lock().map_err(|_| Error::Store("store lock poisoned".into()))?;
+            let mut seen =
+                self.hours_seen.lock().map_err(|_| Error::Internal("store lock poisoned".into()))?;
             let mut new = Vec::new();
             for e in entries {
                 let key = (e.model.clone(), hour_of(e.at));
@@ -859,11 +656,10 @@ impl MetadataStore for ScyllaStore {
                     .session
                     .execute_iter(self.st.predictions_in.clone(), (model, hour, shard))
                     .await
-                    .map_err(|e| cql("counting predictions")(&e))?;
-                let mut rows =
-                    pager.rows_stream::<(String,)>().map_err(|e| cql("counting predictions")(&e))?;
+                    .map_err(cql("counting predictions"))?;
+                let mut rows = pager.rows_stream::<(String,)>().map_err(cql("counting predictions"))?;
                 while let Some(r) = rows.next().await {
-                    r.map_err(|e| cql("counting predictions")(&e))?;
+                    r.map_err(cql("counting predictions"))?;
                     n += 1;
                 }
             }

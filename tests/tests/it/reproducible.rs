@@ -2,14 +2,13 @@
 //! seed, through the `driftwood` binary, registers byte-identical weights.
 
 use ingest::source;
-use tests::{Tansu, config_for, corpus_dir, driftwood, outgoing, publish, shuffle};
-use trainer::store::SqliteStore;
+use metastore::SqliteStore;
+use tests::{TestEnv, corpus_dir, driftwood, outgoing, publish, shuffle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_trains_the_same_weights_from_the_same_seed() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "repro");
+    let env = TestEnv::start("repro")?;
+    let mut config = env.config();
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     let minilm = tests::minilm_dir()?;
     config.train.tokenizer = minilm.join("tokenizer.json").display().to_string();
@@ -22,7 +21,7 @@ async fn every_family_trains_the_same_weights_from_the_same_seed() -> anyhow::Re
     corpus.truncate(300);
     publish(&config, &config.topics().raw, outgoing(&corpus)).await?;
     driftwood(&config, &["snapshot"])?;
-    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let meta = SqliteStore::in_data_dir(env.dir())?;
     for family in ["logreg", "bilstm", "minilm"] {
         let mut hashes = Vec::new();
         for seed in ["7", "7", "8"] {

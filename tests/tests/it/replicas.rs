@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use schemas::metric_names::{SCORER_ASSIGNED_PARTITIONS, SCORER_RECORDS_TOTAL};
 use tests::cql::CqlNode;
-use tests::{
-    Killed, Tansu, config_for, corpus_dir, driftwood, driftwood_bin, env_for, outgoing, publish, shuffle,
-};
+use tests::{Killed, TestEnv, corpus_dir, driftwood, driftwood_bin, env_for, outgoing, publish, shuffle};
 
 /// `driftwood serve` on its own port (the shared config file names no port: an environment
 /// override does, so the replicas cannot race on it).
@@ -53,9 +51,8 @@ async fn two_replicas_on_scylla() -> anyhow::Result<()> {
 async fn two_replicas_share_partitions_the_prediction_log_and_promotions(
     scylla: Option<&CqlNode>,
 ) -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "replicas");
+    let env = TestEnv::start("replicas")?;
+    let mut config = env.config();
     if let Some(node) = scylla {
         config.store.backend = schemas::config::StoreBackend::Scylla;
         config.store.nodes = node.addr.to_string();
@@ -122,7 +119,7 @@ async fn two_replicas_share_partitions_the_prediction_log_and_promotions(
             assert_eq!(http.post(format!("{base}/v1/predict")).json(&body).send().await?.status(), 200);
         }
     }
-    let meta = trainer::store::open(&config, dir.path()).await?;
+    let meta = metastore::open(&config, env.dir()).await?;
     let expected: u64 = per_replica.iter().sum::<u64>() + 20;
     let deadline = Instant::now() + Duration::from_secs(30);
     while meta.prediction_count("spam").await? < expected {

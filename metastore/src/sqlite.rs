@@ -1,8 +1,6 @@
-//! The metadata store: runs, metrics, model versions, aliases, audit records and the
-//! prediction log behind one trait, with an embedded SQLite backend (a file in the data dir)
-//! and a ScyllaDB backend ([`cql`]) shared by replicas. [`open`] picks one from `[store]`.
-
-pub mod cql;
+//! The embedded backend: SQLite (bundled), WAL mode, one file. Each call takes the one
+//! connection on a blocking thread (`spawn_blocking`), so the async trait never blocks a
+//! runtime worker.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,176 +11,14 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
-
-/// Status of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Finished,
-    Failed,
-}
-
-impl RunStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Finished => "finished",
-            RunStatus::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<RunStatus> {
-        match s {
-            "running" => Ok(RunStatus::Running),
-            "finished" => Ok(RunStatus::Finished),
-            "failed" => Ok(RunStatus::Failed),
-            other => Err(Error::Store(format!("unknown run status `{other}`"))),
-        }
-    }
-}
-
-/// A tracked training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Run {
-    pub run_id: String,
-    pub experiment: String,
-    pub parent_run_id: Option<String>,
-    pub status: RunStatus,
-    pub started_at: DateTime<Utc>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub params: BTreeMap<String, String>,
-    /// Latest value of each metric.
-    pub metrics: BTreeMap<String, f64>,
-    pub tags: BTreeMap<String, String>,
-    pub data_version: Option<String>,
-    pub artifact_dir: Option<String>,
-}
-
-impl Run {
-    /// A run starting now, with a fresh id (16 hex characters, unique even for runs started in
-    /// the same nanosecond by one process).
-    pub fn started(
-        experiment: &str,
-        parent_run_id: Option<&str>,
-        params: BTreeMap<String, String>,
-        tags: BTreeMap<String, String>,
-        data_version: &str,
-    ) -> Run {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let started_at = Utc::now();
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let nanos = started_at.timestamp_nanos_opt().unwrap_or_default();
-        let run_id = schemas::sha256_hex(format!("{experiment}:{data_version}:{nanos}:{n}").as_bytes())[..16]
-            .to_string();
-        Run {
-            run_id,
-            experiment: experiment.to_string(),
-            parent_run_id: parent_run_id.map(str::to_string),
-            status: RunStatus::Running,
-            started_at,
-            ended_at: None,
-            params,
-            metrics: BTreeMap::new(),
-            tags,
-            data_version: Some(data_version.to_string()),
-            artifact_dir: None,
-        }
-    }
-}
-
-/// A registered model version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ModelVersion {
-    pub name: String,
-    pub version: u32,
-    pub run_id: String,
-    pub family: String,
-    pub data_version: String,
-    pub spec_hash: String,
-    pub metrics: BTreeMap<String, f64>,
-    /// Directory holding `card.json` and the weights.
-    pub artifact_dir: String,
-    /// SHA-256 of the weights file, checked at load.
-    pub artifact_sha256: String,
-    pub created_at: DateTime<Utc>,
-}
-
-/// An audited action.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    pub action: String,
-    pub details: serde_json::Value,
-}
-
-/// One prediction, REST or stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PredictionLogEntry {
-    pub at: DateTime<Utc>,
-    pub id: Option<String>,
-    pub channel: String,
-    pub model: String,
-    pub version: u32,
-    pub label: String,
-    pub confidence: f32,
-    pub latency_us: u64,
-}
-
-/// The store behind runs, the registry, audit and the prediction log.
-#[async_trait]
-pub trait MetadataStore: Send + Sync {
-    async fn create_run(&self, run: &Run) -> Result<()>;
-    /// Records metric values at `step` and updates the run's latest values.
-    async fn log_metrics(&self, run_id: &str, step: u64, metrics: &BTreeMap<String, f64>) -> Result<()>;
-    async fn finish_run(&self, run_id: &str, status: RunStatus, ended_at: DateTime<Utc>) -> Result<()>;
-    async fn set_run_artifacts(&self, run_id: &str, artifact_dir: &str) -> Result<()>;
-    async fn get_run(&self, run_id: &str) -> Result<Run>;
-    async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>>;
-    /// Step history of one metric.
-    async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<(u64, f64)>>;
-
-    /// Registers the next version of `mv.name` (the `version` field is assigned).
-    async fn register_model(&self, mv: ModelVersion) -> Result<ModelVersion>;
-    async fn model_versions(&self, name: &str) -> Result<Vec<ModelVersion>>;
-    async fn model_names(&self) -> Result<Vec<String>>;
-    async fn get_model_version(&self, name: &str, version: u32) -> Result<ModelVersion>;
-    /// Points `alias` at `version`, recording an audit record; returns the previous version.
-    async fn set_alias(
-        &self,
-        name: &str,
-        alias: &str,
-        version: u32,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Option<u32>>;
-    /// Points `alias` back at the version it served before its current one was set (each
-    /// rollback steps one promotion further back), recording an audit record; returns
-    /// `(from, to)`. `Input` when there is nothing to roll back to.
-    async fn rollback_alias(&self, name: &str, alias: &str, actor: &str, reason: &str) -> Result<(u32, u32)>;
-    async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<u32>>;
-    async fn aliases(&self, name: &str) -> Result<BTreeMap<String, u32>>;
-
-    async fn append_audit(&self, record: &AuditRecord) -> Result<()>;
-    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>>;
-
-    async fn log_predictions(&self, entries: &[PredictionLogEntry]) -> Result<()>;
-    async fn prediction_count(&self, model: &str) -> Result<u64>;
-}
-
-/// The store `[store]` names: SQLite in `data_dir`, or ScyllaDB (connected and migrated).
-pub async fn open(config: &schemas::Config, data_dir: &Path) -> Result<Arc<dyn MetadataStore>> {
-    Ok(match config.store.backend {
-        schemas::config::StoreBackend::Sqlite => Arc::new(SqliteStore::in_data_dir(data_dir)?),
-        schemas::config::StoreBackend::Scylla => Arc::new(cql::ScyllaStore::connect(&config.store).await?),
-    })
-}
+use crate::{
+    AliasMove, AuditRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry, Result, Run, RunStatus,
+    rollback_target,
+};
 
 /// The embedded backend: SQLite (bundled), WAL mode, one file.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 const SCHEMA: &str = r#"
@@ -213,7 +49,7 @@ CREATE INDEX IF NOT EXISTS predictions_by_model ON predictions (model, at);
 "#;
 
 fn sql(e: rusqlite::Error) -> Error {
-    Error::Store(e.to_string())
+    Error::Sqlite(e)
 }
 
 fn json<T: Serialize>(v: &T) -> String {
@@ -221,20 +57,21 @@ fn json<T: Serialize>(v: &T) -> String {
 }
 
 fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Store(format!("corrupt JSON in the store: {e}")))
+    serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("JSON in the store: {e}")))
 }
 
 fn time(s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Error::Store(format!("corrupt timestamp `{s}`: {e}")))
+        .map_err(|e| Error::Corrupt(format!("timestamp `{s}`: {e}")))
 }
 
 impl SqliteStore {
     /// Opens (creating and migrating) the store at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
         }
         let conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql)?;
@@ -255,7 +92,7 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// The store of a data dir: `<data_dir>/metadata.sqlite`.
@@ -263,9 +100,18 @@ impl SqliteStore {
         SqliteStore::open(&data_dir.join("metadata.sqlite"))
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| Error::Store("store lock poisoned".into()))?;
-        f(&mut conn)
+    /// Runs `f` with the connection on a blocking thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| Error::Internal("store lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
     }
 
     fn run_from_row(conn: &Connection, row: RunRow) -> Result<Run> {
@@ -362,74 +208,28 @@ fn alias_version(conn: &Connection, name: &str, alias: &str) -> Result<Option<u3
     .map_err(sql)
 }
 
-/// The version a rollback of `name@alias` (now at `current`) returns to: the alias's history of
-/// `(action, version)` in order is replayed — a promotion pushes its version, a rollback pops
-/// one — and repeats of the current version (re-promotions) are dropped. `Input` when there is
-/// nothing earlier.
-fn rollback_target(
-    name: &str,
-    alias: &str,
-    current: u32,
-    history: impl IntoIterator<Item = (String, u32)>,
-) -> Result<u32> {
-    let mut stack: Vec<u32> = Vec::new();
-    for (action, version) in history {
-        if action == "rollback_alias" {
-            stack.pop();
-        } else {
-            stack.push(version);
-        }
-    }
-    while stack.last() == Some(&current) {
-        stack.pop();
-    }
-    stack.last().copied().ok_or_else(|| {
-        Error::Input(format!("`{name}@{alias}` has no earlier version to roll back to (it is at v{current})"))
-    })
-}
-
-/// An alias pointed at `version`: the row and its audit record (in the caller's transaction,
-/// for SQLite).
-struct AliasMove<'a> {
-    name: &'a str,
-    alias: &'a str,
-    version: u32,
-    previous: Option<u32>,
-    actor: &'a str,
-    reason: &'a str,
-    at: DateTime<Utc>,
-}
-
-impl AliasMove<'_> {
-    /// The audit record's details, the same in every backend.
-    fn details(&self) -> serde_json::Value {
-        serde_json::json!({
-            "model": self.name, "alias": self.alias, "version": self.version,
-            "previous": self.previous, "reason": self.reason
-        })
-    }
-
-    fn record(&self, tx: &rusqlite::Transaction<'_>, action: &str) -> Result<()> {
-        let at = self.at.to_rfc3339();
-        tx.execute(
-            "INSERT INTO aliases (name, alias, version, updated_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
-            params![self.name, self.alias, self.version, at],
-        )
-        .map_err(sql)?;
-        tx.execute(
-            "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
-            params![at, self.actor, action, self.details().to_string()],
-        )
-        .map_err(sql)?;
-        Ok(())
-    }
+/// Points the alias and appends its audit record, in the caller's transaction.
+fn record_move(tx: &rusqlite::Transaction<'_>, m: &AliasMove<'_>, action: &str) -> Result<()> {
+    let at = m.at.to_rfc3339();
+    tx.execute(
+        "INSERT INTO aliases (name, alias, version, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+        params![m.name, m.alias, m.version, at],
+    )
+    .map_err(sql)?;
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
+        params![at, m.actor, action, m.details().to_string()],
+    )
+    .map_err(sql)?;
+    Ok(())
 }
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn create_run(&self, run: &Run) -> Result<()> {
-        self.with(|c| {
+        let run = run.clone();
+        self.call(move |c| {
             c.execute(
                 &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
@@ -448,26 +248,32 @@ impl MetadataStore for SqliteStore {
             .map_err(sql)?;
             Ok(())
         })
+        .await
     }
 
     async fn log_metrics(&self, run_id: &str, step: u64, metrics: &BTreeMap<String, f64>) -> Result<()> {
         let at = Utc::now().to_rfc3339();
-        self.with(|c| {
+        let (run_id, metrics) = (run_id.to_string(), metrics.clone());
+        self.call(move |c| {
             let tx = c.transaction().map_err(sql)?;
             {
                 let mut stmt = tx
-                    .prepare_cached("INSERT OR REPLACE INTO metrics (run_id, key, step, value, at) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO metrics (run_id, key, step, value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
                     .map_err(sql)?;
-                for (k, v) in metrics {
+                for (k, v) in &metrics {
                     stmt.execute(params![run_id, k, step as i64, v, at]).map_err(sql)?;
                 }
             }
             tx.commit().map_err(sql)
         })
+        .await
     }
 
     async fn finish_run(&self, run_id: &str, status: RunStatus, ended_at: DateTime<Utc>) -> Result<()> {
-        self.with(|c| {
+        let run_id = run_id.to_string();
+        self.call(move |c| {
             let n = c
                 .execute(
                     "UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id = ?1",
@@ -476,18 +282,22 @@ impl MetadataStore for SqliteStore {
                 .map_err(sql)?;
             if n == 0 { Err(Error::NotFound(format!("run {run_id}"))) } else { Ok(()) }
         })
+        .await
     }
 
     async fn set_run_artifacts(&self, run_id: &str, artifact_dir: &str) -> Result<()> {
-        self.with(|c| {
+        let (run_id, artifact_dir) = (run_id.to_string(), artifact_dir.to_string());
+        self.call(move |c| {
             c.execute("UPDATE runs SET artifact_dir = ?2 WHERE run_id = ?1", params![run_id, artifact_dir])
                 .map_err(sql)?;
             Ok(())
         })
+        .await
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Run> {
-        self.with(|c| {
+        let run_id = run_id.to_string();
+        self.call(move |c| {
             let row = c
                 .query_row(
                     &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
@@ -499,10 +309,12 @@ impl MetadataStore for SqliteStore {
                 .ok_or_else(|| Error::NotFound(format!("run {run_id}")))?;
             Self::run_from_row(c, row)
         })
+        .await
     }
 
     async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>> {
-        self.with(|c| {
+        let experiment = experiment.map(str::to_string);
+        self.call(move |c| {
             let mut stmt = c
                 .prepare(&format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR experiment = ?1 ORDER BY started_at, run_id"
@@ -515,10 +327,12 @@ impl MetadataStore for SqliteStore {
                 .map_err(sql)?;
             rows.into_iter().map(|r| Self::run_from_row(c, r)).collect()
         })
+        .await
     }
 
     async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<(u64, f64)>> {
-        self.with(|c| {
+        let (run_id, key) = (run_id.to_string(), key.to_string());
+        self.call(move |c| {
             let mut stmt = c
                 .prepare("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step")
                 .map_err(sql)?;
@@ -527,13 +341,18 @@ impl MetadataStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sql)
         })
+        .await
     }
 
     async fn register_model(&self, mut mv: ModelVersion) -> Result<ModelVersion> {
-        self.with(|c| {
+        self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
             let next: u32 = tx
-                .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?1", params![mv.name], |r| r.get(0))
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?1",
+                    params![mv.name],
+                    |r| r.get(0),
+                )
                 .map_err(sql)?;
             mv.version = next;
             tx.execute(
@@ -555,10 +374,12 @@ impl MetadataStore for SqliteStore {
             tx.commit().map_err(sql)?;
             Ok(mv)
         })
+        .await
     }
 
     async fn model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
-        self.with(|c| {
+        let name = name.to_string();
+        self.call(move |c| {
             let mut stmt = c
                 .prepare(&format!("SELECT {MV_COLUMNS} FROM model_versions WHERE name = ?1 ORDER BY version"))
                 .map_err(sql)?;
@@ -569,10 +390,11 @@ impl MetadataStore for SqliteStore {
                 .map_err(sql)?;
             rows.into_iter().map(finish_mv).collect()
         })
+        .await
     }
 
     async fn model_names(&self) -> Result<Vec<String>> {
-        self.with(|c| {
+        self.call(|c| {
             let mut stmt =
                 c.prepare("SELECT DISTINCT name FROM model_versions ORDER BY name").map_err(sql)?;
             stmt.query_map([], |r| r.get(0))
@@ -580,10 +402,12 @@ impl MetadataStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<String>>>()
                 .map_err(sql)
         })
+        .await
     }
 
     async fn get_model_version(&self, name: &str, version: u32) -> Result<ModelVersion> {
-        self.with(|c| {
+        let name = name.to_string();
+        self.call(move |c| {
             let row = c
                 .query_row(
                     &format!("SELECT {MV_COLUMNS} FROM model_versions WHERE name = ?1 AND version = ?2"),
@@ -595,6 +419,7 @@ impl MetadataStore for SqliteStore {
                 .ok_or_else(|| Error::NotFound(format!("model {name} version {version}")))?;
             finish_mv(row)
         })
+        .await
     }
 
     async fn set_alias(
@@ -606,7 +431,8 @@ impl MetadataStore for SqliteStore {
         reason: &str,
     ) -> Result<Option<u32>> {
         let now = Utc::now();
-        self.with(|c| {
+        let [name, alias, actor, reason] = [name, alias, actor, reason].map(str::to_string);
+        self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
             let exists: bool = tx
                 .query_row(
@@ -620,19 +446,29 @@ impl MetadataStore for SqliteStore {
             if !exists {
                 return Err(Error::NotFound(format!("model {name} version {version}")));
             }
-            let previous = alias_version(&tx, name, alias)?;
-            let to = AliasMove { name, alias, version, previous, actor, reason, at: now };
-            to.record(&tx, "set_alias")?;
+            let previous = alias_version(&tx, &name, &alias)?;
+            let to = AliasMove {
+                name: &name,
+                alias: &alias,
+                version,
+                previous,
+                actor: &actor,
+                reason: &reason,
+                at: now,
+            };
+            record_move(&tx, &to, "set_alias")?;
             tx.commit().map_err(sql)?;
             Ok(previous)
         })
+        .await
     }
 
     async fn rollback_alias(&self, name: &str, alias: &str, actor: &str, reason: &str) -> Result<(u32, u32)> {
         let now = Utc::now();
-        self.with(|c| {
+        let [name, alias, actor, reason] = [name, alias, actor, reason].map(str::to_string);
+        self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
-            let current = alias_version(&tx, name, alias)?
+            let current = alias_version(&tx, &name, &alias)?
                 .ok_or_else(|| Error::NotFound(format!("alias `{alias}` of model `{name}`")))?;
             let history = {
                 let mut stmt = tx
@@ -648,31 +484,43 @@ impl MetadataStore for SqliteStore {
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(sql)?
             };
-            let target = rollback_target(name, alias, current, history)?;
-            let to =
-                AliasMove { name, alias, version: target, previous: Some(current), actor, reason, at: now };
-            to.record(&tx, "rollback_alias")?;
+            let target = rollback_target(&name, &alias, current, history)?;
+            let to = AliasMove {
+                name: &name,
+                alias: &alias,
+                version: target,
+                previous: Some(current),
+                actor: &actor,
+                reason: &reason,
+                at: now,
+            };
+            record_move(&tx, &to, "rollback_alias")?;
             tx.commit().map_err(sql)?;
             Ok((current, target))
         })
+        .await
     }
 
     async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<u32>> {
-        self.with(|c| alias_version(c, name, alias))
+        let (name, alias) = (name.to_string(), alias.to_string());
+        self.call(move |c| alias_version(c, &name, &alias)).await
     }
 
     async fn aliases(&self, name: &str) -> Result<BTreeMap<String, u32>> {
-        self.with(|c| {
+        let name = name.to_string();
+        self.call(move |c| {
             let mut stmt = c.prepare("SELECT alias, version FROM aliases WHERE name = ?1").map_err(sql)?;
             stmt.query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(sql)?
                 .collect::<rusqlite::Result<BTreeMap<String, u32>>>()
                 .map_err(sql)
         })
+        .await
     }
 
     async fn append_audit(&self, record: &AuditRecord) -> Result<()> {
-        self.with(|c| {
+        let record = record.clone();
+        self.call(move |c| {
             c.execute(
                 "INSERT INTO audit (at, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
                 params![record.at.to_rfc3339(), record.actor, record.action, record.details.to_string()],
@@ -680,10 +528,11 @@ impl MetadataStore for SqliteStore {
             .map_err(sql)?;
             Ok(())
         })
+        .await
     }
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>> {
-        self.with(|c| {
+        self.call(move |c| {
             let mut stmt = c
                 .prepare("SELECT at, actor, action, details FROM audit ORDER BY seq DESC LIMIT ?1")
                 .map_err(sql)?;
@@ -705,10 +554,12 @@ impl MetadataStore for SqliteStore {
                 })
                 .collect()
         })
+        .await
     }
 
     async fn log_predictions(&self, entries: &[PredictionLogEntry]) -> Result<()> {
-        self.with(|c| {
+        let entries = entries.to_vec();
+        self.call(move |c| {
             let tx = c.transaction().map_err(sql)?;
             {
                 let mut stmt = tx
@@ -717,7 +568,7 @@ impl MetadataStore for SqliteStore {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )
                     .map_err(sql)?;
-                for e in entries {
+                for e in &entries {
                     stmt.execute(params![
                         e.at.to_rfc3339(),
                         e.id,
@@ -733,15 +584,63 @@ impl MetadataStore for SqliteStore {
             }
             tx.commit().map_err(sql)
         })
+        .await
     }
 
     async fn prediction_count(&self, model: &str) -> Result<u64> {
-        self.with(|c| {
+        let model = model.to_string();
+        self.call(move |c| {
             c.query_row("SELECT COUNT(*) FROM predictions WHERE model = ?1", params![model], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|n| n as u64)
             .map_err(sql)
         })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mv(name: &str) -> ModelVersion {
+        ModelVersion {
+            name: name.into(),
+            version: 0,
+            run_id: "r".into(),
+            family: "logreg".into(),
+            data_version: "d".repeat(64),
+            spec_hash: "s".into(),
+            metrics: BTreeMap::from([("test_accuracy".to_string(), 0.9)]),
+            artifact_dir: "/a".into(),
+            artifact_sha256: "x".into(),
+            created_at: Utc::now(),
+        }
+    }
+
+    // A current-thread runtime, as `#[tokio::test]` gives: every call still runs on a blocking
+    // thread and comes back.
+    #[tokio::test]
+    async fn calls_run_off_the_runtime_and_errors_keep_their_kind() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io { path: "tmp".into(), source })?;
+        let store = SqliteStore::in_data_dir(dir.path())?;
+        assert_eq!(store.register_model(mv("spam")).await?.version, 1);
+        assert_eq!(store.register_model(mv("spam")).await?.version, 2);
+        assert!(store.set_alias("spam", "production", 1, "a", "first").await?.is_none());
+        assert_eq!(store.set_alias("spam", "production", 2, "a", "second").await?, Some(1));
+        assert_eq!(store.rollback_alias("spam", "production", "a", "bad").await?, (2, 1));
+        assert!(matches!(store.rollback_alias("spam", "production", "a", "x").await, Err(Error::Input(_))));
+        assert!(matches!(store.get_model_version("spam", 7).await, Err(Error::NotFound(_))));
+        let audit = store.audit_log(10).await?;
+        assert_eq!(audit.len(), 3);
+        assert_eq!(audit[0].action, "rollback_alias");
+        // An error keeps its kind and its source: a data dir under a plain file cannot be made.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").map_err(|source| Error::Io { path: "file".into(), source })?;
+        let e = SqliteStore::in_data_dir(&file.join("sub")).err().expect("refused");
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "{e}");
+        Ok(())
     }
 }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use anyhow::Result;
+use metastore::cql::ScyllaStore;
+use metastore::{MetadataStore, SqliteStore};
 use schemas::config::{StoreBackend, StoreConfig};
 use tests::cql::CqlNode;
 use tests::store_suite::{self as suite, Store};
-use trainer::store::cql::ScyllaStore;
-use trainer::store::{MetadataStore, SqliteStore};
 
 fn sqlite(dir: &std::path::Path) -> Result<(Store, Store)> {
     Ok((Arc::new(SqliteStore::in_data_dir(dir)?), Arc::new(SqliteStore::in_data_dir(dir)?)))
@@ -115,8 +115,8 @@ async fn scylla_unreachable_is_a_clear_error() -> Result<()> {
     Ok(())
 }
 
-fn suite_model() -> trainer::store::ModelVersion {
-    trainer::store::ModelVersion {
+fn suite_model() -> metastore::ModelVersion {
+    metastore::ModelVersion {
         name: "spam".into(),
         version: 0,
         run_id: "r1".into(),

@@ -5,12 +5,12 @@
 
 use std::process::Command;
 
+use metastore::SqliteStore;
 use schemas::Split;
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::store::SnapshotStore;
-use tests::{Tansu, config_for, corpus_dir, driftwood, outgoing, publish, python, run_ok, shuffle};
+use tests::{TestEnv, corpus_dir, driftwood, outgoing, publish, python, run_ok, shuffle};
 use trainer::features::{HashingConfig, featurize};
-use trainer::store::SqliteStore;
 
 fn features(hashing: &HashingConfig, text: &str) -> serde_json::Value {
     let mut f = Vec::new();
@@ -20,9 +20,8 @@ fn features(hashing: &HashingConfig, text: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "script");
+    let env = TestEnv::start("script")?;
+    let mut config = env.config();
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     let mut corpus = ingest::source::corpus(&corpus_dir()?, ingest::source::CORPUS_PERIOD_1)?;
     shuffle(&mut corpus, 8);
@@ -33,7 +32,7 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
     // Features of the snapshot's (cleaned) texts, by Driftwood's featurizer, for PyTorch.
     let hashing = HashingConfig { bits: 16, max_ngram: 2 };
     let labels = ["ham", "spam"];
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     let latest = store.latest("text")?.expect("a version");
     let (mut train, mut eval_texts) = (Vec::new(), Vec::new());
     for batch in store.read(&latest) {
@@ -53,14 +52,14 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
         }
     }
     let eval: Vec<_> = eval_texts.iter().map(|t| features(&hashing, t)).collect();
-    let input = dir.path().join("features.json");
+    let input = env.dir().join("features.json");
     std::fs::write(
         &input,
         serde_json::to_vec(
             &serde_json::json!({"buckets": 1 << hashing.bits, "labels": labels, "train": train, "eval": eval}),
         )?,
     )?;
-    let (module, expected) = (dir.path().join("model.pt"), dir.path().join("predictions.json"));
+    let (module, expected) = (env.dir().join("model.pt"), env.dir().join("predictions.json"));
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/torchscript_model.py");
     run_ok(Command::new(python()?).arg(&script).args([&input, &module, &expected]))?;
     let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(&expected)?)?;
@@ -84,7 +83,7 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
         ],
     )?;
     assert!(out.contains("registered spam v1 (torchscript"), "{out}");
-    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let meta = SqliteStore::in_data_dir(env.dir())?;
     let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
     assert_eq!(mv.family, "torchscript");
     assert!(mv.metrics["test_accuracy"] > 0.9, "{:?}", mv.metrics);
@@ -124,11 +123,11 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
     assert!((served - f64::from(local[0][1])).abs() < 1e-5, "{r}");
 
     // Modules that break the contract are refused with the reason, and nothing is registered.
-    let wrong = dir.path().join("wrong.pt");
+    let wrong = env.dir().join("wrong.pt");
     run_ok(
         Command::new(python()?)
             .arg(&script)
-            .args([&input, &wrong, &dir.path().join("w.json")])
+            .args([&input, &wrong, &env.dir().join("w.json")])
             .args(["--classes", "3"]),
     )?;
     let register = |module: &std::path::Path| {
@@ -148,10 +147,10 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
     };
     let err = register(&wrong);
     assert!(err.contains("needs [2, 2]"), "{err}");
-    let junk = dir.path().join("junk.pt");
+    let junk = env.dir().join("junk.pt");
     std::fs::write(&junk, b"not a module")?;
     let err = register(&junk);
     assert!(err.contains("not a TorchScript module"), "{err}");
-    assert_eq!(trainer::store::MetadataStore::model_versions(&meta, "spam").await?.len(), 1);
+    assert_eq!(metastore::MetadataStore::model_versions(&meta, "spam").await?.len(), 1);
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ingest::source::Outgoing;
 use schemas::records::RawRecord;
-use tests::{Killed, Tansu, config_for, free_port, publish, read_all};
+use tests::{Killed, TestEnv, free_port, publish, read_all};
 
 fn raw(range: std::ops::Range<usize>) -> Vec<Outgoing> {
     range
@@ -111,9 +111,8 @@ fn stop(mut p: Killed) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "restart");
+    let env = TestEnv::start("restart")?;
+    let mut config = env.config();
     // Small batches: many commits, so a stop lands between (and during) them.
     config.ingest.batch_max_rows = 100;
     config.serve.listen = format!("127.0.0.1:{}", free_port()?);
@@ -143,7 +142,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     // The scored snapshot (which would also absorb the duplicates a crash can leave) has one
     // row per record.
     tests::driftwood(&config, &["snapshot", "--scored"])?;
-    let store = stream::store::SnapshotStore::open(dir.path())?;
+    let store = stream::store::SnapshotStore::open(env.dir())?;
     let latest = store.latest(&config.snapshot.scored_dataset)?.expect("a scored version");
     assert_eq!(latest.rows, 11_000, "scored snapshot rows");
     let mut seen = std::collections::BTreeSet::new();
@@ -177,7 +176,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
         anyhow::ensure!(Instant::now() < deadline, "the transactional scorer did not stop");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let log = std::fs::read_to_string(dir.path().join("serve-txn.log"))?;
+    let log = std::fs::read_to_string(env.dir().join("serve-txn.log"))?;
     assert!(!status.success(), "{log}");
     assert!(log.contains("does not support transactions"), "{log}");
     assert_eq!(scored_ids(&config).await?.len(), 11_000);

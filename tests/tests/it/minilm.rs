@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ingest::source;
-use tests::{Tansu, config_for, corpus_dir, driftwood, minilm_dir, python, shuffle};
+use tests::{TestEnv, corpus_dir, driftwood, minilm_dir, python, shuffle};
 use trainer::minilm::MiniLm;
 use trainer::schedule::Schedule;
 
@@ -97,16 +97,15 @@ fn fine_tuning_the_top_layer_changes_only_it_and_the_head() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minilm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "minilm");
+    let env = TestEnv::start("minilm")?;
+    let mut config = env.config();
     config.train.model = "minilm".into();
     config.train.pretrained = minilm_dir()?.display().to_string();
     config.train.epochs = 40;
     config.train.batch_size = 32;
     config.train.learning_rate = 0.01;
     config.train.max_tokens = 64;
-    let input = dir.path().join("texts.jsonl");
+    let input = env.dir().join("texts.jsonl");
     tests::tokenizer_family_end_to_end(&config, 800, async |_, card| {
         assert_eq!(card.params["bert.layers"], "6");
         // Batch scoring through the CLI: JSON lines or plain JSON strings in, one line out per text.

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use arrow::array::{Array, StringArray};
 use ingest::source::{self, Outgoing};
+use metastore::{MetadataStore, SqliteStore};
 use schemas::records::{ScoreStatus, ScoredRecord};
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::job::{SnapshotOptions, run_snapshot};
 use stream::store::SnapshotStore;
-use tests::{Tansu, config_for, corpus_dir, read_all};
+use tests::{TestEnv, corpus_dir, read_all};
 use tokio_util::sync::CancellationToken;
-use trainer::store::{MetadataStore, SqliteStore};
 
 const SPAM: &str = "Subject: You have WON!!!\n\nCongratulations! You have been selected to receive a \
     $1,000,000 cash prize. Click here http://win-big.example.com/claim to claim your FREE money now. \
@@ -26,9 +26,8 @@ const HAM: &str = "Subject: Re: build script fix\n\nHi all, I pushed the fix for
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "skeleton");
+    let env = TestEnv::start("skeleton")?;
+    let config = env.config();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
 
@@ -50,7 +49,7 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
 
     // 2. Snapshot: exactly the valid records, by id; the bad ones are dead letters.
     let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     let opts = SnapshotOptions::from_config(&config, true);
     let report = run_snapshot(&config, plan.clone(), &store, &opts, None, &cancel).await?;
     assert_eq!(report.commits.len(), 1);
@@ -87,12 +86,12 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
     assert_eq!(ids.union(&dead_ids).cloned().collect::<BTreeSet<_>>(), published);
 
     // 3. Train logreg on version 1 and register it as production.
-    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(dir.path())?);
+    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(env.dir())?);
     let req = trainer::train::TrainRequest {
         dataset: config.snapshot.dataset.clone(),
         version: "v1".into(),
         params: config.train.clone(),
-        data_dir: dir.path().to_path_buf(),
+        data_dir: env.dir().to_path_buf(),
         alias: Some("production".into()),
         actor: "test".into(),
     };
@@ -114,7 +113,7 @@ async fn the_whole_loop_on_real_parts() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         store: meta.clone(),
         ..tests::app_state(
-            dir.path(),
+            env.dir(),
             Arc::new(serving::auth::JwtAuth::from_config(&schemas::config::AuthConfig::default())?),
         )?
     };

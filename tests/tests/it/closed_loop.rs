@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ingest::source::{self, Outgoing};
+use metastore::{MetadataStore, SqliteStore};
 use schemas::Split;
 use schemas::events::{ControlEvent, ControlMessage, Decoded};
 use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
-use tests::{Tansu, config_for, corpus_dir, free_port, outgoing, publish, read_all, shuffle};
+use tests::{TestEnv, corpus_dir, free_port, outgoing, publish, read_all, shuffle};
 use tokio_util::sync::CancellationToken;
-use trainer::store::{MetadataStore, SqliteStore};
 
 fn events(messages: &[ingest::consume::RawMessage]) -> Vec<ControlEvent> {
     messages
@@ -28,7 +28,7 @@ fn events(messages: &[ingest::consume::RawMessage]) -> Vec<ControlEvent> {
 
 /// Accuracy of a registered version on labelled raw records (cleaned by the plan first).
 fn accuracy(
-    store_version: &trainer::store::ModelVersion,
+    store_version: &metastore::ModelVersion,
     plan: &CleanPlan,
     rows: &[RawRecord],
 ) -> anyhow::Result<f64> {
@@ -48,9 +48,8 @@ fn accuracy(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "loop");
+    let env = TestEnv::start("loop")?;
+    let mut config = env.config();
     config.snapshot.commit_interval_secs = 1;
     config.drift.window = 500;
     config.drift.consecutive = 2;
@@ -110,7 +109,7 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     shuffle(&mut period2, 12);
     publish(&config, &topics.raw, outgoing(&period2)).await?;
 
-    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let meta = SqliteStore::in_data_dir(env.dir())?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let promoted = loop {
         let current = meta.get_alias("spam", "production").await?;
@@ -119,7 +118,7 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
         }
         if Instant::now() > deadline {
             let _ = up.0.kill();
-            let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(env.dir().join("up.log")).unwrap_or_default();
             let tail: String = log
                 .lines()
                 .rev()
@@ -207,7 +206,7 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     // The candidate waited for the snapshot job: it trained on a version covering all of
     // period 2, not on whatever part of it was committed when the drift was confirmed.
     let trained_on = promotion.details["outcome"]["data_version"].as_str().expect("a data version");
-    let manifest = stream::store::SnapshotStore::open(dir.path())?.resolve("text", trained_on)?;
+    let manifest = stream::store::SnapshotStore::open(env.dir())?.resolve("text", trained_on)?;
     let ends: BTreeMap<i32, i64> = ingest::kafka::watermarks(&config.kafka, &topics.raw)
         .await?
         .into_iter()
@@ -223,9 +222,8 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_out_traffic_raises_no_drift_over_twenty_windows() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "quiet");
+    let env = TestEnv::start("quiet")?;
+    let config = env.config();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     let cancel = CancellationToken::new();
@@ -235,14 +233,14 @@ async fn held_out_traffic_raises_no_drift_over_twenty_windows() -> anyhow::Resul
     shuffle(&mut period1, 21);
     publish(&config, &topics.raw, outgoing(&period1)).await?;
     let plan = Arc::new(CleanPlan::compile(CleanSpec::default())?);
-    let store = stream::store::SnapshotStore::open(dir.path())?;
+    let store = stream::store::SnapshotStore::open(env.dir())?;
     tests::snapshot_until_idle(&config, &store).await?;
-    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(dir.path())?);
+    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteStore::in_data_dir(env.dir())?);
     let req = trainer::train::TrainRequest {
         dataset: config.snapshot.dataset.clone(),
         version: "latest".into(),
         params: config.train.clone(),
-        data_dir: dir.path().to_path_buf(),
+        data_dir: env.dir().to_path_buf(),
         alias: Some("production".into()),
         actor: "test".into(),
     };

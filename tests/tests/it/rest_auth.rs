@@ -44,7 +44,7 @@ fn auth_config(dir: &std::path::Path, audience: &str, key_file: String) -> anyho
 /// A registered model `spam` (v1 at production, v2), a run `r1` with a `loss` history and a
 /// dataset `text` with one version: every read route has something to return.
 async fn seed(state: &serving::api::AppState) -> anyhow::Result<()> {
-    use trainer::store::{ModelVersion, Run, RunStatus};
+    use metastore::{ModelVersion, Run, RunStatus};
     let now = chrono::Utc::now();
     state
         .store
@@ -111,7 +111,7 @@ async fn seed(state: &serving::api::AppState) -> anyhow::Result<()> {
 struct Seeded {
     dir: tempfile::TempDir,
     auth: Arc<JwtAuth>,
-    store: Arc<dyn trainer::store::MetadataStore>,
+    store: Arc<dyn metastore::MetadataStore>,
     base: String,
     stop: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,

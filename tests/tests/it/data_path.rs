@@ -13,9 +13,7 @@ use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
 use stream::job::{SnapshotOptions, run_snapshot};
 use stream::store::{Manifest, SnapshotStore};
-use tests::{
-    Tansu, config_for, driftwood_bin, env_for, publish, python, read_all, snapshot_until_idle, unique_text,
-};
+use tests::{TestEnv, driftwood_bin, env_for, publish, python, read_all, snapshot_until_idle, unique_text};
 use tokio_util::sync::CancellationToken;
 
 fn records(range: std::ops::Range<usize>) -> Vec<Outgoing> {
@@ -62,15 +60,14 @@ fn plan() -> Arc<CleanPlan> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_never_loses_or_duplicates_a_row() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "crash");
+    let env = TestEnv::start("crash")?;
+    let mut config = env.config();
     config.ingest.batch_max_rows = 50;
     config.snapshot.commit_max_rows = 200;
     config.snapshot.commit_interval_secs = 1;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     let bin = driftwood_bin()?;
     let mut published = 0usize;
     let chunk = 6000;
@@ -87,7 +84,7 @@ async fn kill_9_never_loses_or_duplicates_a_row() -> anyhow::Result<()> {
         }
         let mut child = Command::new(&bin)
             .args(["snapshot", "--follow"])
-            .current_dir(dir.path())
+            .current_dir(env.dir())
             .envs(env_for(&config))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -109,7 +106,7 @@ async fn kill_9_never_loses_or_duplicates_a_row() -> anyhow::Result<()> {
     // Finally let a run finish.
     let status = Command::new(&bin)
         .arg("snapshot")
-        .current_dir(dir.path())
+        .current_dir(env.dir())
         .envs(env_for(&config))
         .stdout(Stdio::null())
         .status()?;
@@ -130,9 +127,8 @@ async fn kill_9_never_loses_or_duplicates_a_row() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_record_is_accounted_for() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "bad");
+    let env = TestEnv::start("bad")?;
+    let mut config = env.config();
     config.ingest.max_record_bytes = 64 * 1024;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
@@ -147,7 +143,7 @@ async fn every_bad_record_is_accounted_for() -> anyhow::Result<()> {
     let kinds: BTreeSet<&str> = expect.values().map(String::as_str).filter(|r| *r != "snapshot").collect();
     assert!(expect.len() - 4 >= 12 && kinds.len() >= 10, "{kinds:?}");
 
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     let report = snapshot_until_idle(&config, &store).await?;
     let m = report.commits.last().expect("a version");
     let (ids, _) = rows_of(&store, m)?;
@@ -183,13 +179,12 @@ async fn every_bad_record_is_accounted_for() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_delete_pull_reads_back_identical_rows() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
+    let env = TestEnv::start("remote")?;
     let remote_dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "remote");
+    let config = env.config();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     publish(&config, &topics.raw, records(0..1500)).await?;
     snapshot_until_idle(&config, &store).await?;
     publish(&config, &topics.raw, records(1500..2000)).await?;
@@ -206,8 +201,8 @@ async fn push_delete_pull_reads_back_identical_rows() -> anyhow::Result<()> {
     assert_eq!((again.versions, again.objects), (0, 0), "only missing objects are sent");
 
     // Lose every local object and manifest, then pull.
-    std::fs::remove_dir_all(dir.path().join("snapshots"))?;
-    let store = SnapshotStore::open(dir.path())?;
+    std::fs::remove_dir_all(env.dir().join("snapshots"))?;
+    let store = SnapshotStore::open(env.dir())?;
     let pulled = remote.pull(&store, "text").await?;
     assert_eq!(pulled.versions, 2);
     let after: Vec<String> = store
@@ -226,8 +221,8 @@ async fn push_delete_pull_reads_back_identical_rows() -> anyhow::Result<()> {
     let mut bytes = std::fs::read(&victim)?;
     bytes[20] ^= 0xff;
     std::fs::write(&victim, bytes)?;
-    std::fs::remove_dir_all(dir.path().join("snapshots"))?;
-    let store = SnapshotStore::open(dir.path())?;
+    std::fs::remove_dir_all(env.dir().join("snapshots"))?;
+    let store = SnapshotStore::open(env.dir())?;
     let err = remote.pull(&store, "text").await.expect_err("corrupt object refused");
     assert!(err.to_string().contains("hashes to"), "{err}");
     Ok(())
@@ -249,14 +244,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_a_group_share_the_partitions() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "workers");
+    let env = TestEnv::start("workers")?;
+    let mut config = env.config();
     config.snapshot.commit_max_rows = 300;
     config.snapshot.commit_interval_secs = 1;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     let cancel = CancellationToken::new();
     let mut opts = SnapshotOptions::from_config(&config, false);
     opts.group = true;
@@ -292,12 +286,11 @@ async fn two_workers_in_a_group_share_the_partitions() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_labels_join_by_id_and_diff_shows_the_change() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "labels");
+    let env = TestEnv::start("labels")?;
+    let config = env.config();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     let unlabeled: Vec<Outgoing> = (0..500)
         .map(|i| {
             Outgoing::from_record(&RawRecord {
@@ -368,12 +361,11 @@ impl Drop for Moto {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "s3");
+    let env = TestEnv::start("s3")?;
+    let config = env.config();
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     publish(&config, &topics.raw, records(0..700)).await?;
     snapshot_until_idle(&config, &store).await?;
     let before = rows_of(&store, &store.resolve("text", "latest")?)?.1;
@@ -416,9 +408,9 @@ async fn s3_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
     };
     let remote = "s3://driftwood/team/snapshots";
     let pushed = cli(&["data", "push", "--remote", remote])?;
-    std::fs::remove_dir_all(dir.path().join("snapshots"))?;
+    std::fs::remove_dir_all(env.dir().join("snapshots"))?;
     let pulled = cli(&["data", "pull", "--remote", remote])?;
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(env.dir())?;
     let after = rows_of(&store, &store.resolve("text", "latest")?)?.1;
     assert_eq!(before, after, "identical rows after push, delete, pull (push: {pushed}; pull: {pulled})");
     Ok(())

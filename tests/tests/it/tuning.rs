@@ -5,14 +5,13 @@
 use std::collections::BTreeSet;
 
 use ingest::source;
-use tests::{Tansu, config_for, corpus_dir, driftwood, outgoing, publish, shuffle};
-use trainer::store::{MetadataStore, RunStatus, SqliteStore};
+use metastore::{MetadataStore, RunStatus, SqliteStore};
+use tests::{TestEnv, corpus_dir, driftwood, outgoing, publish, shuffle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_classes_train_with_per_class_metrics() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "three");
+    let env = TestEnv::start("three")?;
+    let config = env.config();
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     // Labels by folder: easy-ham, hard-ham (ham that looks like spam), spam.
     let mut records = Vec::new();
@@ -31,7 +30,7 @@ async fn three_classes_train_with_per_class_metrics() -> anyhow::Result<()> {
     let out = driftwood(&config, &["train", "--alias", "production"])?;
     eprintln!("{out}");
 
-    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let meta = SqliteStore::in_data_dir(env.dir())?;
     let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
     let card = trainer::model::read_card(std::path::Path::new(&mv.artifact_dir))?;
     assert_eq!(card.labels, ["easy-ham", "hard-ham", "spam"]);
@@ -49,9 +48,8 @@ async fn three_classes_train_with_per_class_metrics() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grid_search_runs_concurrent_child_trials_and_registers_the_best() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let config = config_for(&broker.brokers, dir.path(), "tune");
+    let env = TestEnv::start("tune")?;
+    let config = env.config();
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
     shuffle(&mut corpus, 4);
@@ -59,7 +57,7 @@ async fn a_grid_search_runs_concurrent_child_trials_and_registers_the_best() -> 
     publish(&config, &config.topics().raw, outgoing(&corpus)).await?;
     driftwood(&config, &["snapshot"])?;
 
-    let space = dir.path().join("space.toml");
+    let space = env.dir().join("space.toml");
     std::fs::write(
         &space,
         "strategy = \"grid\"\nmetric = \"validation_accuracy\"\n\n[params]\n\
@@ -86,7 +84,7 @@ async fn a_grid_search_runs_concurrent_child_trials_and_registers_the_best() -> 
         .map(|w| w.trim_end_matches(':').to_string())
         .expect("the tuning run id");
 
-    let meta = SqliteStore::in_data_dir(dir.path())?;
+    let meta = SqliteStore::in_data_dir(env.dir())?;
     let parent = meta.get_run(&parent_id).await?;
     assert_eq!(parent.tags.get("kind").map(String::as_str), Some("tuning"));
     assert_eq!(parent.status, RunStatus::Finished);
@@ -143,9 +141,8 @@ async fn a_grid_search_runs_concurrent_child_trials_and_registers_the_best() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bilstm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "lstm");
+    let env = TestEnv::start("lstm")?;
+    let mut config = env.config();
     config.train.model = "bilstm".into();
     config.train.tokenizer = tests::minilm_dir()?.join("tokenizer.json").display().to_string();
     config.train.epochs = 10;

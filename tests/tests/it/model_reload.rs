@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{Tansu, config_for, free_port};
+use metastore::{MetadataStore, ModelVersion, SqliteStore};
+use tests::{TestEnv, free_port};
 use tokio_util::sync::CancellationToken;
-use trainer::store::{MetadataStore, ModelVersion, SqliteStore};
 
 /// A copy of `mv`'s artifacts in `dir`, changed by `edit`, registered as the next version.
 async fn register_copy(
@@ -42,18 +42,17 @@ async fn current_version(http: &reqwest::Client, base: &str) -> anyhow::Result<u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_models_leave_the_running_one_serving() -> anyhow::Result<()> {
-    let broker = Tansu::start()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = config_for(&broker.brokers, dir.path(), "reload");
+    let env = TestEnv::start("reload")?;
+    let mut config = env.config();
     config.serve.listen = format!("127.0.0.1:{}", free_port()?);
     config.serve.scorer = false;
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     tests::train_production(&config, 600).await?;
-    let store = SqliteStore::in_data_dir(dir.path())?;
+    let store = SqliteStore::in_data_dir(env.dir())?;
     let v1 = store.get_model_version("spam", 1).await?;
 
     // v2: a real model file whose card says it was trained with another cleaning spec.
-    let v2 = register_copy(&store, &v1, dir.path().join("v2-other-spec"), |d| {
+    let v2 = register_copy(&store, &v1, env.dir().join("v2-other-spec"), |d| {
         let path = d.join(trainer::card::CARD_FILE);
         let mut card: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
         card["spec_hash"] = serde_json::json!("0".repeat(64));
@@ -62,14 +61,14 @@ async fn refused_models_leave_the_running_one_serving() -> anyhow::Result<()> {
     })
     .await?;
     // v3: the weights file corrupted after registration (its hash no longer matches).
-    let v3 = register_copy(&store, &v1, dir.path().join("v3-corrupt"), |_| Ok(())).await?;
+    let v3 = register_copy(&store, &v1, env.dir().join("v3-corrupt"), |_| Ok(())).await?;
     let weights = Path::new(&v3.artifact_dir).join(trainer::card::WEIGHTS_FILE);
     let mut bytes = std::fs::read(&weights)?;
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&weights, bytes)?;
     // v4: an unchanged copy, which must be swapped in.
-    let v4 = register_copy(&store, &v1, dir.path().join("v4-good"), |_| Ok(())).await?;
+    let v4 = register_copy(&store, &v1, env.dir().join("v4-good"), |_| Ok(())).await?;
     assert_eq!((v2.version, v3.version, v4.version), (2, 3, 4));
 
     let _serve = tests::spawn_driftwood(&config, &["serve"], "serve.log")?;
@@ -96,7 +95,7 @@ async fn refused_models_leave_the_running_one_serving() -> anyhow::Result<()> {
         })
     };
 
-    let serve_log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    let serve_log = || std::fs::read_to_string(env.dir().join("serve.log")).unwrap_or_default();
     for (bad, why) in [(2u32, "spec"), (3, "hashes to")] {
         let r = http
             .post(format!("{base}/v1/models/spam/promote"))

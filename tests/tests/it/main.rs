@@ -1,0 +1,21 @@
+//! The integration tests: one binary (one link of libtorch and DataFusion), one module per
+//! flow, all against real services on loopback started through [`tests`] (the harness crate).
+
+mod closed_loop;
+mod consumer_group;
+mod data_path;
+mod deploy;
+mod encryption;
+mod flight;
+mod kafka_tls;
+mod metadata_store;
+mod minilm;
+mod model_reload;
+mod observability;
+mod replicas;
+mod reproducible;
+mod rest_auth;
+mod scorer_restart;
+mod skeleton;
+mod torchscript;
+mod tuning;
