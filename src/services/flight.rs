@@ -11,13 +11,13 @@ use crate::open;
 /// Serves every data version and the predictions over Flight SQL until `token` is cancelled.
 pub async fn run(config: &Config, auth: Arc<serving::auth::JwtAuth>, token: CancellationToken) -> Result<()> {
     let store = open::snapshots(config)?;
-    let service = stream::flight::FlightSql::new(
+    let service = flight::FlightSql::new(
         store,
         &config.snapshot.dataset,
         auth,
         config.flight.max_prepared,
         config.flight.cache_mb << 20,
     );
-    stream::flight::serve(config.flight_addr(), config.tls.clone(), service, token).await?;
+    flight::serve(config.flight_addr(), config.tls.clone(), service, token).await?;
     Ok(())
 }

@@ -29,13 +29,13 @@ pub async fn register_version(
     store: &SnapshotStore,
     m: &Manifest,
 ) -> Result<()> {
-    ctx.register_table(name, crate::flight::catalog::version_table(store, m)?)?;
+    ctx.register_table(name, crate::query::version_table(store, m)?)?;
     Ok(())
 }
 
 /// Compares version `a` (before) with version `b` (after).
 pub async fn diff(store: &SnapshotStore, a: &Manifest, b: &Manifest, examples: usize) -> Result<Diff> {
-    let ctx = crate::flight::catalog::session_context(store, SessionConfig::new());
+    let ctx = crate::query::session_context(store, SessionConfig::new());
     register_version(&ctx, "va", store, a).await?;
     register_version(&ctx, "vb", store, b).await?;
     let joined = "(SELECT id, text, label FROM va) a FULL OUTER JOIN (SELECT id, text, label FROM vb) b ON a.id = b.id";

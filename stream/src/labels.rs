@@ -103,7 +103,7 @@ pub async fn join_labels(
     }
 
     // Join: every row keeps its columns; its label becomes the new one where there is one.
-    let ctx = crate::flight::catalog::session_context(store, datafusion::prelude::SessionConfig::new());
+    let ctx = crate::query::session_context(store, datafusion::prelude::SessionConfig::new());
     register_version(&ctx, "t", store, &latest).await?;
     let ids: Vec<&str> = labels.keys().map(String::as_str).collect();
     let values: Vec<&str> = ids.iter().map(|id| labels[*id].2.as_str()).collect();

@@ -16,22 +16,23 @@
 //! * [`job`] — the snapshot job: consume, clean, write, commit; resumes from the last manifest;
 //! * [`labels`] — late ground truth from `text.labels` joined onto a version by id;
 //! * [`scored`] — the scored snapshot job: predictions from `text.scored` into versions;
-//! * [`flight`] — the Arrow Flight SQL server over every version (DataFusion catalog, auth, TLS);
+//! * [`query`] — DataFusion over versions: a version as a table, sessions that decrypt;
 //! * [`diff`] — row-level differences between versions, by id (DataFusion);
 //! * [`crypto`] — the keyring of AES-256-GCM key-encryption keys and sealed blobs (data keys
 //!   of encrypted objects, model weights);
 //! * [`remote`] — push/pull of versions and objects to a directory or S3-compatible remote.
 //!
 //! Architecture invariant: this crate knows nothing about models; it depends on `ingest` for
-//! reading Kafka and on `schemas` for the record schemas, never on libtorch.
+//! reading Kafka and on `schemas` for the record schemas, never on libtorch; the Flight SQL
+//! server over its versions is the `flight` crate, above it.
 
 pub mod clean;
 pub mod crypto;
 pub mod diff;
-pub mod flight;
 pub mod job;
 pub mod labels;
 pub mod metrics;
+pub mod query;
 pub mod remote;
 pub mod scored;
 pub mod store;

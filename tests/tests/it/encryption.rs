@@ -214,8 +214,8 @@ async fn snapshots_and_weights_are_encrypted_rotated_and_reencrypted() -> anyhow
     // store's decryption.
     let diff = stream::diff::diff(&store, &v1, &v2, 0).await?;
     assert_eq!(diff.added, v2.rows - v1.rows);
-    let ctx = stream::flight::catalog::session_context(&store, SessionConfig::new());
-    ctx.register_table("v2", stream::flight::catalog::version_table(&store, &v2)?)?;
+    let ctx = stream::query::session_context(&store, SessionConfig::new());
+    ctx.register_table("v2", stream::query::version_table(&store, &v2)?)?;
     let counted = ctx.sql("SELECT COUNT(*) AS n FROM v2 WHERE text IS NOT NULL").await?.collect().await?;
     let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(counted[0].column(0)).value(0);
     assert_eq!(n as u64, v2.rows);

@@ -7,6 +7,7 @@ mod data_path;
 mod deploy;
 mod encryption;
 mod flight;
+mod flight_sql;
 mod kafka_tls;
 mod metadata_store;
 mod minilm;

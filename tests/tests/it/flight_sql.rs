@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use ::flight::FlightSql;
 use arrow::array::{ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -14,7 +15,6 @@ use arrow_flight::{FlightInfo, Ticket};
 use futures::TryStreamExt;
 use schemas::auth::{AuthError, Authenticator, IssuedToken, Principal, Role};
 use schemas::records::clean_schema;
-use stream::flight::FlightSql;
 use stream::store::{Draft, DraftPart, SnapshotStore};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -80,7 +80,7 @@ async fn start(
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let cancel = CancellationToken::new();
     let service = FlightSql::new(store, "text", Arc::new(OneToken { enabled: auth }), 2, 0);
-    tokio::spawn(stream::flight::serve(addr, Default::default(), service, cancel.clone()));
+    tokio::spawn(::flight::serve(addr, Default::default(), service, cancel.clone()));
     let channel = loop {
         if let Ok(c) = Channel::from_shared(format!("http://{addr}"))?.connect().await {
             break c;

@@ -19,11 +19,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use flight::FlightSql;
 use futures::TryStreamExt;
 use schemas::auth::{AuthError, Authenticator, IssuedToken, Principal};
 use schemas::config::FlightConfig;
 use schemas::records::clean_schema;
-use stream::flight::FlightSql;
 use stream::store::{Draft, DraftPart, SnapshotStore};
 use tokio_util::sync::CancellationToken;
 
@@ -142,7 +142,7 @@ async fn main() -> Result<()> {
         (cached, cached_port, "driftwood DoGet, version cached (Rust client)"),
     ] {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        servers.push(tokio::spawn(stream::flight::serve(addr, Default::default(), service, cancel.clone())));
+        servers.push(tokio::spawn(flight::serve(addr, Default::default(), service, cancel.clone())));
         let channel = loop {
             match tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await {
                 Ok(c) => break c,

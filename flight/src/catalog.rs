@@ -13,21 +13,12 @@ use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, Timestamp
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, MemTable, SchemaProvider, TableProvider};
-use datafusion::config::EncryptionFactoryOptions;
-use datafusion::datasource::empty::EmptyTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::parquet_encryption::EncryptionFactory;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use object_store::path::Path as ObjectPath;
-use parquet::encryption::decrypt::FileDecryptionProperties;
-use parquet::encryption::encrypt::FileEncryptionProperties;
-use schemas::records::{TS_TZ, clean_schema, scored_schema};
+use schemas::records::TS_TZ;
+use stream::query::{version_schema, version_table};
+use stream::store::{Manifest, SnapshotStore};
 
-use super::cache::VersionCache;
-use crate::scored::SCORED_SPEC;
-use crate::store::{Manifest, SnapshotStore};
+use crate::cache::VersionCache;
 
 /// The one catalog name.
 pub const CATALOG: &str = "driftwood";
@@ -94,22 +85,22 @@ pub struct DatasetSchema {
 }
 
 impl DatasetSchema {
-    fn names(&self) -> crate::Result<Vec<String>> {
+    fn names(&self) -> stream::Result<Vec<String>> {
         Ok(table_schemas(&self.store, &self.dataset)?.into_iter().map(|(name, _)| name).collect())
     }
 
-    fn resolve(&self, name: &str) -> crate::Result<Option<Manifest>> {
+    fn resolve(&self, name: &str) -> stream::Result<Option<Manifest>> {
         let key = (self.dataset.clone(), name.to_string());
         let pinned =
-            self.pins.lock().map_err(|_| crate::Error::Internal("pins poisoned".into()))?.get(&key).cloned();
+            self.pins.lock().map_err(|_| stream::Error::Internal("pins poisoned".into()))?.get(&key).cloned();
         let m = match self.store.resolve(&self.dataset, pinned.as_deref().unwrap_or(name)) {
             Ok(m) => m,
-            Err(crate::Error::NotFound(_)) if pinned.is_none() => return Ok(None),
+            Err(stream::Error::NotFound(_)) if pinned.is_none() => return Ok(None),
             Err(e) => return Err(e),
         };
         self.pins
             .lock()
-            .map_err(|_| crate::Error::Internal("pins poisoned".into()))?
+            .map_err(|_| stream::Error::Internal("pins poisoned".into()))?
             .insert(key, m.id.clone());
         Ok(Some(m))
     }
@@ -146,7 +137,7 @@ impl SchemaProvider for DatasetSchema {
 
 /// Every table of `dataset` with its schema, from one read of the manifests and tags, in
 /// listing order: `latest`, `versions`, tags, then `v1`, `v2`, ...
-pub fn table_schemas(store: &SnapshotStore, dataset: &str) -> crate::Result<Vec<(String, SchemaRef)>> {
+pub fn table_schemas(store: &SnapshotStore, dataset: &str) -> stream::Result<Vec<(String, SchemaRef)>> {
     let versions = store.versions(dataset)?;
     let mut out = Vec::with_capacity(versions.len() + 2);
     if let Some(m) = versions.last() {
@@ -162,33 +153,11 @@ pub fn table_schemas(store: &SnapshotStore, dataset: &str) -> crate::Result<Vec<
     Ok(out)
 }
 
-fn external(e: crate::Error) -> DataFusionError {
+fn external(e: stream::Error) -> DataFusionError {
     match e {
-        crate::Error::DataFusion(e) => e,
+        stream::Error::DataFusion(e) => e,
         e => DataFusionError::External(Box::new(e)),
     }
-}
-
-/// The rows' schema of a version: scored records or cleaned text.
-pub fn version_schema(m: &Manifest) -> SchemaRef {
-    if m.spec_hash == SCORED_SPEC { scored_schema() } else { clean_schema() }
-}
-
-/// A version as a table over its Parquet objects.
-pub fn version_table(store: &SnapshotStore, m: &Manifest) -> DfResult<Arc<dyn TableProvider>> {
-    let schema = version_schema(m);
-    if m.files.is_empty() {
-        return Ok(Arc::new(EmptyTable::new(schema)));
-    }
-    let urls = m
-        .files
-        .iter()
-        .map(|f| ListingTableUrl::parse(store.object_path(&f.hash).to_string_lossy()))
-        .collect::<DfResult<Vec<_>>>()?;
-    let options = ListingOptions::new(Arc::new(parquet_format(store))).with_file_extension(".parquet");
-    let config =
-        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// A cached version as a table: its batches in as many partitions as there are cores.
@@ -197,68 +166,6 @@ fn cached_table(m: &Manifest, batches: &[RecordBatch]) -> DfResult<Arc<dyn Table
     let per_partition = batches.len().div_ceil(cores).max(1);
     let partitions = batches.chunks(per_partition).map(<[RecordBatch]>::to_vec).collect::<Vec<_>>();
     Ok(Arc::new(MemTable::try_new(version_schema(m), partitions)?))
-}
-
-/// `config` with plain Utf8 strings everywhere, no string views: JDBC/ODBC-era clients do not
-/// all read them. The Flight SQL sessions and the version cache's loads both use it, so a
-/// cached version holds the types a query over its Parquet objects returns.
-pub fn plain_strings(mut config: SessionConfig) -> SessionConfig {
-    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    config.options_mut().execution.parquet.schema_force_view_types = false;
-    config
-}
-
-/// The id under which a session knows the store's decryption.
-const ENCRYPTION_FACTORY: &str = "driftwood-snapshots";
-
-/// A DataFusion session that can read `store`'s objects, encrypted ones included (every
-/// table over them must use [`parquet_format`]).
-pub fn session_context(store: &SnapshotStore, config: SessionConfig) -> SessionContext {
-    let ctx = SessionContext::new_with_config(config);
-    if store.keyring().is_some() {
-        ctx.runtime_env().register_parquet_encryption_factory(
-            ENCRYPTION_FACTORY,
-            Arc::new(StoreDecryption(store.clone())),
-        );
-    }
-    ctx
-}
-
-/// The Parquet format of the store's objects: decrypting through the session's factory when
-/// the store has a keyring (see [`session_context`]).
-pub fn parquet_format(store: &SnapshotStore) -> ParquetFormat {
-    let format = ParquetFormat::default();
-    if store.keyring().is_none() {
-        return format;
-    }
-    let mut options = format.options().clone();
-    options.crypto.factory_id = Some(ENCRYPTION_FACTORY.to_string());
-    format.with_options(options)
-}
-
-/// DataFusion's hook for Parquet decryption: the store's data keys, by the key metadata of each
-/// file (plaintext objects read as before). DataFusion never writes into the store.
-#[derive(Debug)]
-struct StoreDecryption(SnapshotStore);
-
-#[async_trait]
-impl EncryptionFactory for StoreDecryption {
-    async fn get_file_encryption_properties(
-        &self,
-        _config: &EncryptionFactoryOptions,
-        _schema: &SchemaRef,
-        _file_path: &ObjectPath,
-    ) -> DfResult<Option<Arc<FileEncryptionProperties>>> {
-        Err(DataFusionError::NotImplemented("the snapshot store is written by the snapshot job only".into()))
-    }
-
-    async fn get_file_decryption_properties(
-        &self,
-        _config: &EncryptionFactoryOptions,
-        _file_path: &ObjectPath,
-    ) -> DfResult<Option<Arc<FileDecryptionProperties>>> {
-        self.0.decryption().map(Some).map_err(|e| DataFusionError::External(Box::new(e)))
-    }
 }
 
 /// Schema of the `versions` table.
@@ -282,7 +189,7 @@ pub fn versions_schema() -> SchemaRef {
 }
 
 /// Every version's manifest fields, read now.
-fn versions_table(store: &SnapshotStore, dataset: &str) -> crate::Result<Arc<dyn TableProvider>> {
+fn versions_table(store: &SnapshotStore, dataset: &str) -> stream::Result<Arc<dyn TableProvider>> {
     let versions = store.versions(dataset)?;
     let tags = store.tags(dataset)?;
     let n = versions.len();

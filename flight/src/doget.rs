@@ -41,7 +41,8 @@ use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tonic::{Request, Status};
 
-use super::{FlightSql, query_status};
+use crate::FlightSql;
+use crate::error::{Error, query_status, status};
 
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
 /// The largest ticket accepted (they are a few hundred bytes).
@@ -125,29 +126,29 @@ async fn do_get(service: FlightSql, request: http::Request<Body>) -> Result<http
 }
 
 /// The one gRPC message of a DoGet request: a `Ticket`, uncompressed.
-async fn read_ticket(body: Body, headers: &http::HeaderMap) -> Result<Ticket, Status> {
+async fn read_ticket(body: Body, headers: &http::HeaderMap) -> crate::error::Result<Ticket> {
     if headers.get("grpc-encoding").is_some_and(|e| e != "identity") {
-        return Err(Status::unimplemented("compressed DoGet requests are not supported"));
+        return Err(Error::Unsupported("compressed DoGet requests are not supported".into()));
     }
     let bytes = http_body_util::Limited::new(body, MAX_TICKET_BYTES + 5)
         .collect()
         .await
-        .map_err(|e| Status::invalid_argument(format!("reading the DoGet request: {e}")))?
+        .map_err(|e| Error::BadRequest(format!("reading the DoGet request: {e}")))?
         .to_bytes();
     let [flag, a, b, c, d, message @ ..] = &bytes[..] else {
-        return Err(Status::invalid_argument("the DoGet request has no message"));
+        return Err(Error::BadRequest("the DoGet request has no message".into()));
     };
     if *flag != 0 {
-        return Err(Status::unimplemented("compressed DoGet requests are not supported"));
+        return Err(Error::Unsupported("compressed DoGet requests are not supported".into()));
     }
     let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
     if len != message.len() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::BadRequest(format!(
             "the DoGet request must hold one message of {len} bytes, it has {} bytes",
             message.len()
         )));
     }
-    Ticket::decode(message).map_err(|e| Status::invalid_argument(format!("decoding the ticket: {e}")))
+    Ticket::decode(message).map_err(|e| Error::BadRequest(format!("decoding the ticket: {e}")))
 }
 
 /// One gRPC message of `FlightData`: the frame header and every field but the body, then the
@@ -205,7 +206,7 @@ fn ipc_messages(schema: SchemaRef, batches: SendableRecordBatchStream) -> Messag
     let encoder = match StreamEncoder::try_new(&schema) {
         Ok(encoder) => encoder,
         Err(e) => {
-            let status = Status::internal(format!("encoding the schema: {e}"));
+            let status = status(Error::Internal(format!("encoding the schema: {e}")));
             return Box::pin(futures::stream::once(async move { Err(status) }));
         }
     };
@@ -222,10 +223,10 @@ fn ipc_messages(schema: SchemaRef, batches: SendableRecordBatchStream) -> Messag
             // The stream's end: the schema, if no batch carried it (the end-of-stream marker
             // is not sent: Flight ends with the call).
             None if !sent => {
-                let items = encoder.finish().and_then(split_messages).map_or_else(
-                    |e| vec![Err(Status::internal(e.to_string()))],
-                    |m| m.into_iter().map(Ok).collect(),
-                );
+                let items = encoder
+                    .finish()
+                    .and_then(split_messages)
+                    .map_or_else(|e| vec![Err(status(Error::Arrow(e)))], |m| m.into_iter().map(Ok).collect());
                 Some((items, None))
             }
             None => None,
@@ -235,7 +236,7 @@ fn ipc_messages(schema: SchemaRef, batches: SendableRecordBatchStream) -> Messag
 }
 
 fn encode_batch(encoder: &mut StreamEncoder, batch: &RecordBatch) -> Result<Vec<Message>, Status> {
-    let internal = |e: ArrowError| Status::internal(format!("encoding a batch: {e}"));
+    let internal = |e: ArrowError| status(Error::Internal(format!("encoding a batch: {e}")));
     let bytes: usize = batch
         .columns()
         .iter()

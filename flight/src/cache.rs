@@ -14,8 +14,8 @@ use arrow::array::RecordBatch;
 use datafusion::prelude::SessionConfig;
 use futures::TryStreamExt;
 
-use super::catalog::{plain_strings, session_context, version_table};
-use crate::store::{Manifest, SnapshotStore};
+use stream::query::{plain_strings, session_context, version_table};
+use stream::store::{Manifest, SnapshotStore};
 
 /// Decoded versions by id, least recently used evicted first.
 #[derive(Debug)]

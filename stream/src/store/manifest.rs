@@ -1,0 +1,121 @@
+//! The manifest of one version: what it holds (objects, offsets, schema, what it added), its id
+//! — the SHA-256 of its canonical JSON with an empty id — and reading one back with that id and
+//! the format version checked. This module knows nothing of where manifests live or how they
+//! are committed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Format version of manifests.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// One Parquet object of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileEntry {
+    /// SHA-256 of the object's bytes (its name).
+    pub hash: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Id of the object's data key (`keys/<key>.key`) when it is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Offsets `[first, next)` of one topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SourceOffsets {
+    pub topic: String,
+    pub partition: i32,
+    pub first: i64,
+    pub next: i64,
+}
+
+/// A column of the version's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FieldInfo {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// What one commit added to its parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Added {
+    pub rows: u64,
+    pub files: Vec<String>,
+    /// Offset ranges consumed by this commit.
+    pub consumed: Vec<SourceOffsets>,
+}
+
+/// The manifest of one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// SHA-256 of this manifest's canonical JSON with `id` empty.
+    pub id: String,
+    pub dataset: String,
+    /// 1 for the first version, parent's + 1 after.
+    pub seq: u64,
+    pub parent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Hash of the cleaning spec the rows were cleaned with.
+    pub spec_hash: String,
+    pub schema: Vec<FieldInfo>,
+    pub rows: u64,
+    pub files: Vec<FileEntry>,
+    /// Cumulative offsets consumed per topic partition: resume at `next`.
+    pub sources: Vec<SourceOffsets>,
+    pub added: Added,
+    /// Tags given at commit time (later tags live in the tags directory).
+    pub tags: Vec<String>,
+}
+
+impl Manifest {
+    pub(super) fn compute_id(&self) -> String {
+        let mut m = self.clone();
+        m.id = String::new();
+        schemas::sha256_hex(&serde_json::to_vec(&m).expect("manifests always serialize"))
+    }
+
+    /// The short form of the id shown to people.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    /// Next offset per partition of `topic`.
+    pub fn resume_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.sources.iter().filter(|s| s.topic == topic).map(|s| (s.partition, s.next)).collect()
+    }
+}
+
+pub(super) fn read_manifest(path: &Path) -> Result<Manifest> {
+    let bytes = fs::read(path).map_err(Error::io(path))?;
+    parse_manifest(&bytes, &path.display().to_string())
+}
+
+pub(super) fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest> {
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let v: Version = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Corrupt(format!("{what} is not a manifest: {e}")))?;
+    if v.format_version > MANIFEST_FORMAT {
+        return Err(Error::Corrupt(format!(
+            "{what} has manifest format {}, this build reads up to {MANIFEST_FORMAT}; upgrade driftwood",
+            v.format_version
+        )));
+    }
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Corrupt(format!("{what} is not a manifest: {e}")))?;
+    if m.compute_id() != m.id {
+        return Err(Error::Corrupt(format!("{what}: content does not match id {}", m.id)));
+    }
+    Ok(m)
+}
