@@ -7,7 +7,14 @@ use arrow::array::{
 };
 use schemas::records::{RawRecord, raw_schema};
 
-use crate::decode::Provenance;
+/// Where a record came from; used for derived ids and dead-letter headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provenance {
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka timestamp (ms since epoch), used when the record has no `ts`.
+    pub timestamp_ms: Option<i64>,
+}
 
 /// One record's columns, borrowed.
 #[derive(Debug, Clone, Copy)]

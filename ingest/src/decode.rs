@@ -3,17 +3,9 @@
 use schemas::records::{DeadReason, RawRecord};
 use serde_json::{Map, Value};
 
+pub use crate::batch::Provenance;
 use crate::batch::{Fields, RowSink};
 use crate::fastjson;
-
-/// Where a record came from; used for derived ids and dead-letter headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Provenance {
-    pub partition: i32,
-    pub offset: i64,
-    /// Kafka timestamp (ms since epoch), used when the record has no `ts`.
-    pub timestamp_ms: Option<i64>,
-}
 
 /// A record that cannot be read, with a stable reason code and a human detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
