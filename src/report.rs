@@ -178,7 +178,7 @@ pub fn runs(runs: &[metastore::Run]) -> String {
 }
 
 /// The drift monitor's line for one closed window (no newline).
-pub fn drift_window(r: &drift::monitor::WindowReport, decision: &drift::monitor::Decision) -> String {
+pub fn drift_window(r: &drift::window::WindowReport, decision: &drift::decider::Decision) -> String {
     let psi: Vec<String> = r.psi.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
     let ks: Vec<String> = r.ks.iter().map(|(k, v)| format!("{k} {:.3}", v.d)).collect();
     let mut flag = String::new();

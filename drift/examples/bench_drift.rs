@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use drift::monitor::{FeatureSummary, Watch, Window};
 use drift::profile::{DEFAULT_BINS, FeatureProfile, ReferenceProfile};
 use drift::stats::compare_samples;
+use drift::window::{FeatureSummary, Watch, Window};
 use schemas::config::DriftConfig;
 use schemas::records::{ScoreStatus, ScoredRecord};
 

@@ -12,17 +12,23 @@
 //!   compute, so they cannot disagree;
 //! * [`profile`] — reference profiles: quantile bins, bin fractions and a bounded sample;
 //! * [`stats`] — pure statistics over slices (PSI with smoothing);
-//! * [`monitor`] — windows, decisions, and the async adapter over the scored topic;
+//! * [`window`] — windows of scored records against a reference: PSI, KS, chi-square, accuracy;
+//! * [`decider`] — hysteresis and cooldown over window reports;
+//! * [`labels`] — accuracy over labelled predictions and the late-label join;
+//! * [`monitor`] — the async adapter over the scored and label topics;
 //! * [`metrics`] — the monitor's Prometheus gauges and counters.
 //!
 //! Architecture invariant: no libtorch here, and the statistics do no I/O; the monitor receives
 //! the reference profile from its caller (which reads it from the model card).
 
+pub mod decider;
 pub mod features;
+pub mod labels;
 pub mod metrics;
 pub mod monitor;
 pub mod profile;
 pub mod stats;
+pub mod window;
 
 /// Errors of the drift service: `Kafka` is external (often transient), `Input` is bad data.
 #[derive(Debug, thiserror::Error)]

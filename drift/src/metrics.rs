@@ -4,7 +4,8 @@
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use schemas::metric_names as m;
 
-use crate::monitor::{Decision, WindowReport};
+use crate::decider::Decision;
+use crate::window::WindowReport;
 
 /// Handles to every drift metric.
 #[derive(Clone)]
@@ -41,7 +42,7 @@ impl DriftMetrics {
 
     /// Records a closed window and its decision.
     pub fn observe(&self, report: &WindowReport, decision: &Decision) {
-        use crate::monitor::{PREDICTED_CLASS, PREDICTIONS, statistic as s};
+        use crate::window::{PREDICTED_CLASS, PREDICTIONS, statistic as s};
         self.windows.inc();
         self.model_version.set(i64::from(report.version));
         for (feature, v) in &report.psi {
@@ -73,7 +74,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::monitor::Signal;
+    use crate::window::Signal;
 
     #[test]
     fn a_window_sets_gauges_and_counts_confirmed_drift() {
@@ -88,7 +89,7 @@ mod tests {
             psi: BTreeMap::from([("chars".to_string(), 0.4)]),
             ks: BTreeMap::new(),
             chi_square: Some((12.5, 0.001)),
-            accuracy: Some(crate::monitor::AccuracyReport { labelled: 80, accuracy: 0.9, macro_f1: 0.88 }),
+            accuracy: Some(crate::labels::AccuracyReport { labelled: 80, accuracy: 0.9, macro_f1: 0.88 }),
             signals: vec![signal.clone()],
         };
         metrics.observe(&report, &Decision { drift: vec![signal], retrain: true });

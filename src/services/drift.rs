@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use drift::monitor::{Outputs, References, Watch};
+use drift::monitor::{Outputs, References};
+use drift::window::Watch;
 use metastore::MetadataStore;
 use schemas::Config;
 use tokio_util::sync::CancellationToken;

@@ -348,8 +348,8 @@ pub async fn drift_windows(
     config: &Config,
     model: &str,
     card: &trainer::card::ModelCard,
-) -> Result<Vec<(drift::monitor::WindowReport, drift::monitor::Decision)>> {
-    let watch = drift::monitor::Watch {
+) -> Result<Vec<(drift::window::WindowReport, drift::decider::Decision)>> {
+    let watch = drift::window::Watch {
         model: model.to_string(),
         version: 1,
         reference: card.reference.clone(),
