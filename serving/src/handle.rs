@@ -213,8 +213,11 @@ impl ModelHandle {
                 .map_err(|e| Error::Internal(format!("cleaning task failed: {e}")))?
         };
         let (reply, rx) = oneshot::channel();
+        // No longer "on its way" before it is queued: the model thread must never wait for the
+        // very request it has just taken (it would sit out `max_wait` for nothing). At worst a
+        // batch closes a moment early and this request rides the next one.
+        drop(on_its_way);
         let queued = self.tx.try_send(Msg::Predict { texts, reply });
-        drop(on_its_way); // queued, or never will be
         queued.map_err(|e| match e {
             flume::TrySendError::Full(_) => Error::Overloaded,
             flume::TrySendError::Disconnected(_) => Error::Internal("model thread stopped".into()),
