@@ -56,9 +56,9 @@ pub enum Command {
         /// Dataset (default: snapshot.dataset).
         #[arg(long)]
         dataset: Option<String>,
-        /// Model family (default: train.model).
+        /// Model family: logreg, bilstm or minilm (default: train.model).
         #[arg(long)]
-        model: Option<String>,
+        model: Option<schemas::Family>,
         /// Alias to point at the new version (default: candidate).
         #[arg(long)]
         alias: Option<String>,

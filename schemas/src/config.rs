@@ -165,8 +165,8 @@ pub struct CleanConfig {
 pub struct TrainConfig {
     /// Registered model name.
     pub name: String,
-    /// Model family: `logreg`.
-    pub model: String,
+    /// Model family: `logreg`, `bilstm` or `minilm`.
+    pub model: crate::Family,
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
@@ -479,7 +479,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             name: "spam".into(),
-            model: "logreg".into(),
+            model: crate::Family::LogReg,
             epochs: 30,
             batch_size: 256,
             learning_rate: 0.5,

@@ -12,6 +12,7 @@
 //! * [`records`] — the Arrow schemas of raw and cleaned records, and the JSON payloads on the
 //!   scored, labels and dead-letter topics;
 //! * [`events`] — typed, versioned control events (the `control` topic);
+//! * [`family`] — the model families' names;
 //! * [`metric_names`] — every Prometheus metric name;
 //! * [`topics`] — topic names derived from one configurable prefix;
 //! * [`auth`] — roles, the verified principal and the authentication interface all APIs share;
@@ -23,11 +24,13 @@
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod family;
 pub mod metric_names;
 pub mod records;
 pub mod topics;
 
 pub use config::Config;
+pub use family::Family;
 pub use topics::Topics;
 
 use sha2::{Digest, Sha256};

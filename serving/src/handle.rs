@@ -34,7 +34,9 @@ use crate::{Error, Result};
 pub struct ModelInfo {
     pub name: String,
     pub version: u32,
-    pub family: String,
+    /// `logreg`, `bilstm`, `minilm` or `torchscript`.
+    #[schema(value_type = String, example = "logreg")]
+    pub family: schemas::Family,
     pub labels: Vec<String>,
     pub spec_hash: String,
     pub data_version: String,
@@ -51,7 +53,7 @@ impl ModelInfo {
         ModelInfo {
             name: m.version.name.clone(),
             version: m.version.version,
-            family: m.card.family.clone(),
+            family: m.card.family,
             labels: m.card.labels.clone(),
             spec_hash: m.card.spec_hash.clone(),
             data_version: m.card.data.version.clone(),
@@ -371,7 +373,7 @@ mod tests {
         let info = ModelInfo {
             name: "spam".into(),
             version: 3,
-            family: "logreg".into(),
+            family: schemas::Family::LogReg,
             labels: vec!["ham".into(), "spam".into()],
             spec_hash: "h".into(),
             data_version: "d".into(),

@@ -156,7 +156,7 @@ pub async fn get_version(
         .map(|(a, _)| a)
         .collect();
     let dir = std::path::PathBuf::from(&version.artifact_dir);
-    let card = match tokio::task::spawn_blocking(move || trainer::model::read_card(&dir))
+    let card = match tokio::task::spawn_blocking(move || trainer::artifact::read_card(&dir))
         .await
         .map_err(|e| Error::Internal(format!("reading the model card: {e}")))?
     {

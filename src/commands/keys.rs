@@ -27,7 +27,7 @@ pub(super) async fn run(config: &Config, command: KeysCommand) -> Result<()> {
             let keyring = store.keyring().cloned().context("no keyring: set [encryption] key_file")?;
             let report = store.rewrap()?;
             let weights =
-                trainer::model::reencrypt_weights(&open::data_dir(config).join("artifacts"), &keyring)?;
+                trainer::artifact::reencrypt_weights(&open::data_dir(config).join("artifacts"), &keyring)?;
             let details =
                 serde_json::json!({ "active": keyring.active(), "snapshots": report, "weights": weights });
             audit(config, "keys.reencrypt", details).await?;

@@ -23,7 +23,7 @@ pub(super) async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
         }
         ModelsCommand::Show { name, version } => {
             let mv = trainer::registry::resolve(store.as_ref(), &name, &version).await?;
-            let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
+            let card = trainer::artifact::read_card(Path::new(&mv.artifact_dir))?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": mv, "card": card}))?);
         }
         ModelsCommand::Predict { name, version, input, batch } => {
@@ -74,7 +74,7 @@ pub(super) async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
             if !schemas::config::HASH_BITS.contains(&hash_bits) {
                 bail!("--hash-bits must be between 8 and 26");
             }
-            let req = trainer::torchscript::ImportRequest {
+            let req = trainer::import::ImportRequest {
                 name,
                 module: torchscript,
                 labels,
@@ -87,7 +87,7 @@ pub(super) async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
             };
             let snapshots = open::snapshots(config)?;
             let control = open::control(config)?;
-            let trained = trainer::torchscript::import(store.as_ref(), &snapshots, &req).await?;
+            let trained = trainer::import::import(store.as_ref(), &snapshots, &req).await?;
             let mv = trainer::train::register(
                 store.as_ref(),
                 Some(&control),

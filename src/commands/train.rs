@@ -15,7 +15,7 @@ use crate::{open, report};
 pub(super) struct Train {
     pub data: String,
     pub dataset: Option<String>,
-    pub model: Option<String>,
+    pub model: Option<schemas::Family>,
     pub alias: Option<String>,
 }
 

@@ -23,13 +23,15 @@ pub async fn run(
 ) -> Result<()> {
     let (name, alias) = (&config.serve.model, &config.serve.alias);
     let mv = trainer::registry::resolve(store.as_ref(), name, alias).await?;
-    let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
+    let card = trainer::artifact::read_card(Path::new(&mv.artifact_dir))?;
     let watch = watch_of(&mv.name, mv.version, card);
     let references: References = Arc::new(move |model: String, version: u32| {
         let store = store.clone();
         Box::pin(async move {
             let mv = store.get_model_version(&model, version).await.ok()?;
-            trainer::model::read_card(Path::new(&mv.artifact_dir)).ok().map(|c| watch_of(&model, version, c))
+            trainer::artifact::read_card(Path::new(&mv.artifact_dir))
+                .ok()
+                .map(|c| watch_of(&model, version, c))
         })
     });
     let d = &config.drift;

@@ -553,7 +553,7 @@ pub async fn tokenizer_family_end_to_end(
     let meta = metastore::SqliteStore::in_data_dir(Path::new(&config.data_dir))?;
     let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
     anyhow::ensure!(mv.family == family, "trained {} instead of {family}", mv.family);
-    let card = trainer::model::read_card(Path::new(&mv.artifact_dir))?;
+    let card = trainer::artifact::read_card(Path::new(&mv.artifact_dir))?;
     let eval = card.evaluation.clone().context("an evaluation")?;
     let majority = eval.per_class.values().map(|c| c.support).max().unwrap_or(0) as f64 / eval.n as f64;
     eprintln!("{family} test accuracy {:.4}, majority baseline {majority:.4}", eval.accuracy);

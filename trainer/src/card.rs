@@ -26,8 +26,8 @@ pub struct DataRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {
     pub format_version: u32,
-    /// Model family (`logreg`).
-    pub family: String,
+    /// Model family.
+    pub family: schemas::Family,
     /// Class labels, in output order.
     pub labels: Vec<String>,
     /// Training parameters.

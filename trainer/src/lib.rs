@@ -19,9 +19,12 @@
 //! * [`metrics`] — accuracy, macro P/R/F1, confusion matrix;
 //! * [`registry`] — resolving and promoting model versions;
 //! * [`schedule`] — epochs, batches, Adam and early stopping, shared by the families;
+//! * [`family`] — the families behind one name: fit and load side by side;
+//! * [`artifact`] — an artifact directory's card and (sealed) weights files;
+//! * [`rows`] — a version's labelled rows and `argmax`, below every family;
 //! * [`model`] — loading a registered version, verifying its artifacts;
-//! * [`torchscript`] — modules exported from PyTorch, registered and served by a documented
-//!   contract;
+//! * [`torchscript`] — modules exported from PyTorch, served by a documented contract;
+//! * [`import`] — registering such a module as a tracked run with a card;
 //! * [`train`] — the training job (a tracked run, then registration);
 //! * [`tune`] — grid / random search: concurrent trials as child runs of one tuning run;
 //! * [`retrain`] — the closed loop: retrain on request, gate, promote, report.
@@ -29,15 +32,19 @@
 //! Architecture invariant: no HTTP here; `serving` calls [`model::load`] and owns the threads a
 //! model runs on.
 
+pub mod artifact;
 pub mod bilstm;
 pub mod card;
+pub mod family;
 pub mod features;
+pub mod import;
 pub mod logreg;
 pub mod metrics;
 pub mod minilm;
 pub mod model;
 pub mod registry;
 pub mod retrain;
+pub mod rows;
 pub mod schedule;
 mod tensors;
 pub mod torchscript;

@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use arrow::array::{Array, StringArray};
 use chrono::Utc;
 use drift::features::{text_features, with_confidence, with_oov_rate};
 use drift::profile::ReferenceProfile;
@@ -12,17 +11,13 @@ use ingest::control::ControlProducer;
 use schemas::Split;
 use schemas::config::TrainConfig;
 use schemas::events::ControlEvent;
-use schemas::records::col;
 use stream::store::{Manifest, SnapshotStore};
 
-use crate::bilstm::{self, BiLstm};
+use crate::artifact::{write_card, write_weights};
 use crate::card::{CARD_FORMAT, DataRef, ModelCard, WEIGHTS_FILE};
-use crate::features::HashingConfig;
-use crate::logreg::{Doc, LogReg};
 use crate::metrics::Evaluation;
-use crate::minilm::MiniLm;
 use crate::registry;
-use crate::schedule::Schedule;
+use crate::rows::{argmax, read_rows};
 use crate::{Error, Result};
 use metastore::{MetadataStore, ModelVersion, Run, RunStatus};
 
@@ -94,11 +89,11 @@ pub async fn run_training(
     parent_run_id: Option<&str>,
     control: Option<&ControlProducer>,
 ) -> Result<Trained> {
-    if !FAMILIES.contains(&req.params.model.as_str()) {
+    if !req.params.model.trainable() {
         return Err(Error::Input(format!(
-            "unknown model family `{}` (available: {})",
+            "{} models are imported (`models import`), not trained (trainable: {})",
             req.params.model,
-            FAMILIES.join(", ")
+            schemas::Family::names(&schemas::Family::TRAINABLE)
         )));
     }
     let manifest = snapshots.resolve(&req.dataset, &req.version)?;
@@ -169,7 +164,7 @@ pub async fn register(
             name: trained.run.experiment.clone(),
             version: 0,
             run_id: trained.run.run_id.clone(),
-            family: trained.card.family.clone(),
+            family: trained.card.family.to_string(),
             data_version: trained.card.data.version.clone(),
             spec_hash: trained.card.spec_hash.clone(),
             metrics: trained.card.metrics.clone(),
@@ -190,7 +185,7 @@ pub fn config_from_params(params: &BTreeMap<String, String>, base: &TrainConfig)
         params.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
     }
     TrainConfig {
-        model: params.get("model").cloned().unwrap_or_else(|| base.model.clone()),
+        model: get(params, "model", base.model),
         epochs: get(params, "epochs", base.epochs),
         batch_size: get(params, "batch_size", base.batch_size),
         learning_rate: get(params, "learning_rate", base.learning_rate),
@@ -211,7 +206,7 @@ pub fn config_from_params(params: &BTreeMap<String, String>, base: &TrainConfig)
 
 pub(crate) fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
     let mut params = BTreeMap::from([
-        ("model".into(), p.model.clone()),
+        ("model".into(), p.model.to_string()),
         ("epochs".into(), p.epochs.to_string()),
         ("batch_size".into(), p.batch_size.to_string()),
         ("learning_rate".into(), p.learning_rate.to_string()),
@@ -221,13 +216,13 @@ pub(crate) fn params_of(p: &TrainConfig) -> BTreeMap<String, String> {
         ("test_fraction".into(), p.test_fraction.to_string()),
         ("seed".into(), p.seed.to_string()),
     ]);
-    if p.model == "bilstm" {
+    if p.model == schemas::Family::BiLstm {
         params.insert("tokenizer".into(), p.tokenizer.clone());
         params.insert("max_tokens".into(), p.max_tokens.to_string());
         params.insert("embedding_dim".into(), p.embedding_dim.to_string());
         params.insert("hidden_size".into(), p.hidden_size.to_string());
     }
-    if p.model == "minilm" {
+    if p.model == schemas::Family::MiniLm {
         params.insert("pretrained".into(), p.pretrained.clone());
         params.insert("max_tokens".into(), p.max_tokens.to_string());
         params.insert("finetune_layers".into(), p.finetune_layers.to_string());
@@ -243,181 +238,6 @@ struct Fitted {
     unlabeled: usize,
     seconds: f64,
 }
-
-pub(crate) struct Row {
-    pub(crate) text: String,
-    pub(crate) label: String,
-    pub(crate) split: Split,
-}
-
-/// A string column of a snapshot batch.
-pub(crate) fn string_column(batch: &arrow::array::RecordBatch, name: &str) -> Result<StringArray> {
-    let idx = batch.schema().index_of(name).map_err(|e| Error::Input(e.to_string()))?;
-    batch
-        .column(idx)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .ok_or_else(|| Error::Input(format!("column {name} is not a string column")))
-}
-
-/// Reads the labelled rows of a version, batch by batch.
-pub(crate) fn read_rows(
-    snapshots: &SnapshotStore,
-    manifest: &Manifest,
-    params: &TrainConfig,
-) -> Result<(Vec<Row>, usize)> {
-    let mut rows = Vec::new();
-    let mut unlabeled = 0;
-    for batch in snapshots.read(manifest) {
-        let batch = batch?;
-        let column = |name| string_column(&batch, name);
-        let (ids, texts, labels) = (column(col::ID)?, column(col::TEXT)?, column(col::LABEL)?);
-        for i in 0..batch.num_rows() {
-            if labels.is_null(i) || labels.value(i).is_empty() {
-                unlabeled += 1;
-                continue;
-            }
-            rows.push(Row {
-                text: texts.value(i).to_string(),
-                label: labels.value(i).to_string(),
-                split: Split::of(ids.value(i), params.validation_fraction, params.test_fraction),
-            });
-        }
-    }
-    Ok((rows, unlabeled))
-}
-
-/// A fitted model of any family, as the shared evaluation and saving need it.
-trait FittedModel {
-    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
-    fn weights(&self) -> Result<Vec<u8>>;
-    /// Share of a text's words outside the training vocabulary, where the family knows it
-    /// (the tokenizer families do not: their vocabulary is the tokenizer's).
-    fn oov_rate(&self, _text: &str) -> Option<f64> {
-        None
-    }
-    /// The hashing of a hashed-features family.
-    fn hashing(&self) -> Option<HashingConfig> {
-        None
-    }
-    /// Files the artifact needs besides the card and the weights: (name, bytes).
-    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        Ok(Vec::new())
-    }
-    /// Card params describing the fitted shape, beyond the training params.
-    fn shape_params(&self) -> BTreeMap<String, String> {
-        BTreeMap::new()
-    }
-}
-
-impl FittedModel for LogReg {
-    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let docs: Vec<Doc> = texts.iter().map(|t| LogReg::featurize(&self.hashing(), t)).collect();
-        self.predict_proba(&docs.iter().collect::<Vec<_>>())
-    }
-    fn oov_rate(&self, text: &str) -> Option<f64> {
-        LogReg::oov_rate(self, text)
-    }
-    fn weights(&self) -> Result<Vec<u8>> {
-        self.to_bytes()
-    }
-    fn hashing(&self) -> Option<HashingConfig> {
-        Some(LogReg::hashing(self))
-    }
-}
-
-impl FittedModel for BiLstm {
-    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        BiLstm::predict(self, texts)
-    }
-    fn weights(&self) -> Result<Vec<u8>> {
-        self.to_bytes()
-    }
-    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        Ok(vec![(crate::bilstm::TOKENIZER_FILE, self.tokenizer_json()?)])
-    }
-}
-
-impl FittedModel for MiniLm {
-    fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        MiniLm::predict(self, texts)
-    }
-    fn weights(&self) -> Result<Vec<u8>> {
-        self.to_bytes()
-    }
-    fn extra_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        Ok(vec![(crate::minilm::TOKENIZER_FILE, self.tokenizer_json()?)])
-    }
-    fn shape_params(&self) -> BTreeMap<String, String> {
-        let mut params = self.shape().params();
-        params.insert("max_tokens".into(), self.max_tokens().to_string());
-        params
-    }
-}
-
-/// Fits the family of `params` on the train split, early-stopping on the validation split.
-fn fit_family(
-    params: &TrainConfig,
-    classes: usize,
-    train: &[(&str, i64)],
-    validation: &[(&str, i64)],
-) -> Result<(Box<dyn FittedModel>, Vec<f64>)> {
-    match params.model.as_str() {
-        "logreg" => {
-            let hashing = HashingConfig { bits: params.hash_bits, max_ngram: 2 };
-            let featurize = |rows: &[(&str, i64)]| -> Vec<(Doc, i64)> {
-                rows.iter().map(|(t, y)| (LogReg::featurize(&hashing, t), *y)).collect()
-            };
-            let (train, validation) = (featurize(train), featurize(validation));
-            fn pairs(rows: &[(Doc, i64)]) -> Vec<(&Doc, i64)> {
-                rows.iter().map(|(d, y)| (d, *y)).collect()
-            }
-            let (model, history) =
-                LogReg::fit(hashing, &Schedule::from(params), classes, &pairs(&train), &pairs(&validation))?;
-            Ok((Box::new(model), history))
-        }
-        "bilstm" => {
-            if params.tokenizer.is_empty() {
-                return Err(Error::Input(
-                    "bilstm needs train.tokenizer: the tokenizer.json of MiniLM-L6 (scripts/setup installs it)".into(),
-                ));
-            }
-            let path = Path::new(&params.tokenizer);
-            let tokenizer = bilstm::tokenizer_from_bytes(&std::fs::read(path).map_err(Error::io(path))?)?;
-            // Initialization draws from libtorch's RNG too: seed before building the layers.
-            tch::manual_seed(params.seed as i64);
-            let model = BiLstm::new(
-                tokenizer,
-                params.embedding_dim as i64,
-                params.hidden_size as i64,
-                classes as i64,
-                params.max_tokens.max(1),
-            );
-            let (model, history) = model.fit(&Schedule::from(params), train, validation)?;
-            Ok((Box::new(model), history))
-        }
-        "minilm" => {
-            if params.pretrained.is_empty() {
-                return Err(Error::Input(
-                    "minilm needs train.pretrained: the MiniLM-L6 directory (scripts/setup installs it)"
-                        .into(),
-                ));
-            }
-            tch::manual_seed(params.seed as i64);
-            let model = MiniLm::pretrained(Path::new(&params.pretrained), classes as i64, params.max_tokens)?;
-            let (model, history) =
-                model.fit(&Schedule::from(params), params.finetune_layers, train, validation)?;
-            Ok((Box::new(model), history))
-        }
-        other => {
-            Err(Error::Input(format!("unknown model family `{other}` (available: {})", FAMILIES.join(", "))))
-        }
-    }
-}
-
-/// The families `train` can fit.
-pub const FAMILIES: &[&str] = &["logreg", "bilstm", "minilm"];
 
 fn fit_and_save(
     snapshots: &SnapshotStore,
@@ -466,7 +286,7 @@ fn fit_and_save(
     };
     let texts = |s: &[(usize, i64)]| -> Vec<&str> { s.iter().map(|&(i, _)| rows[i].text.as_str()).collect() };
     let truth = |s: &[(usize, i64)]| -> Vec<usize> { s.iter().map(|&(_, y)| y as usize).collect() };
-    let (model, history) = fit_family(params, labels.len(), &pairs(&splits[0]), &pairs(&splits[1]))?;
+    let (model, history) = crate::family::fit(params, labels.len(), &pairs(&splits[0]), &pairs(&splits[1]))?;
 
     // Evaluate on the test split (validation if there is no test split).
     let eval_split = if splits[2].is_empty() { &splits[1] } else { &splits[2] };
@@ -487,11 +307,8 @@ fn fit_and_save(
         .with_classes(held_probs.iter().map(|p| labels[argmax(p)].as_str()));
 
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let weights_sha256 = crate::model::write_weights(
-        &dir.join(WEIGHTS_FILE),
-        &model.weights()?,
-        snapshots.keyring().map(|k| k.as_ref()),
-    )?;
+    let weights_sha256 =
+        write_weights(&dir.join(WEIGHTS_FILE), &model.weights()?, snapshots.keyring().map(|k| k.as_ref()))?;
     let mut params_json: BTreeMap<String, serde_json::Value> =
         params_of(params).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
     for (k, v) in model.shape_params() {
@@ -521,7 +338,7 @@ fn fit_and_save(
     }
     let card = ModelCard {
         format_version: CARD_FORMAT,
-        family: params.model.clone(),
+        family: params.model,
         labels,
         params: params_json,
         hashing: model.hashing(),
@@ -534,7 +351,7 @@ fn fit_and_save(
         weights_sha256,
         created_at: Utc::now(),
     };
-    crate::model::write_card(dir, &card)?;
+    write_card(dir, &card)?;
     if unknown_label > 0 {
         tracing::warn!(rows = unknown_label, "held-out rows with labels unseen in training were skipped");
     }
@@ -546,8 +363,4 @@ fn fit_and_save(
         unlabeled,
         seconds,
     })
-}
-
-pub(crate) fn argmax(p: &[f32]) -> usize {
-    p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }

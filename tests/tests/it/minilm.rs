@@ -99,7 +99,7 @@ fn fine_tuning_the_top_layer_changes_only_it_and_the_head() -> anyhow::Result<()
 async fn minilm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::Result<()> {
     let env = TestEnv::start("minilm")?;
     let mut config = env.config();
-    config.train.model = "minilm".into();
+    config.train.model = schemas::Family::MiniLm;
     config.train.pretrained = minilm_dir()?.display().to_string();
     config.train.epochs = 40;
     config.train.batch_size = 32;

@@ -25,7 +25,7 @@ async fn register_copy(
         std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
     }
     edit(&dir)?;
-    let card = trainer::model::read_card(&dir)?;
+    let card = trainer::artifact::read_card(&dir)?;
     let copy = ModelVersion {
         version: 0,
         artifact_dir: dir.display().to_string(),

@@ -87,7 +87,7 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
     let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
     assert_eq!(mv.family, "torchscript");
     assert!(mv.metrics["test_accuracy"] > 0.9, "{:?}", mv.metrics);
-    let card = trainer::model::read_card(std::path::Path::new(&mv.artifact_dir))?;
+    let card = trainer::artifact::read_card(std::path::Path::new(&mv.artifact_dir))?;
     assert!(!card.reference.features.is_empty(), "a reference profile for the drift monitor");
 
     // The same probabilities in Rust as in Python.

@@ -32,7 +32,7 @@ async fn three_classes_train_with_per_class_metrics() -> anyhow::Result<()> {
 
     let meta = SqliteStore::in_data_dir(env.dir())?;
     let mv = trainer::registry::resolve(&meta, "spam", "production").await?;
-    let card = trainer::model::read_card(std::path::Path::new(&mv.artifact_dir))?;
+    let card = trainer::artifact::read_card(std::path::Path::new(&mv.artifact_dir))?;
     assert_eq!(card.labels, ["easy-ham", "hard-ham", "spam"]);
     let eval = card.evaluation.expect("an evaluation");
     assert_eq!(eval.per_class.len(), 3);
@@ -143,7 +143,7 @@ async fn a_grid_search_runs_concurrent_child_trials_and_registers_the_best() -> 
 async fn bilstm_trains_end_to_end_and_beats_the_majority_baseline() -> anyhow::Result<()> {
     let env = TestEnv::start("lstm")?;
     let mut config = env.config();
-    config.train.model = "bilstm".into();
+    config.train.model = schemas::Family::BiLstm;
     config.train.tokenizer = tests::minilm_dir()?.join("tokenizer.json").display().to_string();
     config.train.epochs = 10;
     config.train.batch_size = 32;

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Evaluation;
 use crate::registry::{self, PRODUCTION};
-use crate::train::{TrainRequest, argmax, config_from_params, string_column, train};
+use crate::rows::{argmax, string_column};
+use crate::train::{TrainRequest, config_from_params, train};
 use crate::{Error, Result};
 use metastore::{AuditRecord, MetadataStore, ModelVersion};
 
@@ -139,7 +140,7 @@ impl Retrainer {
         control: Option<&ControlProducer>,
         cancel: &CancellationToken,
     ) -> Result<RetrainOutcome> {
-        let card = crate::model::read_card(std::path::Path::new(&production.artifact_dir))?;
+        let card = crate::artifact::read_card(std::path::Path::new(&production.artifact_dir))?;
         let dataset = card.data.dataset.clone();
         self.catch_up(snapshots, &dataset, cancel).await;
         let mut outcome = RetrainOutcome {
