@@ -10,9 +10,9 @@
 //! * [`auth`] — RS256 JWTs (key ids, rotation, JWKS), argon2 users and clients, roles;
 //! * [`batch`] — batch scoring of JSON lines through the model thread (`models predict`);
 //! * [`handle`] — the model thread, dynamic batching, hot swap guarded by the spec hash;
-//! * [`api`] — the axum router; errors map to HTTP status in [`Error::status`];
-//! * [`manage`] — registry, runs and data versions over REST (promote / rollback for admins);
-//! * [`openapi`] — `/openapi.json`, generated from the handlers' annotations;
+//! * [`api`] — the axum router and its handlers by concern (predict, token, ops, and the
+//!   registry/runs/data routes); errors map to HTTP status in [`Error::status`];
+//!   [`api::openapi`] is `/openapi.json`, generated from the handlers' annotations;
 //! * [`scorer`] — consume raw → clean → predict → produce scored → commit offsets;
 //! * [`predlog`] — the asynchronous, bounded prediction log;
 //! * [`reload`] — following a registry alias, hot swap;
@@ -25,9 +25,7 @@ pub mod api;
 pub mod auth;
 pub mod batch;
 pub mod handle;
-pub mod manage;
 pub mod metrics;
-pub mod openapi;
 pub mod predlog;
 pub mod reload;
 pub mod scorer;

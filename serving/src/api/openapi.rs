@@ -9,19 +9,19 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme};
 
-use crate::{api, manage};
+use super::{manage, ops, predict, token};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Driftwood", description = "Text classification: predictions, the model registry, runs and data versions."),
     paths(
-        api::predict,
-        api::current_model,
-        api::token,
-        api::jwks,
-        api::healthz,
-        api::ready,
-        api::render_metrics,
+        predict::predict,
+        predict::current_model,
+        token::token,
+        token::jwks,
+        ops::healthz,
+        ops::ready,
+        ops::render_metrics,
         document,
         manage::list_models,
         manage::get_model,

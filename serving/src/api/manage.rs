@@ -16,7 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use schemas::auth::Principal;
 use stream::store::{Manifest, SnapshotStore};
 
-use crate::api::{AppState, ErrorBody, json_body};
+use super::response::{ErrorBody, json_body};
+use super::state::AppState;
 use crate::{Error, Result};
 
 /// A registered model: its versions (oldest first) and aliases.

@@ -1,0 +1,109 @@
+//! What every handler shares: the state, the concurrency/deadline limits and the broker probe.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::handle::ModelHandle;
+use crate::metrics::Metrics;
+use crate::predlog::PredictionLog;
+use crate::{Error, Result};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub model: ModelHandle,
+    pub metrics: Metrics,
+    pub predlog: Option<PredictionLog>,
+    /// Largest number of texts per request.
+    pub max_texts: usize,
+    pub auth: Arc<crate::auth::JwtAuth>,
+    pub limits: Limits,
+    /// Whether `/readyz` also requires the broker to answer (`None`: not checked).
+    pub broker: Option<BrokerHealth>,
+    /// Runs, the registry, aliases and their audit trail.
+    pub store: Arc<dyn metastore::MetadataStore>,
+    /// The data versions.
+    pub snapshots: Arc<stream::store::SnapshotStore>,
+    /// Where promotions are announced (`None`: only the store moves; followers poll it).
+    pub control: Option<Arc<ingest::control::ControlProducer>>,
+}
+
+/// Whether the Kafka broker answered a metadata request recently: a background probe, every
+/// [`BrokerHealth::INTERVAL`], so `/readyz` never waits on the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerHealth(Arc<std::sync::atomic::AtomicBool>);
+
+impl BrokerHealth {
+    pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Starts probing `kafka` now and every interval until `cancel`.
+    pub fn probe(
+        kafka: &schemas::config::KafkaConfig,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<BrokerHealth> {
+        let client = Arc::new(ingest::kafka::metadata_client(kafka)?);
+        let ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ok.clone();
+        tokio::spawn(async move {
+            loop {
+                let c = client.clone();
+                let reachable = tokio::task::spawn_blocking(move || {
+                    rdkafka::consumer::Consumer::fetch_metadata(
+                        c.as_ref(),
+                        None,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                flag.store(reachable, std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Self::INTERVAL) => {}
+                }
+            }
+        });
+        Ok(BrokerHealth(ok))
+    }
+
+    pub fn reachable(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Bounded concurrency and a per-request deadline for the API routes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    permits: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
+}
+
+impl Limits {
+    pub fn new(max_concurrent: usize, timeout: std::time::Duration) -> Limits {
+        Limits { permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))), timeout }
+    }
+
+    pub fn from_config(serve: &schemas::config::ServeConfig) -> Limits {
+        Limits::new(serve.max_concurrent_requests, std::time::Duration::from_millis(serve.request_timeout_ms))
+    }
+}
+
+/// 429 at once when `limits` are all taken (never an unbounded queue), 503 `timeout` past the
+/// deadline (the handler's future is dropped, so its work is abandoned).
+pub async fn limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = limits.permits.try_acquire() else {
+        return Error::Overloaded.into_response();
+    };
+    let path = req.uri().path().to_string();
+    match tokio::time::timeout(limits.timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(path, timeout_ms = limits.timeout.as_millis() as u64, "request timed out");
+            Error::Timeout.into_response()
+        }
+    }
+}
