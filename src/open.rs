@@ -14,12 +14,13 @@ use stream::store::SnapshotStore;
 
 /// The cleaning plan of `clean.spec` (the default spec when unset).
 pub fn plan(config: &Config) -> Result<Arc<CleanPlan>> {
-    let spec = if config.clean.spec.is_empty() {
-        CleanSpec::default()
-    } else {
-        let text = std::fs::read_to_string(&config.clean.spec)
-            .with_context(|| format!("reading cleaning spec {}", config.clean.spec))?;
-        CleanSpec::from_toml(&text)?
+    let spec = match &config.clean.spec {
+        None => CleanSpec::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading cleaning spec {}", path.display()))?;
+            CleanSpec::from_toml(&text)?
+        }
     };
     Ok(Arc::new(CleanPlan::compile(spec)?))
 }

@@ -143,13 +143,13 @@ impl Scorer {
 
     /// `serve.scorer_transactional_id`, else `<group>.scorer.<$HOSTNAME or "local">`.
     fn transactional_id(&self) -> String {
-        match self.config.serve.scorer_transactional_id.as_str() {
-            "" => format!(
+        match &self.config.serve.scorer_transactional_id {
+            None => format!(
                 "{}.scorer.{}",
                 self.config.kafka.group_id,
                 std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".into())
             ),
-            id => id.to_string(),
+            Some(id) => id.clone(),
         }
     }
 

@@ -100,8 +100,8 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
 
 /// `--remote`, else `snapshot.remote`.
 fn remote_url(config: &Config, remote: Option<String>) -> Result<String> {
-    match remote.unwrap_or_else(|| config.snapshot.remote.clone()) {
-        r if r.is_empty() => bail!("no remote: pass --remote URL or set snapshot.remote"),
-        r => Ok(r),
+    match remote.filter(|r| !r.is_empty()).or_else(|| config.snapshot.remote.clone()) {
+        None => bail!("no remote: pass --remote URL or set snapshot.remote"),
+        Some(r) => Ok(r),
     }
 }

@@ -18,6 +18,6 @@ pub async fn run(config: &Config, auth: Arc<serving::auth::JwtAuth>, token: Canc
         config.flight.max_prepared,
         config.flight.cache_mb << 20,
     );
-    flight::serve(config.flight_addr(), config.tls.clone(), service, token).await?;
+    flight::serve(config.flight.listen, config.tls.clone(), service, token).await?;
     Ok(())
 }

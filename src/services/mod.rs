@@ -24,10 +24,10 @@ pub async fn with_metrics_endpoint<T>(
     serve: bool,
     job: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    let endpoint = if serve && !config.serve.metrics_listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&config.serve.metrics_listen)
+    let endpoint = if let Some(addr) = config.serve.metrics_listen.filter(|_| serve) {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding serve.metrics_listen = {}", config.serve.metrics_listen))?;
+            .with_context(|| format!("binding serve.metrics_listen = {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "metrics endpoint listening");
         let t = token.clone();
         let router = serving::api::metrics_router(registry);

@@ -101,7 +101,7 @@ pub async fn run(config: &Config, serve: Serve, token: CancellationToken) -> Res
         control: Some(Arc::new(open::control(config)?)),
         ..api_state(&config.serve, parts)
     };
-    let listener = tokio::net::TcpListener::bind(config.serve_addr())
+    let listener = tokio::net::TcpListener::bind(config.serve.listen)
         .await
         .with_context(|| format!("binding {}", config.serve.listen))?;
     tracing::info!(addr = %listener.local_addr()?, tls = config.tls.enabled(), "REST API listening");

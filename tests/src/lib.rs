@@ -46,6 +46,11 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A free loopback address, for a server's `listen` setting.
+pub fn free_addr() -> Result<std::net::SocketAddr> {
+    Ok(std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+}
+
 impl Tansu {
     /// Starts a broker with in-memory storage.
     pub fn start() -> Result<Tansu> {
@@ -226,8 +231,8 @@ pub fn config_for(brokers: &str, data_dir: &std::path::Path, prefix: &str) -> Co
     c.data_dir = data_dir.display().to_string();
     c.ingest.batch_max_rows = 1000;
     c.ingest.batch_max_wait_ms = 100;
-    c.serve.listen = "127.0.0.1:0".into();
-    c.flight.listen = "127.0.0.1:0".into();
+    c.serve.listen = ([127, 0, 0, 1], 0).into();
+    c.flight.listen = ([127, 0, 0, 1], 0).into();
     c.validate().expect("test config is valid");
     c
 }

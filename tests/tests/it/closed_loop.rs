@@ -13,7 +13,7 @@ use schemas::Split;
 use schemas::events::{ControlEvent, ControlMessage, Decoded};
 use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
-use tests::{TestEnv, corpus_dir, free_port, outgoing, publish, read_all, shuffle};
+use tests::{TestEnv, corpus_dir, free_addr, outgoing, publish, read_all, shuffle};
 use tokio_util::sync::CancellationToken;
 
 fn events(messages: &[ingest::consume::RawMessage]) -> Vec<ControlEvent> {
@@ -56,7 +56,7 @@ async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<(
     config.drift.cooldown_windows = 1000;
     config.retrain.margin = 0.001;
     config.retrain.min_holdout = 30;
-    config.serve.listen = format!("127.0.0.1:{}", free_port()?);
+    config.serve.listen = free_addr()?;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
 

@@ -280,7 +280,7 @@ async fn a_full_run_logs_no_secret() -> anyhow::Result<()> {
     let kafka_secret = "sasl-secret-3307";
     config.kafka.client.insert("sasl.username".into(), "driftwood".into());
     config.kafka.client.insert("sasl.password".into(), kafka_secret.into());
-    config.serve.listen = format!("127.0.0.1:{}", tests::free_port()?);
+    config.serve.listen = tests::free_addr()?;
 
     let mut corpus = ingest::source::corpus(&corpus_dir()?, ingest::source::CORPUS_PERIOD_1)?;
     shuffle(&mut corpus, 5);

@@ -120,7 +120,7 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     config.tls.cert_file = secrets.join("server.pem").display().to_string();
     config.tls.key_file = secrets.join("server.key").display().to_string();
     let port = free_port()?;
-    config.flight.listen = format!("127.0.0.1:{port}");
+    config.flight.listen = ([127, 0, 0, 1], port).into();
     let _server = tests::spawn_driftwood(&config, &["flight"], "flight.log")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

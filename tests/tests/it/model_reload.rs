@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metastore::{MetadataStore, ModelVersion, SqliteStore};
-use tests::{TestEnv, free_port};
+use tests::{TestEnv, free_addr};
 use tokio_util::sync::CancellationToken;
 
 /// A copy of `mv`'s artifacts in `dir`, changed by `edit`, registered as the next version.
@@ -44,7 +44,7 @@ async fn current_version(http: &reqwest::Client, base: &str) -> anyhow::Result<u
 async fn refused_models_leave_the_running_one_serving() -> anyhow::Result<()> {
     let env = TestEnv::start("reload")?;
     let mut config = env.config();
-    config.serve.listen = format!("127.0.0.1:{}", free_port()?);
+    config.serve.listen = free_addr()?;
     config.serve.scorer = false;
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     tests::train_production(&config, 600).await?;

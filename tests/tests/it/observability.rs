@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use ingest::source::{self, Outgoing};
 use tests::{
-    Killed, TestEnv, corpus_dir, driftwood_bin, env_for, free_port, outgoing, publish, read_all, shuffle,
+    Killed, TestEnv, corpus_dir, driftwood_bin, env_for, free_addr, free_port, outgoing, publish, read_all,
+    shuffle,
 };
 
 fn monitoring() -> PathBuf {
@@ -93,7 +94,7 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
     let mut config = env.config();
     config.snapshot.commit_interval_secs = 1;
     config.drift.window = 500;
-    config.serve.listen = format!("127.0.0.1:{}", free_port()?);
+    config.serve.listen = free_addr()?;
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
     let bin = driftwood_bin()?;
@@ -218,7 +219,7 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
 
     // Commands without the REST API serve /metrics on serve.metrics_listen.
     let mut standalone = config.clone();
-    standalone.serve.metrics_listen = format!("127.0.0.1:{}", free_port()?);
+    standalone.serve.metrics_listen = Some(free_addr()?);
     let _retrainer = Killed(
         Command::new(&bin)
             .arg("retrainer")
@@ -227,7 +228,7 @@ async fn every_panel_and_rule_works_against_a_live_prometheus() -> anyhow::Resul
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let url = format!("http://{}/metrics", standalone.serve.metrics_listen);
+    let url = format!("http://{}/metrics", standalone.serve.metrics_listen.expect("set above"));
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {
         if let Ok(r) = http.get(&url).send().await {

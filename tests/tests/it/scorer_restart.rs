@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ingest::source::Outgoing;
 use schemas::records::RawRecord;
-use tests::{Killed, TestEnv, free_port, publish, read_all};
+use tests::{Killed, TestEnv, free_addr, publish, read_all};
 
 fn raw(range: std::ops::Range<usize>) -> Vec<Outgoing> {
     range
@@ -115,7 +115,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     let mut config = env.config();
     // Small batches: many commits, so a stop lands between (and during) them.
     config.ingest.batch_max_rows = 100;
-    config.serve.listen = format!("127.0.0.1:{}", free_port()?);
+    config.serve.listen = free_addr()?;
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
 
     // A model to score with, trained on part of the corpus under another prefix.

@@ -104,7 +104,7 @@ async fn a_pytorch_module_is_registered_served_and_predicts_as_in_python() -> an
     assert!(worst <= 1e-5, "Rust and Python disagree by {worst}");
 
     // Served by the REST API like a native model.
-    config.serve.listen = format!("127.0.0.1:{}", tests::free_port()?);
+    config.serve.listen = tests::free_addr()?;
     let _server = tests::spawn_driftwood(&config, &["serve", "--no-scorer"], "serve.log")?;
     let base = format!("http://{}", config.serve.listen);
     tests::wait_ready(&base).await?;
