@@ -31,10 +31,42 @@ use schemas::auth::{AuthError, Authenticator, IssuedToken, Principal, Role};
 use schemas::config::AuthConfig;
 use serde::{Deserialize, Serialize};
 
-/// A problem with the auth set-up (keys, users file): refused at start-up.
+/// A problem with the auth set-up (keys, users file): refused at start-up. The file and the
+/// failing step are in the message; the library's error is kept as the source.
 #[derive(Debug, thiserror::Error)]
-#[error("auth set-up: {0}")]
-pub struct SetupError(String);
+pub enum SetupError {
+    #[error("auth set-up: cannot read {path}")]
+    Read { path: String, source: std::io::Error },
+    #[error("auth set-up: signing key {path}")]
+    Key { path: String, source: KeyError },
+    #[error("auth set-up: users file {path}")]
+    Users { path: String, source: UsersError },
+    #[error("auth set-up")]
+    Hash(#[from] HashError),
+}
+
+/// Why a PEM file is not a usable RS256 signing key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("not an RSA private key in PEM")]
+    NotRsaPem(#[source] jsonwebtoken::errors::Error),
+    #[error("cannot derive its public key (JWK) and key id")]
+    Public(#[source] jsonwebtoken::errors::Error),
+}
+
+/// Why a users file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("not a valid users file")]
+    Syntax(#[from] toml::de::Error),
+    #[error("{kind} `{name}`: {field} is not a PHC hash string")]
+    NotAHash { kind: &'static str, name: String, field: &'static str, source: argon2::password_hash::Error },
+}
+
+/// Hashing a password failed (argon2 refused its parameters or salt).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot hash the password")]
+pub struct HashError(#[source] argon2::password_hash::Error);
 
 /// The claims of a Driftwood access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,36 +192,35 @@ impl JwtAuth {
             jwks: JwkSet { keys: Vec::new() },
             users: HashMap::new(),
             clients: HashMap::new(),
-            dummy_hash: hash_password("not a password").map_err(SetupError)?,
+            dummy_hash: hash_password("not a password")?,
             verified: VerifiedTokens::default(),
         };
         if !config.enabled {
             return Ok(auth);
         }
         for path in &config.signing_keys {
-            let pem = std::fs::read(path)
-                .map_err(|e| SetupError(format!("cannot read signing key {path}: {e}")))?;
-            auth.add_key(&pem).map_err(|e| SetupError(format!("signing key {path}: {e}")))?;
+            let pem =
+                std::fs::read(path).map_err(|source| SetupError::Read { path: path.clone(), source })?;
+            auth.add_key(&pem).map_err(|source| SetupError::Key { path: path.clone(), source })?;
         }
-        let text = std::fs::read_to_string(&config.users_file)
-            .map_err(|e| SetupError(format!("cannot read users file {}: {e}", config.users_file)))?;
-        auth.load_users(&text).map_err(|e| SetupError(format!("users file {}: {e}", config.users_file)))?;
+        let path = &config.users_file;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SetupError::Read { path: path.clone(), source })?;
+        auth.load_users(&text).map_err(|source| SetupError::Users { path: path.clone(), source })?;
         Ok(auth)
     }
 
     /// Adds an RS256 private key; it becomes the signing key (the previous ones still verify).
-    pub fn add_key(&mut self, pem: &[u8]) -> Result<String, String> {
-        let key =
-            EncodingKey::from_rsa_pem(pem).map_err(|e| format!("not an RSA private key in PEM: {e}"))?;
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).map_err(|e| e.to_string())?;
-        let thumbprint = jwk
-            .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
-            .map_err(|e| format!("cannot compute the key id: {e}"))?;
+    pub fn add_key(&mut self, pem: &[u8]) -> Result<String, KeyError> {
+        let key = EncodingKey::from_rsa_pem(pem).map_err(KeyError::NotRsaPem)?;
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).map_err(KeyError::Public)?;
+        let thumbprint =
+            jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).map_err(KeyError::Public)?;
         let kid: String = thumbprint.chars().take(16).collect();
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);
-        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(KeyError::Public)?;
         if !self.verifiers.contains_key(&kid) {
             self.jwks.keys.push(jwk);
         }
@@ -198,16 +229,24 @@ impl JwtAuth {
         Ok(kid)
     }
 
-    fn load_users(&mut self, text: &str) -> Result<(), String> {
-        let file: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    fn load_users(&mut self, text: &str) -> Result<(), UsersError> {
+        let file: UsersFile = toml::from_str(text)?;
         for u in file.user {
-            PasswordHash::new(&u.password_hash)
-                .map_err(|e| format!("user `{}`: password_hash is not a PHC hash string: {e}", u.name))?;
+            PasswordHash::new(&u.password_hash).map_err(|source| UsersError::NotAHash {
+                kind: "user",
+                name: u.name.clone(),
+                field: "password_hash",
+                source,
+            })?;
             self.users.insert(u.name, Account { hash: u.password_hash, roles: u.roles });
         }
         for c in file.client {
-            PasswordHash::new(&c.secret_hash)
-                .map_err(|e| format!("client `{}`: secret_hash is not a PHC hash string: {e}", c.id))?;
+            PasswordHash::new(&c.secret_hash).map_err(|source| UsersError::NotAHash {
+                kind: "client",
+                name: c.id.clone(),
+                field: "secret_hash",
+                source,
+            })?;
             self.clients.insert(c.id, Account { hash: c.secret_hash, roles: c.roles });
         }
         Ok(())
@@ -306,12 +345,9 @@ impl Authenticator for JwtAuth {
 }
 
 /// An argon2id PHC hash of `password` with a random salt (for the users file).
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(HashError)
 }
 
 fn now_secs() -> u64 {
@@ -343,6 +379,48 @@ mod tests {
         );
         auth.load_users(&text).unwrap();
         auth
+    }
+
+    /// The error's message and its sources, as `{:#}` of anyhow prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn set_up_errors_name_the_file_and_keep_the_cause() {
+        let dir = std::env::temp_dir().join(format!("driftwood-auth-setup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, users) = (dir.join("key.pem"), dir.join("users.toml"));
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(&users, "[[user]]\nname = \"ana\"\npassword_hash = \"plain\"\nroles = []\n").unwrap();
+        let config = |signing: &std::path::Path| AuthConfig {
+            enabled: true,
+            signing_keys: vec![signing.display().to_string()],
+            users_file: users.display().to_string(),
+            ..AuthConfig::default()
+        };
+        let err = JwtAuth::from_config(&config(&key)).unwrap_err();
+        assert!(matches!(err, SetupError::Key { source: KeyError::NotRsaPem(_), .. }), "{err:?}");
+        assert!(chain(&err).contains("key.pem: not an RSA private key in PEM: "), "{}", chain(&err));
+
+        let missing = dir.join("absent.pem");
+        let err = JwtAuth::from_config(&config(&missing)).unwrap_err();
+        assert!(
+            matches!(&err, SetupError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
+
+        std::fs::write(&key, fixture_key(1)).unwrap();
+        let err = JwtAuth::from_config(&config(&key)).unwrap_err();
+        let text = chain(&err);
+        assert!(matches!(err, SetupError::Users { source: UsersError::NotAHash { .. }, .. }), "{text}");
+        assert!(text.contains("users.toml: user `ana`: password_hash is not a PHC hash string: "), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -465,10 +543,10 @@ mod tests {
         let mut auth = auth_with_users();
         let err =
             auth.load_users("[[user]]\nname = \"x\"\npassword_hash = \"plain\"\nroles = []\n").unwrap_err();
-        assert!(err.contains("user `x`"), "{err}");
+        assert!(chain(&err).contains("user `x`"), "{err}");
         let err = auth
             .load_users("[[user]]\nname = \"x\"\npassword_hash = \"plain\"\nroles = [\"root\"]\n")
             .unwrap_err();
-        assert!(err.contains("root"), "{err}");
+        assert!(matches!(err, UsersError::Syntax(_)) && chain(&err).contains("root"), "{err:?}");
     }
 }

@@ -19,23 +19,37 @@ use tokio_rustls::server::TlsStream;
 /// How long a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the TLS files do not make a server identity; the file is named, the library's error kept
+/// as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls.cert_file {path}: not a readable PEM certificate chain")]
+    Cert { path: String, source: rustls::pki_types::pem::Error },
+    #[error("tls.cert_file {path}: no certificate in it")]
+    NoCert { path: String },
+    #[error("tls.key_file {path}: not a readable PEM private key")]
+    Key { path: String, source: rustls::pki_types::pem::Error },
+    #[error("tls.cert_file / tls.key_file do not make a server identity")]
+    Identity(#[source] rustls::Error),
+}
+
 /// The server config of `tls` (cert chain and key as PEM files): TLS 1.3 and 1.2, HTTP/1.1.
-pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(&tls.cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("tls.cert_file {}: {e}", tls.cert_file))?;
+        .map_err(|source| TlsError::Cert { path: tls.cert_file.clone(), source })?;
     if certs.is_empty() {
-        return Err(format!("tls.cert_file {}: no certificate in it", tls.cert_file));
+        return Err(TlsError::NoCert { path: tls.cert_file.clone() });
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key_file)
-        .map_err(|e| format!("tls.key_file {}: {e}", tls.key_file))?;
+        .map_err(|source| TlsError::Key { path: tls.key_file.clone(), source })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS set-up: {e}"))?
+        .map_err(TlsError::Identity)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("tls.cert_file / tls.key_file do not make a server identity: {e}"))?;
+        .map_err(TlsError::Identity)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -75,7 +75,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Flight => services::flight::run(&config, open::auth(&config)?, shutdown_token()).await?,
         Command::Auth(AuthCommand::HashPassword) => {
             let password = read_secret_stdin()?;
-            println!("{}", serving::auth::hash_password(&password).map_err(anyhow::Error::msg)?);
+            println!("{}", serving::auth::hash_password(&password)?);
         }
         Command::Auth(AuthCommand::Token { user }) => {
             use schemas::auth::Authenticator;

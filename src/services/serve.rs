@@ -108,7 +108,7 @@ pub async fn run(config: &Config, serve: Serve, token: CancellationToken) -> Res
     let t = token.clone();
     let (router, shutdown) = (serving::api::router(state), async move { t.cancelled().await });
     let api = if config.tls.enabled() {
-        let tls = serving::tls::server_config(&config.tls).map_err(anyhow::Error::msg)?;
+        let tls = serving::tls::server_config(&config.tls)?;
         let listener = serving::tls::TlsListener::new(listener, tls)?;
         tokio::spawn(serving::api::serve(listener, router, shutdown))
     } else {

@@ -135,7 +135,7 @@ impl TlsTansu {
             cert_file: tls_dir.join("server.pem").display().to_string(),
             key_file: tls_dir.join("server.key").display().to_string(),
         };
-        let mut server = (*serving::tls::server_config(&tls).map_err(anyhow::Error::msg)?).clone();
+        let mut server = (*serving::tls::server_config(&tls)?).clone();
         server.alpn_protocols.clear();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let front = TcpListener::bind("127.0.0.1:0")?;

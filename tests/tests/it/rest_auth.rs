@@ -23,12 +23,12 @@ fn auth_config(dir: &std::path::Path, audience: &str, key_file: String) -> anyho
     ] {
         users.push_str(&format!(
             "[[user]]\nname = \"{name}\"\npassword_hash = \"{}\"\nroles = [{roles}]\n\n",
-            hash_password(&format!("{name}-pw")).map_err(anyhow::Error::msg)?
+            hash_password(&format!("{name}-pw"))?
         ));
     }
     users.push_str(&format!(
         "[[client]]\nid = \"svc\"\nsecret_hash = \"{}\"\nroles = [\"predictor\"]\n",
-        hash_password("svc-secret").map_err(anyhow::Error::msg)?
+        hash_password("svc-secret")?
     ));
     let users_file = dir.join(format!("users-{audience}.toml"));
     std::fs::write(&users_file, users)?;
