@@ -33,19 +33,28 @@ pub struct Outputs<'a> {
 pub type References =
     Arc<dyn Fn(String, u32) -> futures::future::BoxFuture<'static, Option<Watch>> + Send + Sync>;
 
+/// What one drift monitor watches and where it reports.
+pub struct Monitor<'a> {
+    pub config: &'a Config,
+    /// The model version watched first; when the scored records move to another version, its
+    /// watch comes from `references`.
+    pub watch: Watch,
+    pub references: References,
+    /// Read from the beginning with explicit assignment and stop at the end of the topic.
+    pub until_idle: bool,
+    pub outputs: Outputs<'a>,
+}
+
 /// Consumes `text.scored` (consumer group `<group_id>.drift`) until cancelled, calling
 /// `on_report` for every closed window with its decision, and publishing `DriftDetected` and
 /// `RetrainRequested` on the control topic when `control` is given, and updating `metrics`. With `until_idle`, reads
 /// from the beginning with explicit assignment and stops at the end of the topic.
 pub async fn run_monitor(
-    config: &Config,
-    watch: Watch,
-    references: References,
-    until_idle: bool,
-    outputs: Outputs<'_>,
+    monitor: Monitor<'_>,
     cancel: &CancellationToken,
     mut on_report: impl FnMut(&WindowReport, &Decision),
 ) -> Result<u64> {
+    let Monitor { config, watch, references, until_idle, outputs } = monitor;
     let topic = config.topics().scored;
     let mode = if until_idle {
         Mode::Assigned { start: BTreeMap::new(), until_idle: true }

@@ -4,10 +4,14 @@
 /// An error of a metadata-store call.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The caller asked for something the data does not allow (e.g. a rollback with no earlier
-    /// version, a version number out of range). Retrying will not help.
+    /// The caller asked for something no data allows (e.g. a version number out of range).
+    /// Retrying will not help.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A well-formed request the records' current state does not allow (a rollback with no
+    /// earlier version): HTTP 409. It may succeed once the state changes.
+    #[error("{0}")]
+    State(String),
     #[error("not found: {0}")]
     NotFound(String),
     /// Another writer got there first: the record exists, or concurrent writers kept winning

@@ -215,7 +215,7 @@ pub(crate) fn rollback_target(
         stack.pop();
     }
     stack.last().copied().ok_or_else(|| {
-        Error::Input(format!("`{name}@{alias}` has no earlier version to roll back to (it is at v{current})"))
+        Error::State(format!("`{name}@{alias}` has no earlier version to roll back to (it is at v{current})"))
     })
 }
 

@@ -630,7 +630,7 @@ mod tests {
         assert!(store.set_alias("spam", "production", 1, "a", "first").await?.is_none());
         assert_eq!(store.set_alias("spam", "production", 2, "a", "second").await?, Some(1));
         assert_eq!(store.rollback_alias("spam", "production", "a", "bad").await?, (2, 1));
-        assert!(matches!(store.rollback_alias("spam", "production", "a", "x").await, Err(Error::Input(_))));
+        assert!(matches!(store.rollback_alias("spam", "production", "a", "x").await, Err(Error::State(_))));
         assert!(matches!(store.get_model_version("spam", 7).await, Err(Error::NotFound(_))));
         let audit = store.audit_log(10).await?;
         assert_eq!(audit.len(), 3);

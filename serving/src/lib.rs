@@ -117,7 +117,7 @@ fn store_status(e: &metastore::Error) -> (StatusCode, &'static str) {
     match e {
         S::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         S::Input(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-        S::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        S::Conflict(_) | S::State(_) => (StatusCode::CONFLICT, "conflict"),
         S::Cql { .. } => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         S::Sqlite(_) | S::Corrupt(_) | S::Io { .. } | S::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "store")

@@ -15,57 +15,61 @@ use trainer::registry;
 use crate::handle::ModelHandle;
 use crate::{Error, Result};
 
-/// Loads `name@alias` and swaps it in; `Ok(None)` when the alias does not exist yet or already
-/// points at the served version.
-pub async fn reload_once(
-    store: &dyn MetadataStore,
-    handle: &ModelHandle,
-    name: &str,
-    alias: &str,
-    keyring: Option<Arc<Keyring>>,
-) -> Result<Option<u32>> {
-    let Some(version) = store.get_alias(name, alias).await? else {
-        return Ok(None);
-    };
-    if handle.info().is_some_and(|i| i.name == name && i.version == version) {
-        return Ok(None);
-    }
-    let mv = registry::resolve(store, name, &version.to_string()).await?;
-    let model = tokio::task::spawn_blocking(move || trainer::model::load(&mv, keyring.as_deref()))
-        .await
-        .map_err(|e| Error::Internal(format!("model loading task failed: {e}")))??;
-    let info = handle.swap(model).await?;
-    Ok(Some(info.version))
+/// Which registered model a server follows, where it loads it from, and the handle it swaps
+/// into.
+#[derive(Clone)]
+pub struct AliasFollower {
+    pub store: Arc<dyn MetadataStore>,
+    pub handle: ModelHandle,
+    pub name: String,
+    pub alias: String,
+    /// Decrypts encrypted weights; None: weights are in the clear.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
-/// Polls the alias every `interval` until cancelled, swapping on change. Failures are logged
-/// (the running model stays) and retried at the next tick — except a refused version, which is
-/// not retried until the alias moves again.
-pub async fn follow_alias(
-    store: Arc<dyn MetadataStore>,
-    handle: ModelHandle,
-    name: String,
-    alias: String,
-    keyring: Option<Arc<Keyring>>,
-    interval: Duration,
-    cancel: CancellationToken,
-) {
-    let mut refused: Option<u32> = None;
-    loop {
-        let current = store.get_alias(&name, &alias).await.ok().flatten();
-        if current.is_some() && current != refused {
-            match reload_once(store.as_ref(), &handle, &name, &alias, keyring.clone()).await {
-                Ok(Some(v)) => tracing::info!(model = %name, version = v, alias = %alias, "model reloaded"),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(model = %name, alias = %alias, error = %e, "new model refused; the running model stays");
-                    refused = current;
+impl AliasFollower {
+    /// Loads `name@alias` and swaps it in; `Ok(None)` when the alias does not exist yet or
+    /// already points at the served version.
+    pub async fn reload_once(&self) -> Result<Option<u32>> {
+        let Some(version) = self.store.get_alias(&self.name, &self.alias).await? else {
+            return Ok(None);
+        };
+        if self.handle.info().is_some_and(|i| i.name == self.name && i.version == version) {
+            return Ok(None);
+        }
+        let mv = registry::resolve(self.store.as_ref(), &self.name, &version.to_string()).await?;
+        let keyring = self.keyring.clone();
+        let model = tokio::task::spawn_blocking(move || trainer::model::load(&mv, keyring.as_deref()))
+            .await
+            .map_err(|e| Error::Internal(format!("model loading task failed: {e}")))??;
+        let info = self.handle.swap(model).await?;
+        Ok(Some(info.version))
+    }
+
+    /// Polls the alias every `interval` until cancelled, swapping on change. Failures are
+    /// logged (the running model stays) and retried at the next tick — except a refused
+    /// version, which is not retried until the alias moves again.
+    pub async fn follow(self, interval: Duration, cancel: CancellationToken) {
+        let (name, alias) = (&self.name, &self.alias);
+        let mut refused: Option<u32> = None;
+        loop {
+            let current = self.store.get_alias(name, alias).await.ok().flatten();
+            if current.is_some() && current != refused {
+                match self.reload_once().await {
+                    Ok(Some(v)) => {
+                        tracing::info!(model = %name, version = v, alias = %alias, "model reloaded")
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(model = %name, alias = %alias, error = %e, "new model refused; the running model stays");
+                        refused = current;
+                    }
                 }
             }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use schemas::Config;
 use serving::handle::{BatchingConfig, ModelHandle};
+use trainer::registry::AliasChange;
 
 use super::cli_actor;
 use crate::cli::ModelsCommand;
@@ -52,16 +53,11 @@ pub(super) async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
         }
         ModelsCommand::Promote { name, version, alias } => {
             let control = open::control(config)?;
-            let previous = trainer::registry::promote(
-                store.as_ref(),
-                Some(&control),
-                &name,
-                version,
-                &alias,
-                &cli_actor(),
-                "promoted by hand",
-            )
-            .await?;
+            let actor = cli_actor();
+            let change =
+                AliasChange { name: &name, alias: &alias, actor: &actor, reason: "promoted by hand" };
+            let previous =
+                trainer::registry::promote(store.as_ref(), Some(&control), &change, version).await?;
             println!(
                 "{name}@{alias}: v{version} (was {})",
                 previous.map_or("none".into(), |p| format!("v{p}"))
@@ -103,15 +99,9 @@ pub(super) async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
         }
         ModelsCommand::Rollback { name, alias, reason } => {
             let control = open::control(config)?;
-            let (from, to) = trainer::registry::rollback(
-                store.as_ref(),
-                Some(&control),
-                &name,
-                &alias,
-                &cli_actor(),
-                &reason,
-            )
-            .await?;
+            let actor = cli_actor();
+            let change = AliasChange { name: &name, alias: &alias, actor: &actor, reason: &reason };
+            let (from, to) = trainer::registry::rollback(store.as_ref(), Some(&control), &change).await?;
             println!("{name}@{alias}: v{to} (was v{from})");
         }
     }

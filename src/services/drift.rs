@@ -42,7 +42,8 @@ pub async fn run(
     let control = if d.publish_events && !until_idle { Some(open::control(config)?) } else { None };
     let metrics = registry.map(drift::metrics::DriftMetrics::register).transpose()?;
     let outputs = Outputs { control: control.as_ref(), metrics: metrics.as_ref() };
-    drift::monitor::run_monitor(config, watch, references, until_idle, outputs, &token, |r, decision| {
+    let monitor = drift::monitor::Monitor { config, watch, references, until_idle, outputs };
+    drift::monitor::run_monitor(monitor, &token, |r, decision| {
         println!("{}", report::drift_window(r, decision))
     })
     .await?;

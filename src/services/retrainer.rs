@@ -28,23 +28,17 @@ pub async fn run(
         source: Some(SnapshotSource { kafka: config.kafka.clone(), topic: config.topics().raw }),
     };
     println!("retrainer: waiting for RetrainRequested on {}", config.topics().control);
-    trainer::retrain::run_retrainer(
-        config,
-        &retrainer,
-        store.as_ref(),
-        &snapshots,
-        Some(&control),
-        &token,
-        |outcome| {
-            if let Some(m) = &metrics {
-                m.observe(outcome);
-            }
-            match outcome {
-                Ok(o) => println!("retrain {} v{}: {} ({})", o.model, o.production, o.label(), o.reason),
-                Err(e) => println!("retrain failed: {e}"),
-            }
-        },
-    )
+    let stores =
+        trainer::retrain::Stores { store: store.as_ref(), snapshots: &snapshots, control: Some(&control) };
+    trainer::retrain::run_retrainer(config, &retrainer, stores, &token, |outcome| {
+        if let Some(m) = &metrics {
+            m.observe(outcome);
+        }
+        match outcome {
+            Ok(o) => println!("retrain {} v{}: {} ({})", o.model, o.production, o.label(), o.reason),
+            Err(e) => println!("retrain failed: {e}"),
+        }
+    })
     .await?;
     Ok(())
 }

@@ -73,26 +73,24 @@ pub async fn run(config: &Config, serve: Serve, token: CancellationToken) -> Res
     let handle = model_handle(&config.serve, plan.clone())?;
     let (predlog, predlog_task) =
         serving::predlog::PredictionLog::start(store.clone(), metrics.clone(), token.clone());
-    let (name, alias) = (config.serve.model.clone(), config.serve.alias.clone());
     // One keyring for the snapshot store and the model weights.
     let snapshots = Arc::new(open::snapshots(config)?);
-    let keyring = snapshots.keyring().cloned();
-    match serving::reload::reload_once(store.as_ref(), &handle, &name, &alias, keyring.clone()).await {
+    let follower = serving::reload::AliasFollower {
+        store: store.clone(),
+        handle: handle.clone(),
+        name: config.serve.model.clone(),
+        alias: config.serve.alias.clone(),
+        keyring: snapshots.keyring().cloned(),
+    };
+    let (name, alias) = (&follower.name, &follower.alias);
+    match follower.reload_once().await {
         Ok(Some(v)) => tracing::info!(model = %name, version = v, "serving"),
         Ok(None) => {
             tracing::warn!(model = %name, alias = %alias, "no model yet; /readyz stays 503 until one is promoted")
         }
         Err(e) => tracing::error!(error = %e, "could not load the model; waiting for another version"),
     }
-    let reload = tokio::spawn(serving::reload::follow_alias(
-        store.clone(),
-        handle.clone(),
-        name,
-        alias,
-        keyring,
-        Duration::from_secs(2),
-        token.clone(),
-    ));
+    let reload = tokio::spawn(follower.clone().follow(Duration::from_secs(2), token.clone()));
     let parts =
         ApiParts { model: handle.clone(), metrics: metrics.clone(), auth, store: store.clone(), snapshots };
     let state = AppState {

@@ -363,10 +363,9 @@ pub async fn drift_windows(
     let references: drift::monitor::References = std::sync::Arc::new(|_, _| Box::pin(async { None }));
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut windows = Vec::new();
-    drift::monitor::run_monitor(config, watch, references, true, Default::default(), &cancel, |r, d| {
-        windows.push((r.clone(), d.clone()))
-    })
-    .await?;
+    let monitor =
+        drift::monitor::Monitor { config, watch, references, until_idle: true, outputs: Default::default() };
+    drift::monitor::run_monitor(monitor, &cancel, |r, d| windows.push((r.clone(), d.clone()))).await?;
     Ok(windows)
 }
 

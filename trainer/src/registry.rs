@@ -30,16 +30,24 @@ pub async fn resolve(store: &dyn MetadataStore, name: &str, reference: &str) -> 
     Ok(store.get_model_version(name, version).await?)
 }
 
-/// Points `alias` at `version` (audited) and announces it with `ModelPromoted`.
+/// One move of a model's alias: which alias, who moves it and why (for the audit trail).
+#[derive(Debug, Clone, Copy)]
+pub struct AliasChange<'a> {
+    pub name: &'a str,
+    pub alias: &'a str,
+    pub actor: &'a str,
+    pub reason: &'a str,
+}
+
+/// Points the alias at `version` (audited) and announces it with `ModelPromoted`; returns the
+/// version it pointed at before.
 pub async fn promote(
     store: &dyn MetadataStore,
     control: Option<&ControlProducer>,
-    name: &str,
+    change: &AliasChange<'_>,
     version: u32,
-    alias: &str,
-    actor: &str,
-    reason: &str,
 ) -> Result<Option<u32>> {
+    let AliasChange { name, alias, actor, reason } = *change;
     if !schemas::config::valid_name(alias) {
         return Err(Error::Input(format!("invalid alias `{alias}`")));
     }
@@ -59,16 +67,14 @@ pub async fn promote(
     Ok(previous)
 }
 
-/// Points `alias` back at the version it served before the current one (see
+/// Points the alias back at the version it served before the current one (see
 /// [`MetadataStore::rollback_alias`]) and announces it with `ModelPromoted`; returns `(from, to)`.
 pub async fn rollback(
     store: &dyn MetadataStore,
     control: Option<&ControlProducer>,
-    name: &str,
-    alias: &str,
-    actor: &str,
-    reason: &str,
+    change: &AliasChange<'_>,
 ) -> Result<(u32, u32)> {
+    let AliasChange { name, alias, actor, reason } = *change;
     let (from, to) = store.rollback_alias(name, alias, actor, reason).await?;
     if let Some(control) = control {
         let mv = store.get_model_version(name, to).await?;

@@ -174,7 +174,8 @@ pub async fn register(
         })
         .await?;
     let alias = alias.unwrap_or(registry::CANDIDATE);
-    registry::promote(store, control, &model.name, model.version, alias, actor, "trained").await?;
+    let change = registry::AliasChange { name: &model.name, alias, actor, reason: "trained" };
+    registry::promote(store, control, &change, model.version).await?;
     Ok(model)
 }
 

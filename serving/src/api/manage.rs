@@ -44,11 +44,27 @@ pub struct VersionDetail {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
+    /// A JSON number with no fraction (`3` or `3.0`, as JSON Schema's `integer`).
+    #[serde(deserialize_with = "whole_number")]
     pub version: u32,
     /// Default `production`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub alias: Option<String>,
     /// Recorded in the audit log.
     pub reason: Option<String>,
+}
+
+/// A `u32` from any JSON number without a fraction: JSON Schema counts `3.0` as an integer, so a
+/// generated client may send it.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64));
+    whole.and_then(|v| u32::try_from(v).ok()).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "expected a version number (a whole number from 0 to {}), got {n}",
+            u32::MAX
+        ))
+    })
 }
 
 /// `POST /v1/models/{name}/rollback`.
@@ -56,6 +72,7 @@ pub struct PromoteRequest {
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// Default `production`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub alias: Option<String>,
     /// Recorded in the audit log.
     pub reason: Option<String>,
@@ -127,7 +144,7 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<Vec<Model
 
 /// One model's versions and aliases.
 #[utoipa::path(get, path = "/v1/models/{name}", tag = "registry",
-    params(("name" = String, Path, description = "model name")),
+    params(("name" = String, Path, description = "model name", pattern = "^[a-z0-9_-]{1,64}$")),
     security(("oauth2" = ["viewer"])),
     responses((status = 200, body = ModelSummary), (status = 404, body = ErrorBody)))]
 pub async fn get_model(
@@ -139,7 +156,7 @@ pub async fn get_model(
 
 /// One version — a number, `latest` or an alias — with its model card.
 #[utoipa::path(get, path = "/v1/models/{name}/versions/{version}", tag = "registry",
-    params(("name" = String, Path, description = "model name"),
+    params(("name" = String, Path, description = "model name", pattern = "^[a-z0-9_-]{1,64}$"),
            ("version" = String, Path, description = "a version number, `latest` or an alias")),
     security(("oauth2" = ["viewer"])),
     responses((status = 200, body = VersionDetail), (status = 404, body = ErrorBody)))]
@@ -175,7 +192,7 @@ fn alias_or_default(alias: Option<String>) -> String {
 /// Points an alias (default `production`) at a version; audited; servers following the alias
 /// hot-swap.
 #[utoipa::path(post, path = "/v1/models/{name}/promote", tag = "registry",
-    params(("name" = String, Path, description = "model name")),
+    params(("name" = String, Path, description = "model name", pattern = "^[a-z0-9_-]{1,64}$")),
     request_body = PromoteRequest,
     security(("oauth2" = ["admin"])),
     responses((status = 200, body = AliasMoved), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -188,16 +205,10 @@ pub async fn promote(
     let req: PromoteRequest = json_body(&body)?;
     let alias = alias_or_default(req.alias);
     let reason = req.reason.unwrap_or_else(|| "promoted over the REST API".into());
-    let previous = registry::promote(
-        state.store.as_ref(),
-        state.control.as_deref(),
-        &name,
-        req.version,
-        &alias,
-        &principal.subject,
-        &reason,
-    )
-    .await?;
+    let change =
+        registry::AliasChange { name: &name, alias: &alias, actor: &principal.subject, reason: &reason };
+    let previous =
+        registry::promote(state.store.as_ref(), state.control.as_deref(), &change, req.version).await?;
     tracing::info!(model = %name, alias = %alias, version = req.version, actor = %principal.subject, "alias promoted");
     Ok(Json(AliasMoved { model: name, alias, version: req.version, previous }))
 }
@@ -205,10 +216,10 @@ pub async fn promote(
 /// Points an alias (default `production`) back at the version it served before the current
 /// one; each rollback steps one promotion further back. 400 when there is none.
 #[utoipa::path(post, path = "/v1/models/{name}/rollback", tag = "registry",
-    params(("name" = String, Path, description = "model name")),
+    params(("name" = String, Path, description = "model name", pattern = "^[a-z0-9_-]{1,64}$")),
     request_body(content = RollbackRequest, description = "optional; `{}` rolls back `production`"),
     security(("oauth2" = ["admin"])),
-    responses((status = 200, body = AliasMoved), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AliasMoved), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn rollback(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -219,15 +230,9 @@ pub async fn rollback(
         if body.iter().all(u8::is_ascii_whitespace) { Default::default() } else { json_body(&body)? };
     let alias = alias_or_default(req.alias);
     let reason = req.reason.unwrap_or_else(|| "rolled back over the REST API".into());
-    let (from, to) = registry::rollback(
-        state.store.as_ref(),
-        state.control.as_deref(),
-        &name,
-        &alias,
-        &principal.subject,
-        &reason,
-    )
-    .await?;
+    let change =
+        registry::AliasChange { name: &name, alias: &alias, actor: &principal.subject, reason: &reason };
+    let (from, to) = registry::rollback(state.store.as_ref(), state.control.as_deref(), &change).await?;
     tracing::info!(model = %name, alias = %alias, from, to, actor = %principal.subject, "alias rolled back");
     Ok(Json(AliasMoved { model: name, alias, version: to, previous: Some(from) }))
 }
@@ -321,9 +326,9 @@ pub async fn list_datasets(State(state): State<AppState>) -> Result<Json<Vec<Dat
 
 /// The versions of a dataset, oldest first (manifests: rows, files, offsets consumed, tags).
 #[utoipa::path(get, path = "/v1/datasets/{dataset}/versions", tag = "data",
-    params(("dataset" = String, Path, description = "dataset name")),
+    params(("dataset" = String, Path, description = "dataset name", pattern = "^[a-z0-9_-]{1,64}$")),
     security(("oauth2" = ["viewer"])),
-    responses((status = 200, body = Vec<Manifest>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<Manifest>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_data_versions(
     State(state): State<AppState>,
     Path(dataset): Path<String>,
@@ -342,10 +347,10 @@ pub async fn list_data_versions(
 
 /// One version of a dataset: an id, a unique id prefix, a tag, `v<seq>` or `latest`.
 #[utoipa::path(get, path = "/v1/datasets/{dataset}/versions/{version}", tag = "data",
-    params(("dataset" = String, Path, description = "dataset name"),
+    params(("dataset" = String, Path, description = "dataset name", pattern = "^[a-z0-9_-]{1,64}$"),
            ("version" = String, Path, description = "an id, id prefix, tag, `v<seq>` or `latest`")),
     security(("oauth2" = ["viewer"])),
-    responses((status = 200, body = Manifest), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Manifest), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_data_version(
     State(state): State<AppState>,
     Path((dataset, reference)): Path<(String, String)>,

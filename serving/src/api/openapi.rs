@@ -6,9 +6,11 @@
 //! from this document, so a route whose annotation disagrees with its router role fails them.
 
 use axum::Json;
+use axum::extract::State;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme};
 
+use super::state::AppState;
 use super::{manage, ops, predict, token};
 
 #[derive(OpenApi)]
@@ -74,8 +76,24 @@ impl utoipa::Modify for OAuth2Roles {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "OpenAPI 3.1", body = serde_json::Value)))]
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn document(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(document_for(state.max_texts))
+}
+
+/// The document for a server that takes at most `max_texts` texts per predict request (the
+/// batch shapes' `maxItems` is that setting, so a generated client never sends a batch the
+/// server answers 413).
+pub fn document_for(max_texts: usize) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    for batch in ["TextBatch", "ItemBatch"] {
+        let properties = &mut doc["components"]["schemas"][batch]["properties"];
+        for field in ["texts", "items"] {
+            if let Some(array) = properties.get_mut(field) {
+                array["maxItems"] = max_texts.into();
+            }
+        }
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -103,5 +121,18 @@ mod tests {
             doc["components"]["securitySchemes"]["oauth2"]["flows"]["password"]["tokenUrl"],
             "/oauth/token"
         );
+    }
+
+    #[test]
+    fn the_batch_limit_is_the_servers_setting() {
+        let doc = document_for(16);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["TextBatch"]["properties"]["texts"]["maxItems"], 16, "{}", schemas["TextBatch"]);
+        assert_eq!(schemas["ItemBatch"]["properties"]["items"]["maxItems"], 16, "{}", schemas["ItemBatch"]);
+        assert_eq!(schemas["TextBatch"]["additionalProperties"], false);
+        let shapes = schemas["PredictRequest"]["oneOf"].as_array().expect("oneOf");
+        assert_eq!(shapes.len(), 3, "{}", schemas["PredictRequest"]);
+        let grants = schemas["TokenRequest"]["oneOf"].as_array().expect("oneOf");
+        assert_eq!(grants.len(), 2, "{}", schemas["TokenRequest"]);
     }
 }

@@ -13,6 +13,7 @@ mod metadata_store;
 mod minilm;
 mod model_reload;
 mod observability;
+mod openapi_contract;
 mod replicas;
 mod reproducible;
 mod rest_auth;

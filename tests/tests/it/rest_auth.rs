@@ -229,7 +229,7 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
             // is the only version production has pointed at).
             let authorized = match template.as_str() {
                 "/v1/predict" | "/v1/models/current" | "/readyz" => 503,
-                "/v1/models/{name}/rollback" => 400,
+                "/v1/models/{name}/rollback" => 409,
                 _ => 200,
             };
             let r = call(None).send().await?;
@@ -544,7 +544,7 @@ async fn promote_rollback_runs_and_data_versions_over_rest() -> anyhow::Result<(
     assert_eq!(store.get_alias("spam", "production").await?, Some(1));
     assert_eq!(store.audit_log(1).await?[0].action, "rollback_alias");
     let (status, body) = call("POST", "/v1/models/spam/rollback", Some(serde_json::json!({}))).await?;
-    assert_eq!((status, body["error_type"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!((status, body["error_type"].as_str()), (409, Some("conflict")), "{body}");
 
     // Bad requests: 4xx with the JSON error shape, and the alias untouched.
     for (path, body, expected) in [

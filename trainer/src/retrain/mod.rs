@@ -33,6 +33,15 @@ use metastore::{AuditRecord, MetadataStore, ModelVersion};
 mod metrics;
 pub use metrics::RetrainMetrics;
 
+/// The stores a retrain reads and writes, and where it announces what it did.
+#[derive(Clone, Copy)]
+pub struct Stores<'a> {
+    pub store: &'a dyn MetadataStore,
+    pub snapshots: &'a SnapshotStore,
+    /// Where `RetrainFinished` and `ModelPromoted` go; None: not announced.
+    pub control: Option<&'a ControlProducer>,
+}
+
 /// What a retrain needs besides the request.
 #[derive(Debug, Clone)]
 pub struct Retrainer {
@@ -96,15 +105,14 @@ impl Retrainer {
     /// Handles one request for `model`: retrain, gate, maybe promote; always reports.
     pub async fn retrain(
         &self,
-        store: &dyn MetadataStore,
-        snapshots: &SnapshotStore,
+        stores: Stores<'_>,
         model: &str,
         requested_reason: &str,
-        control: Option<&ControlProducer>,
         cancel: &CancellationToken,
     ) -> Result<RetrainOutcome> {
+        let Stores { store, control, .. } = stores;
         let production = registry::resolve(store, model, PRODUCTION).await?;
-        let outcome = self.gate(store, snapshots, &production, requested_reason, control, cancel).await?;
+        let outcome = self.gate(stores, &production, requested_reason, cancel).await?;
         let action = if outcome.promoted { "retrain.promoted" } else { "retrain.declined" };
         store
             .append_audit(&AuditRecord {
@@ -133,13 +141,12 @@ impl Retrainer {
 
     async fn gate(
         &self,
-        store: &dyn MetadataStore,
-        snapshots: &SnapshotStore,
+        stores: Stores<'_>,
         production: &ModelVersion,
         requested_reason: &str,
-        control: Option<&ControlProducer>,
         cancel: &CancellationToken,
     ) -> Result<RetrainOutcome> {
+        let Stores { store, snapshots, control } = stores;
         let card = crate::artifact::read_card(std::path::Path::new(&production.artifact_dir))?;
         let dataset = card.data.dataset.clone();
         self.catch_up(snapshots, &dataset, cancel).await;
@@ -215,16 +222,13 @@ impl Retrainer {
                 "retrain ({requested_reason}): holdout accuracy {:.4} vs {:.4} on {} rows",
                 candidate_eval.accuracy, production_eval.accuracy, outcome.holdout_rows
             );
-            registry::promote(
-                store,
-                control,
-                &production.name,
-                trained.model.version,
-                PRODUCTION,
-                &self.actor,
-                &reason,
-            )
-            .await?;
+            let change = registry::AliasChange {
+                name: &production.name,
+                alias: PRODUCTION,
+                actor: &self.actor,
+                reason: &reason,
+            };
+            registry::promote(store, control, &change, trained.model.version).await?;
             outcome.promoted = true;
             outcome.reason = format!(
                 "candidate v{} beats v{} by {:.4} (margin {margin})",
@@ -365,9 +369,7 @@ fn evaluate(
 pub async fn run_retrainer(
     config: &schemas::Config,
     retrainer: &Retrainer,
-    store: &dyn MetadataStore,
-    snapshots: &SnapshotStore,
-    control: Option<&ControlProducer>,
+    stores: Stores<'_>,
     cancel: &CancellationToken,
     mut on_outcome: impl FnMut(Result<&RetrainOutcome, &Error>),
 ) -> Result<()> {
@@ -392,14 +394,14 @@ pub async fn run_retrainer(
             }
         }
         for (model, (version, reason)) in requests {
-            match store.get_alias(&model, PRODUCTION).await? {
+            match stores.store.get_alias(&model, PRODUCTION).await? {
                 Some(current) if current == version => {}
                 current => {
                     tracing::info!(model, requested = version, ?current, "stale retrain request skipped");
                     continue;
                 }
             }
-            match retrainer.retrain(store, snapshots, &model, &reason, control, cancel).await {
+            match retrainer.retrain(stores, &model, &reason, cancel).await {
                 Ok(outcome) => on_outcome(Ok(&outcome)),
                 // A failed retrain (bad data, a broken artifact) must not stop the listener.
                 Err(e) => {
