@@ -145,13 +145,13 @@ pub async fn rollback_steps_back_through_promotions(a: Store, b: Store) -> Resul
     }
     ensure!(matches!(a.rollback_alias("spam", "production", "a", "x").await, Err(Error::NotFound(_))));
     a.set_alias("spam", "production", 1, "a", "").await?;
-    ensure!(matches!(a.rollback_alias("spam", "production", "a", "x").await, Err(Error::Input(_))));
+    ensure!(matches!(a.rollback_alias("spam", "production", "a", "x").await, Err(Error::State(_))));
     a.set_alias("spam", "production", 2, "a", "").await?;
     b.set_alias("spam", "production", 3, "a", "").await?;
     a.set_alias("spam", "candidate", 1, "a", "").await?;
     ensure!(b.rollback_alias("spam", "production", "ops", "bad").await? == (3, 2));
     ensure!(a.rollback_alias("spam", "production", "ops", "worse").await? == (2, 1));
-    ensure!(matches!(b.rollback_alias("spam", "production", "ops", "x").await, Err(Error::Input(_))));
+    ensure!(matches!(b.rollback_alias("spam", "production", "ops", "x").await, Err(Error::State(_))));
     ensure!(a.get_alias("spam", "production").await? == Some(1));
     // A promotion after rollbacks starts from where the alias is.
     a.set_alias("spam", "production", 3, "a", "").await?;
