@@ -18,8 +18,9 @@
 //!
 //! Writes that must not race across replicas are lightweight transactions: the next model
 //! version (`INSERT … IF NOT EXISTS`, retried on conflict) and moving an alias
-//! (`UPDATE … IF version = <seen>`). A server that does not implement them answers without an
-//! `[applied]` column; that is taken as applied (a single node serializing requests).
+//! (`UPDATE … IF updated_at = <seen>`: the time of the last move, which never repeats, where a
+//! version can come back); a server that answers them without an `[applied]` column
+//! is refused. Each handle counts the races it lost and retried ([`ScyllaStore::lost_races`]).
 //!
 //! Timestamps are CQL `timestamp`s: millisecond precision. Rows read by a full primary key are
 //! checked against the key asked for before they are used.
@@ -29,10 +30,11 @@ mod values;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use futures::{StreamExt, TryStreamExt};
 use schemas::config::StoreConfig;
 use scylla::client::session::Session;
@@ -54,6 +56,14 @@ use values::{
 };
 pub(crate) use values::{cql, ts};
 
+/// Where an alias points, and the time of its last move (milliseconds; what a move's
+/// condition compares).
+struct AliasState {
+    version: u32,
+    /// `None` for a row written without one (the condition then asks for none).
+    moved_at: Option<i64>,
+}
+
 /// How many times a conditional write is retried after losing a race.
 const LWT_ATTEMPTS: usize = 16;
 
@@ -66,6 +76,8 @@ pub struct ScyllaStore {
     shards: u32,
     /// `(model, hour)` partitions this process has already recorded in `prediction_hours`.
     hours_seen: Mutex<HashSet<(String, i64)>>,
+    /// Conditional writes this handle lost to another writer (and retried).
+    lost_races: AtomicU64,
 }
 
 impl ScyllaStore {
@@ -102,12 +114,23 @@ impl ScyllaStore {
             seq: Sequence::new(),
             shards: config.prediction_shards.max(1),
             hours_seen: Mutex::new(HashSet::new()),
+            lost_races: AtomicU64::new(0),
         })
     }
 
     /// The keyspace this store writes.
     pub fn keyspace(&self) -> &str {
         &self.keyspace
+    }
+
+    /// How many conditional writes (a version number, an alias move) this handle lost to
+    /// another writer and retried: the server answered `[applied] = false`.
+    pub fn lost_races(&self) -> u64 {
+        self.lost_races.load(Ordering::Relaxed)
+    }
+
+    fn lost_race(&self) {
+        self.lost_races.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn exec(
@@ -171,40 +194,52 @@ impl ScyllaStore {
     }
 
     async fn alias_version(&self, name: &str, alias: &str) -> Result<Option<u32>> {
-        let rows: Vec<(String, i32)> =
-            self.rows("reading an alias", &self.st.alias_of, (name, alias)).await?;
-        Ok(rows.into_iter().find(|(a, _)| a == alias).map(|(_, v)| v as u32))
+        Ok(self.alias_state(name, alias).await?.map(|a| a.version))
     }
 
-    /// Moves `alias` from `previous` to `version` if no other writer moved it meanwhile.
+    /// Where `alias` points and when it was last moved.
+    async fn alias_state(&self, name: &str, alias: &str) -> Result<Option<AliasState>> {
+        let rows: Vec<(String, i32, Option<CqlTimestamp>)> =
+            self.rows("reading an alias", &self.st.alias_of, (name, alias)).await?;
+        Ok(rows
+            .into_iter()
+            .find(|(a, _, _)| a == alias)
+            .map(|(_, version, moved)| AliasState { version: version as u32, moved_at: moved.map(|t| t.0) }))
+    }
+
+    /// Moves `alias` from `seen` to `version` if no other writer moved it meanwhile; the time
+    /// of the move if it did.
+    ///
+    /// The condition is on the time of the last move, not on the version: a version can come
+    /// back (1 → 2 → 1) while a slow writer holds an old read, and a condition on it would
+    /// then apply that writer's move out of turn. Each move's time is later than the one it
+    /// replaces (by a millisecond when the clock says otherwise), so the times never repeat,
+    /// and the alias's history and audit records, keyed by them, are in the order the moves
+    /// were applied.
     async fn move_alias(
         &self,
         name: &str,
         alias: &str,
-        previous: Option<u32>,
+        seen: Option<&AliasState>,
         version: u32,
-        at: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<Option<DateTime<Utc>>> {
         let version = version_i32(version)?;
-        let result = match previous {
+        let now = Utc::now().timestamp_millis();
+        let at_ms = seen.and_then(|s| s.moved_at).map_or(now, |last| now.max(last + 1));
+        let at = Utc
+            .timestamp_millis_opt(at_ms)
+            .single()
+            .ok_or_else(|| Error::Internal("clock out of range".into()))?;
+        let result = match seen {
             None => {
                 self.exec("setting an alias", &self.st.insert_alias, (name, alias, version, ts(at))).await?
             }
             Some(seen) => {
-                // The condition's value is part of the statement text: a server without
-                // conditions then ignores the whole `IF` clause instead of a bind marker.
-                let statement = format!(
-                    "UPDATE {}.aliases SET version = ?, updated_at = ? WHERE name = ? AND alias = ? IF version = {}",
-                    self.keyspace,
-                    version_i32(seen)?
-                );
-                self.session
-                    .query_unpaged(statement, (version, ts(at), name, alias))
-                    .await
-                    .map_err(cql("moving an alias"))?
+                let values = (version, ts(at), name, alias, seen.moved_at.map(CqlTimestamp));
+                self.exec("moving an alias", &self.st.move_alias, values).await?
             }
         };
-        applied(result)
+        Ok(applied(result)?.then_some(at))
     }
 
     async fn log_prediction(&self, e: &PredictionLogEntry) -> Result<()> {
@@ -386,6 +421,7 @@ impl MetadataStore for ScyllaStore {
                 self.exec("registering a model", &self.st.insert_name, (0i32, &mv.name)).await?;
                 return Ok(mv);
             }
+            self.lost_race();
         }
         Err(Error::Conflict(format!(
             "could not register a version of `{}`: {LWT_ATTEMPTS} concurrent registrations won first",
@@ -424,13 +460,14 @@ impl MetadataStore for ScyllaStore {
     ) -> Result<Option<u32>> {
         self.get_model_version(name, version).await?;
         for _ in 0..LWT_ATTEMPTS {
-            let previous = self.alias_version(name, alias).await?;
-            let at = Utc::now();
-            if self.move_alias(name, alias, previous, version, at).await? {
+            let seen = self.alias_state(name, alias).await?;
+            let previous = seen.as_ref().map(|s| s.version);
+            if let Some(at) = self.move_alias(name, alias, seen.as_ref(), version).await? {
                 let mv = AliasMove { name, alias, version, previous, actor, reason, at };
                 self.record_alias_move(mv, "set_alias").await?;
                 return Ok(previous);
             }
+            self.lost_race();
         }
         Err(Error::Conflict(format!(
             "could not move `{name}@{alias}`: it kept changing under {LWT_ATTEMPTS} attempts"
@@ -439,22 +476,23 @@ impl MetadataStore for ScyllaStore {
 
     async fn rollback_alias(&self, name: &str, alias: &str, actor: &str, reason: &str) -> Result<(u32, u32)> {
         for _ in 0..LWT_ATTEMPTS {
-            let current = self
-                .alias_version(name, alias)
+            let seen = self
+                .alias_state(name, alias)
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("alias `{alias}` of model `{name}`")))?;
+            let current = seen.version;
             let mut history: Vec<(String, String, i32)> =
                 self.rows("reading an alias's history", &self.st.alias_history, (name, alias)).await?;
             history.sort_by(|a, b| a.0.cmp(&b.0));
             let history = history.into_iter().map(|(_, action, version)| (action, version as u32));
             let target = rollback_target(name, alias, current, history)?;
-            let at = Utc::now();
-            if self.move_alias(name, alias, Some(current), target, at).await? {
+            if let Some(at) = self.move_alias(name, alias, Some(&seen), target).await? {
                 let mv =
                     AliasMove { name, alias, version: target, previous: Some(current), actor, reason, at };
                 self.record_alias_move(mv, "rollback_alias").await?;
                 return Ok((current, target));
             }
+            self.lost_race();
         }
         Err(Error::Conflict(format!(
             "could not roll back `{name}@{alias}`: it kept changing under {LWT_ATTEMPTS} attempts"

@@ -72,6 +72,7 @@ pub(super) struct Statements {
     pub(super) alias_of: PreparedStatement,
     pub(super) aliases_of: PreparedStatement,
     pub(super) insert_alias: PreparedStatement,
+    pub(super) move_alias: PreparedStatement,
     pub(super) insert_alias_history: PreparedStatement,
     pub(super) alias_history: PreparedStatement,
     pub(super) insert_audit: PreparedStatement,
@@ -181,10 +182,15 @@ pub(super) async fn prepare(session: &Session, ks: &str, config: &StoreConfig) -
         version_of: p(format!("SELECT {MV_COLUMNS} FROM {ks}.model_versions WHERE name = ? AND version = ?")).await?,
         insert_name: p(format!("INSERT INTO {ks}.model_names (shard, name) VALUES (?, ?)")).await?,
         names: p(format!("SELECT name FROM {ks}.model_names WHERE shard = ?")).await?,
-        alias_of: p(format!("SELECT alias, version FROM {ks}.aliases WHERE name = ? AND alias = ?")).await?,
+        alias_of: p(format!("SELECT alias, version, updated_at FROM {ks}.aliases WHERE name = ? AND alias = ?"))
+            .await?,
         aliases_of: p(format!("SELECT alias, version FROM {ks}.aliases WHERE name = ?")).await?,
         insert_alias: p(format!(
             "INSERT INTO {ks}.aliases (name, alias, version, updated_at) VALUES (?, ?, ?, ?) IF NOT EXISTS"
+        ))
+        .await?,
+        move_alias: p(format!(
+            "UPDATE {ks}.aliases SET version = ?, updated_at = ? WHERE name = ? AND alias = ? IF updated_at = ?"
         ))
         .await?,
         insert_alias_history: p(format!(

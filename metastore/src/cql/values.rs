@@ -40,18 +40,22 @@ pub(super) fn version_i32(v: u32) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Input(format!("version {v} is out of range")))
 }
 
-/// Whether a conditional write was applied: the `[applied]` column of its answer, or true
-/// when the server answered without one (it does not implement conditions).
+/// Whether a conditional write was applied: the `[applied]` column of its answer. A server
+/// that answers a condition without one does not implement lightweight transactions, and the
+/// store's cross-replica guarantees (version numbers, alias moves) would not hold on it.
 pub(super) fn applied(result: QueryResult) -> Result<bool> {
+    let unsupported = || {
+        Error::Corrupt("the CQL server answered a conditional write without `[applied]`: it does not implement lightweight transactions, which this store needs".into())
+    };
     if !result.is_rows() {
-        return Ok(true);
+        return Err(unsupported());
     }
     let rows = result.into_rows_result().map_err(cql("conditional write"))?;
     let first = rows.maybe_first_row::<Row>().map_err(cql("conditional write"))?;
-    Ok(match first.and_then(|r| r.columns.into_iter().next().flatten()) {
-        Some(CqlValue::Boolean(b)) => b,
-        _ => true,
-    })
+    match first.and_then(|r| r.columns.into_iter().next().flatten()) {
+        Some(CqlValue::Boolean(b)) => Ok(b),
+        _ => Err(unsupported()),
+    }
 }
 
 /// Sortable unique sequence keys: time, a per-process random tag and a counter.
