@@ -16,6 +16,42 @@ use crate::{Error, Result};
 /// Timeout of metadata and admin requests.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether a consumer error is one librdkafka recovers from by itself — a broker down or
+/// unreachable, a leader or coordinator moving, a request timing out — so a reader should
+/// carry on polling rather than stop. Fatal errors never are.
+pub fn is_transient(error: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    use rdkafka::error::KafkaError as K;
+    let code = match error {
+        K::MessageConsumption(code) | K::ConsumerCommit(code) => *code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::OperationTimedOut
+            | C::TimedOutQueue
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::PreferredLeaderNotAvailable
+            | C::FencedLeaderEpoch
+            | C::UnknownLeaderEpoch
+            | C::OffsetNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::RebalanceInProgress
+            | C::NotController
+            | C::KafkaStorageError
+    )
+}
+
 /// Common client settings plus the configured passthrough properties.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -245,5 +281,17 @@ mod tests {
         // An error code: no answer.
         body[5] = 35;
         assert_eq!(api_versions_has(&body, 0), None);
+    }
+
+    #[test]
+    fn broker_outages_are_transient_and_fatal_errors_are_not() {
+        use rdkafka::error::KafkaError as K;
+        assert!(is_transient(&K::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure)));
+        assert!(is_transient(&K::MessageConsumption(RDKafkaErrorCode::AllBrokersDown)));
+        assert!(is_transient(&K::ConsumerCommit(RDKafkaErrorCode::CoordinatorNotAvailable)));
+        assert!(!is_transient(&K::MessageConsumptionFatal(RDKafkaErrorCode::BrokerTransportFailure)));
+        assert!(!is_transient(&K::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed)));
+        assert!(!is_transient(&K::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)));
+        assert!(!is_transient(&K::PartitionEOF(0)));
     }
 }

@@ -5,7 +5,9 @@
 //! [`config_for`] builds a configuration pointing at it with a temporary data dir and a unique
 //! topic prefix; [`TestEnv`] holds the three together. The tests themselves are in `tests/tests/it/` (one binary).
 
-pub mod cql;
+pub mod cassandra;
+pub mod jvm;
+pub mod kafka;
 pub mod store_suite;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -378,6 +380,23 @@ pub async fn snapshot_until_idle(
     let opts = stream::job::SnapshotOptions::from_config(config, true);
     let cancel = tokio_util::sync::CancellationToken::new();
     Ok(stream::job::run_snapshot(config, plan, store, &opts, None, &cancel).await?)
+}
+
+/// Raw records `r00000`, `r00001`, ... of `range`, each with a text of its own ([`unique_text`]).
+pub fn numbered_raw(range: std::ops::Range<usize>) -> Vec<ingest::source::Outgoing> {
+    range
+        .map(|i| {
+            let r = schemas::records::RawRecord {
+                id: format!("r{i:05}"),
+                text: unique_text(i),
+                label: None,
+                source: None,
+                ts: None,
+                meta: None,
+            };
+            ingest::source::Outgoing::from_record(&r)
+        })
+        .collect()
 }
 
 /// Corpus records as the producer sends them.

@@ -11,7 +11,8 @@ use metastore::{AuditRecord, Error, MetadataStore, ModelVersion, PredictionLogEn
 
 pub type Store = Arc<dyn MetadataStore>;
 
-fn run(id: &str, experiment: &str, parent: Option<&str>, started_secs_ago: i64) -> Run {
+/// A running run of `experiment` with two params and a tag.
+pub fn run(id: &str, experiment: &str, parent: Option<&str>, started_secs_ago: i64) -> Run {
     Run {
         run_id: id.into(),
         experiment: experiment.into(),
@@ -27,7 +28,8 @@ fn run(id: &str, experiment: &str, parent: Option<&str>, started_secs_ago: i64) 
     }
 }
 
-fn mv(name: &str, run_id: &str) -> ModelVersion {
+/// A version of model `name` trained by `run_id` (its number is assigned on registration).
+pub fn mv(name: &str, run_id: &str) -> ModelVersion {
     ModelVersion {
         name: name.into(),
         version: 0,

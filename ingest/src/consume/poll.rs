@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::resume::{ReaderContext, Resume, take};
 use super::{Mode, OffsetRange, SETTLE};
-use crate::kafka::{METADATA_TIMEOUT, client_config, metadata_client, partitions};
+use crate::kafka::{METADATA_TIMEOUT, client_config, is_transient, metadata_client, partitions};
 use crate::{Error, Result};
 
 /// How long one poll waits before checking cancellation and the idle condition.
 const POLL: Duration = Duration::from_millis(250);
+/// How often a reader logs that the broker is (still) unavailable.
+const TRANSIENT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// When one poll ends.
 #[derive(Debug, Clone, Copy)]
@@ -55,11 +57,36 @@ struct Progress {
     at_eof: BTreeSet<i32>,
     /// When the last record or end-of-partition event arrived.
     last_activity: Instant,
+    /// When a transient broker error was last logged (they repeat every poll in an outage).
+    last_transient_warning: Option<Instant>,
 }
 
 impl Progress {
     fn idle(&self) -> bool {
         idle(&self.idle_target, &self.positions, &self.at_eof, self.last_activity)
+    }
+
+    /// Logs a transient broker error at most every [`TRANSIENT_WARNING_EVERY`]: librdkafka
+    /// reconnects and retries by itself, so the reader carries on.
+    fn transient(&mut self, error: &KafkaError) {
+        if self.last_transient_warning.is_none_or(|t| t.elapsed() >= TRANSIENT_WARNING_EVERY) {
+            tracing::warn!(topic = %self.topic, error = %error, "broker unavailable; the reader retries");
+            self.last_transient_warning = Some(Instant::now());
+        }
+    }
+
+    /// At the end of partition `p`, the consumer's own position: past the last record read and
+    /// any transaction markers after it. A topic written in transactions (the exactly-once
+    /// scorer's) ends in a commit or abort marker, an offset no record is delivered for, so
+    /// positions taken from records alone would stop one short of the watermark forever (on
+    /// Apache Kafka; tansu has no transactions).
+    fn past_control_records(&mut self, consumer: &StreamConsumer<ReaderContext>, p: i32) {
+        let Ok(assigned) = consumer.position() else { return };
+        let at = assigned.elements_for_topic(&self.topic).into_iter().find(|e| e.partition() == p);
+        if let Some(Offset::Offset(end)) = at.map(|e| e.offset()) {
+            let pos = self.positions.entry(p).or_insert(end);
+            *pos = (*pos).max(end);
+        }
     }
 }
 
@@ -78,6 +105,7 @@ impl Poller {
             positions,
             at_eof: BTreeSet::new(),
             last_activity: Instant::now(),
+            last_transient_warning: None,
         };
         Ok(Poller { consumer, progress })
     }
@@ -136,6 +164,11 @@ impl Poller {
                 Ok(Err(KafkaError::PartitionEOF(p))) => {
                     progress.at_eof.insert(p);
                     progress.last_activity = Instant::now();
+                    progress.past_control_records(consumer, p);
+                    continue;
+                }
+                Ok(Err(e)) if is_transient(&e) => {
+                    progress.transient(&e);
                     continue;
                 }
                 Ok(Err(e)) => return Err(Error::kafka(format!("reading {}", progress.topic))(e)),
@@ -180,9 +213,16 @@ impl Poller {
         }
         let topic = self.topic();
         let tpl = offsets_list(topic, ranges)?;
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(Error::kafka(format!("committing offsets of {topic}")))
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            // The broker is away: the next commit carries these offsets too (they are the
+            // group's position, not a delta); a crash before it re-reads them, which
+            // at-least-once allows.
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(topic, error = %e, "offsets not committed: broker unavailable; the next commit carries them");
+                Ok(())
+            }
+            r => r.map_err(Error::kafka(format!("committing offsets of {topic}"))),
+        }
     }
 
     /// The offsets `ranges` end at and the consumer group's metadata.

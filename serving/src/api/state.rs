@@ -32,12 +32,21 @@ pub struct AppState {
 }
 
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every
-/// [`BrokerHealth::INTERVAL`], so `/readyz` never waits on the broker.
+/// [`BrokerHealth::INTERVAL`], so `/readyz` never waits on the broker. The broker counts as
+/// reachable while the last answer is younger than [`BrokerHealth::STALE`]: a probe that fails
+/// or hangs (a metadata request to a cluster going down can outlast its own timeout) turns it
+/// unreachable by the clock alone.
 #[derive(Debug, Clone)]
-pub struct BrokerHealth(Arc<std::sync::atomic::AtomicBool>);
+pub struct BrokerHealth {
+    since: std::time::Instant,
+    /// Milliseconds after `since` of the last answer, `u64::MAX` before the first.
+    last_answer_ms: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl BrokerHealth {
     pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+    /// How old the last answer may be: two probes and their timeouts.
+    pub const STALE: std::time::Duration = std::time::Duration::from_secs(14);
 
     /// Starts probing `kafka` now and every interval until `cancel`.
     pub fn probe(
@@ -45,33 +54,38 @@ impl BrokerHealth {
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<BrokerHealth> {
         let client = Arc::new(ingest::kafka::metadata_client(kafka)?);
-        let ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = ok.clone();
+        let health = BrokerHealth {
+            since: std::time::Instant::now(),
+            last_answer_ms: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        };
+        let probe = health.clone();
         tokio::spawn(async move {
             loop {
                 let c = client.clone();
-                let reachable = tokio::task::spawn_blocking(move || {
+                let answered = tokio::task::spawn_blocking(move || {
                     rdkafka::consumer::Consumer::fetch_metadata(
                         c.as_ref(),
                         None,
                         std::time::Duration::from_secs(2),
                     )
-                    .is_ok()
-                })
-                .await
-                .unwrap_or(false);
-                flag.store(reachable, std::sync::atomic::Ordering::Relaxed);
+                    .is_ok_and(|m| !m.brokers().is_empty())
+                });
+                if let Ok(Ok(true)) = tokio::time::timeout(Self::INTERVAL, answered).await {
+                    let ms = probe.since.elapsed().as_millis() as u64;
+                    probe.last_answer_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(Self::INTERVAL) => {}
                 }
             }
         });
-        Ok(BrokerHealth(ok))
+        Ok(health)
     }
 
     pub fn reachable(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        let last = self.last_answer_ms.load(std::sync::atomic::Ordering::Relaxed);
+        last != u64::MAX && self.since.elapsed().as_millis() as u64 <= last + Self::STALE.as_millis() as u64
     }
 }
 

@@ -24,8 +24,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
 }
 
-#[test]
-fn dockerfile_compose_and_kubernetes_manifests_validate() -> anyhow::Result<()> {
+#[tokio::test]
+async fn dockerfile_compose_and_kubernetes_manifests_validate() -> anyhow::Result<()> {
     let root = root();
     let out = tempfile::tempdir()?;
     run_ok(Command::new(venv_tool("hadolint")?).arg(root.join("Dockerfile")))?;
@@ -59,14 +59,17 @@ fn dockerfile_compose_and_kubernetes_manifests_validate() -> anyhow::Result<()> 
     let report: serde_json::Value = serde_json::from_str(&report)?;
 
     // The binary accepts every ConfigMap and connects to its metadata store (the key and
-    // password files replaced by real ones, the ScyllaDB address by a CQL node on loopback;
+    // password files replaced by real ones, the ScyllaDB address by a Cassandra node on loopback
+    // with one replica, and a ConfigMap naming no store user logs in as the node's superuser;
     // nothing else is read by `data list` and `models list`), and every command the manifests
     // and compose run.
     let keys = out.path().join("keys.toml");
     std::fs::write(&keys, stream::crypto::Keyring::generate("k1")?.to_toml())?;
     let password = out.path().join("scylla-password");
     std::fs::write(&password, "not-a-real-password\n")?;
-    let node = tests::cql::CqlNode::start()?;
+    let superuser_password = out.path().join("superuser-password");
+    std::fs::write(&superuser_password, tests::cassandra::PASSWORD)?;
+    let node = tests::cassandra::Cassandra::shared()?;
     for name in ["base", "production"] {
         let config: BTreeMap<String, String> = serde_json::from_value(report[name]["config"].clone())?;
         assert_eq!(config.get("DRIFTWOOD_STORE_BACKEND").map(String::as_str), Some("scylla"), "{name}");
@@ -77,9 +80,17 @@ fn dockerfile_compose_and_kubernetes_manifests_validate() -> anyhow::Result<()> 
                 .envs(&config)
                 .env("DRIFTWOOD_DATA_DIR", &data)
                 .env("DRIFTWOOD_ENCRYPTION_KEY_FILE", &keys)
-                .env("DRIFTWOOD_STORE_NODES", node.addr.to_string());
-            if config.contains_key("DRIFTWOOD_STORE_PASSWORD_FILE") {
-                cmd.env("DRIFTWOOD_STORE_PASSWORD_FILE", &password);
+                .env("DRIFTWOOD_STORE_NODES", &node.addr)
+                .env("DRIFTWOOD_STORE_REPLICATION", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+            match config.get("DRIFTWOOD_STORE_USERNAME") {
+                Some(user) => {
+                    node.create_role(user, "not-a-real-password").await?;
+                    cmd.env("DRIFTWOOD_STORE_PASSWORD_FILE", &password);
+                }
+                None => {
+                    cmd.env("DRIFTWOOD_STORE_USERNAME", tests::cassandra::USER)
+                        .env("DRIFTWOOD_STORE_PASSWORD_FILE", &superuser_password);
+                }
             }
             run_ok(&mut cmd).with_context(|| format!("the {name} ConfigMap: {args:?}"))?;
         }

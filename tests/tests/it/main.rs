@@ -1,6 +1,7 @@
 //! The integration tests: one binary (one link of libtorch and DataFusion), one module per
 //! flow, all against real services on loopback started through [`tests`] (the harness crate).
 
+mod cassandra;
 mod closed_loop;
 mod consumer_group;
 mod data_path;
@@ -8,6 +9,8 @@ mod deploy;
 mod encryption;
 mod flight;
 mod flight_sql;
+mod kafka_eos;
+mod kafka_failures;
 mod kafka_tls;
 mod metadata_store;
 mod minilm;

@@ -1,14 +1,14 @@
 //! Two `driftwood serve` replicas (REST API + scorer each) sharing one data dir and metadata
 //! store: the scorers split text.raw's partitions through their consumer group, both write
 //! their predictions to the one prediction log, and a promotion made through one replica is
-//! served by both within seconds. Run on each store backend: the SQLite file, and ScyllaDB
-//! (a CQL node on loopback, `tests::cql::CqlNode`) that every process connects to over TCP.
+//! served by both within seconds. Run on each store backend: the SQLite file, and Apache
+//! Cassandra (`tests::cassandra`, the ScyllaDB backend) that every process connects to over TCP.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use schemas::metric_names::{SCORER_ASSIGNED_PARTITIONS, SCORER_RECORDS_TOTAL};
-use tests::cql::CqlNode;
+use tests::cassandra::Cassandra;
 use tests::{Killed, TestEnv, corpus_dir, driftwood, driftwood_bin, env_for, outgoing, publish, shuffle};
 
 /// `driftwood serve` on its own port (the shared config file names no port: an environment
@@ -43,20 +43,18 @@ async fn two_replicas_on_sqlite() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_on_scylla() -> anyhow::Result<()> {
-    let node = CqlNode::start()?;
-    two_replicas_share_partitions_the_prediction_log_and_promotions(Some(&node)).await
+async fn two_replicas_on_cassandra() -> anyhow::Result<()> {
+    let store = Cassandra::shared()?.store_config("replicas");
+    two_replicas_share_partitions_the_prediction_log_and_promotions(Some(store)).await
 }
 
 async fn two_replicas_share_partitions_the_prediction_log_and_promotions(
-    scylla: Option<&CqlNode>,
+    store: Option<schemas::config::StoreConfig>,
 ) -> anyhow::Result<()> {
     let env = TestEnv::start("replicas")?;
     let mut config = env.config();
-    if let Some(node) = scylla {
-        config.store.backend = schemas::config::StoreBackend::Scylla;
-        config.store.nodes = node.addr.to_string();
-        config.store.replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}".into();
+    if let Some(store) = store {
+        config.store = store;
     }
     let topics = config.topics();
     ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;

@@ -13,24 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ingest::source::Outgoing;
-use schemas::records::RawRecord;
 use tests::{Killed, TestEnv, free_addr, publish, read_all};
-
-fn raw(range: std::ops::Range<usize>) -> Vec<Outgoing> {
-    range
-        .map(|i| {
-            let r = RawRecord {
-                id: format!("r{i:05}"),
-                text: tests::unique_text(i),
-                label: None,
-                source: None,
-                ts: None,
-                meta: None,
-            };
-            Outgoing::from_record(&r)
-        })
-        .collect()
-}
 
 /// Scored records per id on the scored topic.
 async fn scored_ids(config: &schemas::Config) -> anyhow::Result<BTreeMap<String, usize>> {
@@ -123,10 +106,10 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
 
     // Graceful restart: SIGTERM while a burst is being scored, then started again.
     let raw_topic = config.topics().raw;
-    let first = start_and_burst(&config, "serve-1.log", raw(0..10_000)).await?;
+    let first = start_and_burst(&config, "serve-1.log", tests::numbered_raw(0..10_000)).await?;
     stop(first)?;
     let at_stop = scored_ids(&config).await?.len();
-    publish(&config, &raw_topic, raw(10_000..11_000)).await?;
+    publish(&config, &raw_topic, tests::numbered_raw(10_000..11_000)).await?;
     let second = tests::spawn_driftwood(&config, &["serve"], "serve-2.log")?;
     let ids = wait_scored(&config, "every record", |ids| ids.len() >= 11_000).await?;
     // Late duplicates would arrive just after: give them the time to.
@@ -166,7 +149,7 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     assert_eq!(ingest::kafka::broker_supports(&config.kafka, 0), Some(true), "Produce");
     let mut transactional = config.clone();
     transactional.serve.scorer_transactions = true;
-    publish(&config, &raw_topic, raw(11_000..11_500)).await?;
+    publish(&config, &raw_topic, tests::numbered_raw(11_000..11_500)).await?;
     let mut p = tests::spawn_driftwood(&transactional, &["serve"], "serve-txn.log")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
