@@ -17,6 +17,10 @@ use anyhow::Result;
 use crate::free_port;
 use crate::jvm::{Guarded, lib, run_tool};
 
+/// Held by the tests that stream through Apache Kafka while killing things (`kafka_eos`,
+/// `kafka_failures`): on two cores, two of them at once with their JVMs starve each other.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long a node may take to open its broker port.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 

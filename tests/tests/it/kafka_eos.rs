@@ -204,6 +204,7 @@ fn repeated(ids: &BTreeMap<String, usize>) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_scoring_survives_crashes_and_at_least_once_shows_what_it_allows() -> anyhow::Result<()>
 {
+    let _serial = tests::kafka::SERIAL.lock().await;
     let kafka = Kafka::shared()?;
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     eprintln!("kill moments seed: {seed}");

@@ -89,6 +89,7 @@ fn snapshot_ids(store: &SnapshotStore, dataset: &str) -> anyhow::Result<BTreeMap
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow::Result<()> {
+    let _serial = tests::kafka::SERIAL.lock().await;
     let mut kafka = Kafka::start(3)?;
     let dir = tempfile::tempdir()?;
     let mut config = tests::config_for(&kafka.brokers, dir.path(), "fail");
@@ -165,7 +166,7 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
     stream.await??;
 
     let store = SnapshotStore::open(dir.path())?;
-    wait_for("the snapshot holding every id", Duration::from_secs(180), async || {
+    wait_for("the snapshot holding every id", Duration::from_secs(300), async || {
         Ok(store.latest("stream")?.map_or(0, |m| m.rows as usize) >= RECORDS)
     })
     .await?;
@@ -177,10 +178,18 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
         }
         anyhow::Ok(ids)
     };
-    wait_for("every raw record scored", Duration::from_secs(180), async || {
+    let all_scored = wait_for("every raw record scored", Duration::from_secs(300), async || {
         Ok(scored(config.clone()).await?.len() >= RECORDS)
     })
-    .await?;
+    .await;
+    if let Err(e) = all_scored {
+        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        anyhow::bail!(
+            "{e}; the scorer's log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     tests::wait_ready(&base).await?;
     stop.store(true, Ordering::Relaxed);
     prober.await?;
