@@ -382,6 +382,42 @@ pub async fn snapshot_until_idle(
     Ok(stream::job::run_snapshot(config, plan, store, &opts, None, &cancel).await?)
 }
 
+/// Scored records per id on `config`'s scored topic, read whole (with `isolation.level` set
+/// when given: `read_committed` or `read_uncommitted`).
+pub async fn scored_ids(
+    config: &Config,
+    isolation: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, usize>> {
+    let mut reader = config.clone();
+    if let Some(isolation) = isolation {
+        reader.kafka.client.insert("isolation.level".into(), isolation.into());
+    }
+    let mut ids = std::collections::BTreeMap::new();
+    for m in read_all(&reader, &reader.topics().scored).await? {
+        let v: serde_json::Value = serde_json::from_slice(m.value.as_deref().unwrap_or_default())?;
+        *ids.entry(v["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    Ok(ids)
+}
+
+/// Publishes [`numbered_raw`] records `0..records` onto `config`'s raw topic, `step` at a
+/// time with `pace` between steps, on a task of its own.
+pub fn paced_stream(
+    config: &Config,
+    records: usize,
+    step: usize,
+    pace: Duration,
+) -> tokio::task::JoinHandle<Result<()>> {
+    let config = config.clone();
+    tokio::spawn(async move {
+        for start in (0..records).step_by(step) {
+            publish(&config, &config.topics().raw, numbered_raw(start..(start + step).min(records))).await?;
+            tokio::time::sleep(pace).await;
+        }
+        Ok(())
+    })
+}
+
 /// Raw records `r00000`, `r00001`, ... of `range`, each with a text of its own ([`unique_text`]).
 pub fn numbered_raw(range: std::ops::Range<usize>) -> Vec<ingest::source::Outgoing> {
     range

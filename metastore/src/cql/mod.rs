@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use schemas::config::StoreConfig;
 use scylla::client::session::Session;
@@ -226,10 +226,7 @@ impl ScyllaStore {
         let version = version_i32(version)?;
         let now = Utc::now().timestamp_millis();
         let at_ms = seen.and_then(|s| s.moved_at).map_or(now, |last| now.max(last + 1));
-        let at = Utc
-            .timestamp_millis_opt(at_ms)
-            .single()
-            .ok_or_else(|| Error::Internal("clock out of range".into()))?;
+        let at = from_ts(CqlTimestamp(at_ms))?;
         let result = match seen {
             None => {
                 self.exec("setting an alias", &self.st.insert_alias, (name, alias, version, ts(at))).await?

@@ -33,9 +33,8 @@ pub struct AppState {
 
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every
 /// [`BrokerHealth::INTERVAL`], so `/readyz` never waits on the broker. The broker counts as
-/// reachable while the last answer is younger than [`BrokerHealth::STALE`]: a probe that fails
-/// or hangs (a metadata request to a cluster going down can outlast its own timeout) turns it
-/// unreachable by the clock alone.
+/// reachable while the last answer is younger than [`BrokerHealth::STALE`], so a probe that
+/// fails or never returns turns it unreachable by the clock alone, not only a failed answer.
 #[derive(Debug, Clone)]
 pub struct BrokerHealth {
     since: std::time::Instant,

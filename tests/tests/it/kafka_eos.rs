@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tests::kafka::Kafka;
-use tests::{Killed, free_addr, publish, read_all};
+use tests::{Killed, free_addr};
 
 const RECORDS: usize = 12_000;
 /// Records published per [`PACE`]: the stream lasts 120 s, longer than the five (or up to ten)
@@ -27,18 +27,6 @@ const KILLS: usize = 5;
 /// Exactly-once mode kills again (up to this many times in all) until a kill has cut off an
 /// open transaction: the moment one is seen open is already a few milliseconds old at the kill.
 const MAX_KILLS: usize = 10;
-
-/// Scored records per id, as a reader with `isolation` sees the scored topic.
-async fn scored_ids(config: &schemas::Config, isolation: &str) -> anyhow::Result<BTreeMap<String, usize>> {
-    let mut reader = config.clone();
-    reader.kafka.client.insert("isolation.level".into(), isolation.into());
-    let mut ids = BTreeMap::new();
-    for m in read_all(&reader, &reader.topics().scored).await? {
-        let v: serde_json::Value = serde_json::from_slice(m.value.as_deref().unwrap_or_default())?;
-        *ids.entry(v["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
-    }
-    Ok(ids)
-}
 
 /// A small deterministic generator for the kill moments (the seed is printed).
 struct Lcg(u64);
@@ -93,7 +81,8 @@ impl Watermarks {
 /// Whether a kill has left records of a transaction that will never commit: still open on the
 /// broker (until the next scorer's start aborts it) or already aborted and scored again.
 async fn open_or_aborted(config: &schemas::Config, watermarks: &Watermarks) -> anyhow::Result<bool> {
-    Ok(watermarks.open_transaction()? || repeated(&scored_ids(config, "read_uncommitted").await?) > 0)
+    Ok(watermarks.open_transaction()?
+        || repeated(&tests::scored_ids(config, Some("read_uncommitted")).await?) > 0)
 }
 
 /// What one mode's run saw.
@@ -118,19 +107,7 @@ async fn crash_run(kafka: &Kafka, prefix: &str, transactions: bool, seed: u64) -
     tests::train_production(&config, 600).await?;
 
     // The stream, for the whole run.
-    let producer_config = config.clone();
-    let stream = tokio::spawn(async move {
-        for start in (0..RECORDS).step_by(STEP) {
-            publish(
-                &producer_config,
-                &producer_config.topics().raw,
-                tests::numbered_raw(start..start + STEP),
-            )
-            .await?;
-            tokio::time::sleep(PACE).await;
-        }
-        anyhow::Ok(())
-    });
+    let stream = tests::paced_stream(&config, RECORDS, STEP, PACE);
     let mut rng = Lcg(seed);
     let watermarks = Watermarks::new(&config)?;
     let mut scored_before_kills = Vec::new();
@@ -165,7 +142,7 @@ async fn crash_run(kafka: &Kafka, prefix: &str, transactions: bool, seed: u64) -
         }
         scorer.0.kill()?; // SIGKILL, from this process: no fork between the look and the kill
         scorer.0.wait()?;
-        scored_before_kills.push(scored_ids(&config, "read_committed").await?.len());
+        scored_before_kills.push(tests::scored_ids(&config, Some("read_committed")).await?.len());
         if transactions && !aborted_seen {
             // Records of an aborted transaction, once re-scored, are seen twice uncommitted.
             aborted_seen = open_or_aborted(&config, &watermarks).await?;
@@ -176,15 +153,15 @@ async fn crash_run(kafka: &Kafka, prefix: &str, transactions: bool, seed: u64) -
     config.serve.listen = free_addr()?;
     let last = tests::spawn_driftwood(&config, &["serve"], "serve-last.log")?;
     let deadline = Instant::now() + Duration::from_secs(180);
-    while scored_ids(&config, "read_committed").await?.len() < RECORDS {
+    while tests::scored_ids(&config, Some("read_committed")).await?.len() < RECORDS {
         anyhow::ensure!(Instant::now() < deadline, "the last scorer did not catch up");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Late duplicates would arrive just after: give them the time to.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop(last)?;
-    let committed = scored_ids(&config, "read_committed").await?;
-    let uncommitted = scored_ids(&config, "read_uncommitted").await?;
+    let committed = tests::scored_ids(&config, Some("read_committed")).await?;
+    let uncommitted = tests::scored_ids(&config, Some("read_uncommitted")).await?;
     let expected: Vec<String> = (0..RECORDS).map(|i| format!("r{i:05}")).collect();
     assert_eq!(committed.keys().cloned().collect::<Vec<_>>(), expected, "every raw record is scored");
     Ok(Outcome { committed, uncommitted, scored_before_kills })

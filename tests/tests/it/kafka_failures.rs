@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use stream::store::SnapshotStore;
+use tests::free_addr;
 use tests::kafka::Kafka;
-use tests::{free_addr, publish, read_all};
 
 const RECORDS: usize = 6_000;
 const STEP: usize = 100;
@@ -114,19 +114,7 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
     let probes = Arc::new(Probes::default());
     let stop = Arc::new(AtomicBool::new(false));
     let prober = probe(base.clone(), probes.clone(), stop.clone());
-    let producer_config = config.clone();
-    let stream = tokio::spawn(async move {
-        for start in (0..RECORDS).step_by(STEP) {
-            publish(
-                &producer_config,
-                &producer_config.topics().raw,
-                tests::numbered_raw(start..start + STEP),
-            )
-            .await?;
-            tokio::time::sleep(PACE).await;
-        }
-        anyhow::Ok(())
-    });
+    let stream = tests::paced_stream(&config, RECORDS, STEP, PACE);
 
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -170,16 +158,8 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
         Ok(store.latest("stream")?.map_or(0, |m| m.rows as usize) >= RECORDS)
     })
     .await?;
-    let scored = |config: schemas::Config| async move {
-        let mut ids = BTreeMap::<String, usize>::new();
-        for m in read_all(&config, &config.topics().scored).await? {
-            let v: serde_json::Value = serde_json::from_slice(m.value.as_deref().unwrap_or_default())?;
-            *ids.entry(v["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
-        }
-        anyhow::Ok(ids)
-    };
     let all_scored = wait_for("every raw record scored", Duration::from_secs(300), async || {
-        Ok(scored(config.clone()).await?.len() >= RECORDS)
+        Ok(tests::scored_ids(&config, None).await?.len() >= RECORDS)
     })
     .await;
     if let Err(e) = all_scored {
@@ -203,7 +183,7 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
     );
     let twice: Vec<_> = in_snapshot.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "ids in the snapshot more than once: {twice:?}");
-    let scored = scored(config.clone()).await?;
+    let scored = tests::scored_ids(&config, None).await?;
     assert_eq!(scored.keys().cloned().collect::<Vec<_>>(), expected, "every raw record is scored");
     let duplicates: usize = scored.values().map(|n| n - 1).sum();
     let (predicted, failed) =

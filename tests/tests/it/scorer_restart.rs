@@ -13,17 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ingest::source::Outgoing;
-use tests::{Killed, TestEnv, free_addr, publish, read_all};
-
-/// Scored records per id on the scored topic.
-async fn scored_ids(config: &schemas::Config) -> anyhow::Result<BTreeMap<String, usize>> {
-    let mut ids = BTreeMap::new();
-    for m in read_all(config, &config.topics().scored).await? {
-        let v: serde_json::Value = serde_json::from_slice(m.value.as_deref().unwrap_or_default())?;
-        *ids.entry(v["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
-    }
-    Ok(ids)
-}
+use tests::{Killed, TestEnv, free_addr, publish};
 
 /// Waits until `done` holds for the scored ids (polling the topic).
 async fn wait_scored(
@@ -33,7 +23,7 @@ async fn wait_scored(
 ) -> anyhow::Result<BTreeMap<String, usize>> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let ids = scored_ids(config).await?;
+        let ids = tests::scored_ids(config, None).await?;
         if done(&ids) {
             return Ok(ids);
         }
@@ -108,14 +98,14 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     let raw_topic = config.topics().raw;
     let first = start_and_burst(&config, "serve-1.log", tests::numbered_raw(0..10_000)).await?;
     stop(first)?;
-    let at_stop = scored_ids(&config).await?.len();
+    let at_stop = tests::scored_ids(&config, None).await?.len();
     publish(&config, &raw_topic, tests::numbered_raw(10_000..11_000)).await?;
     let second = tests::spawn_driftwood(&config, &["serve"], "serve-2.log")?;
     let ids = wait_scored(&config, "every record", |ids| ids.len() >= 11_000).await?;
     // Late duplicates would arrive just after: give them the time to.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop(second)?;
-    assert_eq!(scored_ids(&config).await?, ids, "records scored after every id was seen");
+    assert_eq!(tests::scored_ids(&config, None).await?, ids, "records scored after every id was seen");
     let expected: Vec<String> = (0..11_000).map(|i| format!("r{i:05}")).collect();
     assert_eq!(ids.keys().cloned().collect::<Vec<_>>(), expected);
     let repeated: Vec<_> = ids.iter().filter(|(_, n)| **n != 1).collect();
@@ -162,13 +152,13 @@ async fn one_scored_record_per_raw_record_over_restarts() -> anyhow::Result<()> 
     let log = std::fs::read_to_string(env.dir().join("serve-txn.log"))?;
     assert!(!status.success(), "{log}");
     assert!(log.contains("does not support transactions"), "{log}");
-    assert_eq!(scored_ids(&config).await?.len(), 11_000);
+    assert_eq!(tests::scored_ids(&config, None).await?.len(), 11_000);
     // The at-least-once scorer then scores exactly the new records, once each.
     let after = tests::spawn_driftwood(&config, &["serve"], "serve-after-txn.log")?;
     let ids = wait_scored(&config, "the records published meanwhile", |ids| ids.len() >= 11_500).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop(after)?;
-    assert_eq!(scored_ids(&config).await?, ids);
+    assert_eq!(tests::scored_ids(&config, None).await?, ids);
     assert!(ids.values().all(|n| *n == 1), "duplicates after the refused transactional start");
     Ok(())
 }
