@@ -197,20 +197,90 @@ impl Drop for TlsTansu {
     }
 }
 
+/// Which broker a Kafka-semantics test runs on: tansu (the embedded default, one per test) or
+/// Apache Kafka (the binary's shared single-node cluster, [`kafka::Kafka::shared`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    Tansu,
+    Kafka,
+}
+
+/// A running broker of either kind.
+pub enum Broker {
+    Tansu(Tansu),
+    Kafka(&'static kafka::Kafka),
+}
+
+impl Broker {
+    pub fn start(on: On) -> Result<Broker> {
+        Ok(match on {
+            On::Tansu => Broker::Tansu(Tansu::start()?),
+            On::Kafka => Broker::Kafka(kafka::Kafka::shared()?),
+        })
+    }
+
+    /// `host:port,...`, for `kafka.brokers`.
+    pub fn brokers(&self) -> &str {
+        match self {
+            Broker::Tansu(t) => &t.brokers,
+            Broker::Kafka(k) => &k.brokers,
+        }
+    }
+}
+
+/// Defines a test module `$name` with two tests, `tansu` and `kafka`, each running the body
+/// with its broker ([`On`]) — the Kafka-semantics suite runs on both, as the store suite runs
+/// on both backends.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($(#[$doc:meta])* async fn $name:ident($on:ident) $body:block) => {
+        $(#[$doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($on: $crate::On) -> anyhow::Result<()> $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tansu() -> anyhow::Result<()> {
+                run($crate::On::Tansu).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka() -> anyhow::Result<()> {
+                run($crate::On::Kafka).await
+            }
+        }
+    };
+}
+
 /// What most integration tests start with: a broker, a data dir and a configuration pointing
-/// at both under a unique topic prefix ([`config_for`]). The broker stops and the data dir is
-/// removed when it drops.
+/// at both under a unique topic prefix ([`config_for`]). The broker stops (tansu) and the data
+/// dir is removed when it drops.
 pub struct TestEnv {
-    pub broker: Tansu,
+    pub broker: Broker,
     dir: tempfile::TempDir,
     prefix: String,
 }
 
 impl TestEnv {
-    /// Starts a broker (in-memory storage) and makes a data dir; topics are not created, so a
-    /// test may change the partition count first.
+    /// Starts a tansu broker (in-memory storage) and makes a data dir; topics are not created,
+    /// so a test may change the partition count first.
     pub fn start(prefix: &str) -> Result<TestEnv> {
-        Ok(TestEnv { broker: Tansu::start()?, dir: tempfile::tempdir()?, prefix: prefix.to_string() })
+        Self::on(On::Tansu, prefix)
+    }
+
+    /// Like [`TestEnv::start`] on the broker `on`. On the shared Apache Kafka cluster the
+    /// prefix gets a number unique in this process, so no two tests share a topic or group.
+    pub fn on(on: On, prefix: &str) -> Result<TestEnv> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let prefix = match on {
+            On::Tansu => prefix.to_string(),
+            On::Kafka => {
+                format!("{prefix}{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            }
+        };
+        Ok(TestEnv { broker: Broker::start(on)?, dir: tempfile::tempdir()?, prefix })
     }
 
     /// The data dir.
@@ -218,9 +288,15 @@ impl TestEnv {
         self.dir.path()
     }
 
-    /// A fresh test configuration for this broker, data dir and prefix.
+    /// A fresh test configuration for this broker, data dir and prefix. On Apache Kafka
+    /// `resume_rewind` is 0: it returns the batch that contains a fetch offset, so tansu's
+    /// workaround is not needed (and the suite shows resuming is exact without it).
     pub fn config(&self) -> Config {
-        config_for(&self.broker.brokers, self.dir.path(), &self.prefix)
+        let mut c = config_for(self.broker.brokers(), self.dir.path(), &self.prefix);
+        if let Broker::Kafka(_) = self.broker {
+            c.kafka.resume_rewind = 0;
+        }
+        c
     }
 }
 

@@ -25,7 +25,8 @@ pub struct KafkaConfig {
     /// after the fetch offset, so fetching from inside a batch silently skips the rest of that
     /// batch (or returns nothing for the last one); starting a batch earlier avoids that. If
     /// the first record read is still past the resume offset the reader doubles the distance.
-    /// 0 on Apache Kafka, which returns the containing batch.
+    /// 0 on Apache Kafka, which returns the containing batch (the `resume_offset` test shows
+    /// both brokers with and without it).
     pub resume_rewind: i64,
     /// Extra librdkafka properties passed through verbatim (e.g. `security.protocol`).
     pub client: BTreeMap<String, String>,

@@ -46,178 +46,179 @@ fn accuracy(
     Ok(right as f64 / total.max(1) as f64)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drift_retrains_promotes_and_hot_reloads_by_itself() -> anyhow::Result<()> {
-    let env = TestEnv::start("loop")?;
-    let mut config = env.config();
-    config.snapshot.commit_interval_secs = 1;
-    config.drift.window = 500;
-    config.drift.consecutive = 2;
-    config.drift.cooldown_windows = 1000;
-    config.retrain.margin = 0.001;
-    config.retrain.min_holdout = 30;
-    config.serve.listen = free_addr()?;
-    let topics = config.topics();
-    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+tests::on_both_brokers! {
+    async fn drift_retrains_promotes_and_hot_reloads_by_itself(on) {
+        let env = TestEnv::on(on, "loop")?;
+        let mut config = env.config();
+        config.snapshot.commit_interval_secs = 1;
+        config.drift.window = 500;
+        config.drift.consecutive = 2;
+        config.drift.cooldown_windows = 1000;
+        config.retrain.margin = 0.001;
+        config.retrain.min_holdout = 30;
+        config.serve.listen = free_addr()?;
+        let topics = config.topics();
+        ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
 
-    // Period 1 is history: snapshotted from an earlier topic, trained on, promoted. (Live
-    // traffic is new text; replaying the training rows themselves would show as drift of the
-    // out-of-vocabulary rate, which is 0 on training rows by construction.)
-    let mut history = config.clone();
-    history.kafka.topic_prefix = "loop-history".into();
-    ingest::kafka::ensure_topics(&history.kafka, &history.topics().all()).await?;
-    let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
-    shuffle(&mut period1, 11);
-    publish(&history, &history.topics().raw, outgoing(&period1)).await?;
-    tests::driftwood(&history, &["snapshot"])?;
-    tests::driftwood(&history, &["train", "--alias", "production"])?;
+        // Period 1 is history: snapshotted from an earlier topic, trained on, promoted. (Live
+        // traffic is new text; replaying the training rows themselves would show as drift of the
+        // out-of-vocabulary rate, which is 0 on training rows by construction.)
+        let mut history = config.clone();
+        history.kafka.topic_prefix = "loop-history".into();
+        ingest::kafka::ensure_topics(&history.kafka, &history.topics().all()).await?;
+        let mut period1 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
+        shuffle(&mut period1, 11);
+        publish(&history, &history.topics().raw, outgoing(&period1)).await?;
+        tests::driftwood(&history, &["snapshot"])?;
+        tests::driftwood(&history, &["train", "--alias", "production"])?;
 
-    // Everything runs in one `driftwood up`.
-    let mut up = tests::spawn_driftwood(&config, &["up"], "up.log")?;
-    let base = format!("http://{}", config.serve.listen);
-    let http = reqwest::Client::new();
-    tests::wait_ready(&base).await?;
-    // Clients keep calling the API through the swap.
-    let stop = CancellationToken::new();
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let versions_seen = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, u64>::new()));
-    let client = {
-        let (stop, ok, failed, versions_seen, http, base) =
-            (stop.clone(), ok.clone(), failed.clone(), versions_seen.clone(), http.clone(), base.clone());
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let body = serde_json::json!({"texts": ["win a free prize now, click here", "meeting notes attached"]});
-                match http.post(format!("{base}/v1/predict")).json(&body).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(v) = r.json::<serde_json::Value>().await {
-                            let version = v["version"].as_u64().unwrap_or_default();
-                            *versions_seen.lock().expect("lock").entry(version).or_default() += 1;
+        // Everything runs in one `driftwood up`.
+        let mut up = tests::spawn_driftwood(&config, &["up"], "up.log")?;
+        let base = format!("http://{}", config.serve.listen);
+        let http = reqwest::Client::new();
+        tests::wait_ready(&base).await?;
+        // Clients keep calling the API through the swap.
+        let stop = CancellationToken::new();
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let versions_seen = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, u64>::new()));
+        let client = {
+            let (stop, ok, failed, versions_seen, http, base) =
+                (stop.clone(), ok.clone(), failed.clone(), versions_seen.clone(), http.clone(), base.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let body = serde_json::json!({"texts": ["win a free prize now, click here", "meeting notes attached"]});
+                    match http.post(format!("{base}/v1/predict")).json(&body).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(v) = r.json::<serde_json::Value>().await {
+                                let version = v["version"].as_u64().unwrap_or_default();
+                                *versions_seen.lock().expect("lock").entry(version).or_default() += 1;
+                            }
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            })
+        };
+
+        // Period 2, with its labels.
+        let mut period2 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_2)?;
+        shuffle(&mut period2, 12);
+        publish(&config, &topics.raw, outgoing(&period2)).await?;
+
+        let meta = SqliteStore::in_data_dir(env.dir())?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let promoted = loop {
+            let current = meta.get_alias("spam", "production").await?;
+            if current.is_some_and(|v| v > 1) {
+                break current.expect("checked");
             }
-        })
-    };
-
-    // Period 2, with its labels.
-    let mut period2 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_2)?;
-    shuffle(&mut period2, 12);
-    publish(&config, &topics.raw, outgoing(&period2)).await?;
-
-    let meta = SqliteStore::in_data_dir(env.dir())?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let promoted = loop {
-        let current = meta.get_alias("spam", "production").await?;
-        if current.is_some_and(|v| v > 1) {
-            break current.expect("checked");
-        }
-        if Instant::now() > deadline {
-            let _ = up.0.kill();
-            let log = std::fs::read_to_string(env.dir().join("up.log")).unwrap_or_default();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            anyhow::bail!("no retrained model was promoted in time; up.log ends:\n{tail}");
+            if Instant::now() > deadline {
+                let _ = up.0.kill();
+                let log = std::fs::read_to_string(env.dir().join("up.log")).unwrap_or_default();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                anyhow::bail!("no retrained model was promoted in time; up.log ends:\n{tail}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        // Let the server pick the new version up under load.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !versions_seen.lock().expect("lock").contains_key(&u64::from(promoted)) {
+            anyhow::ensure!(Instant::now() < deadline, "the API never served v{promoted}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    // Let the server pick the new version up under load.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !versions_seen.lock().expect("lock").contains_key(&u64::from(promoted)) {
-        anyhow::ensure!(Instant::now() < deadline, "the API never served v{promoted}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+        client.await?;
+        // The monitor's gauges and counters are on the same /metrics.
+        let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
+        assert!(metrics.contains(r#"driftwood_drift_statistic{feature="chars",statistic="psi"}"#), "{metrics}");
+        assert!(metrics.contains("driftwood_drift_retrain_requests_total 1"), "{metrics}");
+        assert!(metrics.contains("driftwood_drift_detected_total{"), "{metrics}");
+        assert!(metrics.contains(r#"driftwood_retrain_total{outcome="promoted"} 1"#), "{metrics}");
+        assert!(metrics.contains(r#"driftwood_training_runs_total{status="finished"} 1"#), "{metrics}");
+        assert!(metrics.contains("driftwood_training_duration_seconds_count 1"), "{metrics}");
+        drop(up); // SIGTERM, and wait for it to stop
+
+        // The events tell the story: drift within two windows of period 2, a request, a promotion.
+        let control = events(&read_all(&config, &topics.control).await?);
+        let requested: Vec<u64> = control
+            .iter()
+            .filter_map(|e| match e {
+                ControlEvent::DriftDetected { version: 1, window, .. } => Some(*window),
+                _ => None,
+            })
+            .collect();
+        let first = *requested.first().expect("drift was detected");
+        assert!(first <= 1, "drift confirmed at window {first}, not within the first two windows of period 2");
+        assert!(control.iter().any(|e| matches!(e, ControlEvent::RetrainRequested { version: 1, .. })));
+        let finished = control
+            .iter()
+            .find_map(|e| match e {
+                ControlEvent::RetrainFinished { promoted: true, metrics, candidate, .. } => {
+                    Some((metrics, *candidate))
+                }
+                _ => None,
+            })
+            .expect("a RetrainFinished event for the promotion");
+        assert_eq!(finished.1, Some(promoted));
+        assert!(finished.0["candidate_accuracy"] > finished.0["production_accuracy"], "{:?}", finished.0);
+
+        // Independently: on a period-2 holdout (the test split by id, never trained on), the
+        // promoted model beats the old one.
+        let plan = CleanPlan::compile(CleanSpec::default())?;
+        let holdout: Vec<RawRecord> = period2
+            .iter()
+            .filter(|r| {
+                Split::of(&r.id, config.train.validation_fraction, config.train.test_fraction) == Split::Test
+            })
+            .cloned()
+            .collect();
+        let old = meta.get_model_version("spam", 1).await?;
+        let new = meta.get_model_version("spam", promoted).await?;
+        let (old_acc, new_acc) = (accuracy(&old, &plan, &holdout)?, accuracy(&new, &plan, &holdout)?);
+        eprintln!(
+            "period-2 holdout ({} rows): v1 accuracy {old_acc:.4}, v{promoted} {new_acc:.4}",
+            holdout.len()
+        );
+        assert!(new_acc > old_acc, "v{promoted} {new_acc} should beat v1 {old_acc}");
+
+        let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        eprintln!(
+            "REST during the loop: {ok} ok, {failed} failed, versions {:?}",
+            versions_seen.lock().expect("lock")
+        );
+        assert_eq!(failed, 0, "no request may fail during the swap");
+        assert!(ok > 50);
+        let audit = meta.audit_log(50).await?;
+        let promotion = audit.iter().find(|a| a.action == "retrain.promoted").expect("a retrain.promoted audit");
+        // The candidate waited for the snapshot job: it trained on a version covering all of
+        // period 2, not on whatever part of it was committed when the drift was confirmed.
+        let trained_on = promotion.details["outcome"]["data_version"].as_str().expect("a data version");
+        let manifest = stream::store::SnapshotStore::open(env.dir())?.resolve("text", trained_on)?;
+        let ends: BTreeMap<i32, i64> = ingest::kafka::watermarks(&config.kafka, &topics.raw)
+            .await?
+            .into_iter()
+            .map(|(p, (_, high))| (p, high))
+            .collect();
+        // (tansu's high watermark can trail the last batch, so "covers" is at least, not equal.)
+        let covered = manifest.resume_offsets(&topics.raw);
+        for (p, end) in &ends {
+            assert!(covered.get(p).is_some_and(|c| c >= end), "trained on {trained_on}: {covered:?} < {ends:?}");
+        }
+        Ok(())
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.cancel();
-    client.await?;
-    // The monitor's gauges and counters are on the same /metrics.
-    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    assert!(metrics.contains(r#"driftwood_drift_statistic{feature="chars",statistic="psi"}"#), "{metrics}");
-    assert!(metrics.contains("driftwood_drift_retrain_requests_total 1"), "{metrics}");
-    assert!(metrics.contains("driftwood_drift_detected_total{"), "{metrics}");
-    assert!(metrics.contains(r#"driftwood_retrain_total{outcome="promoted"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"driftwood_training_runs_total{status="finished"} 1"#), "{metrics}");
-    assert!(metrics.contains("driftwood_training_duration_seconds_count 1"), "{metrics}");
-    drop(up); // SIGTERM, and wait for it to stop
-
-    // The events tell the story: drift within two windows of period 2, a request, a promotion.
-    let control = events(&read_all(&config, &topics.control).await?);
-    let requested: Vec<u64> = control
-        .iter()
-        .filter_map(|e| match e {
-            ControlEvent::DriftDetected { version: 1, window, .. } => Some(*window),
-            _ => None,
-        })
-        .collect();
-    let first = *requested.first().expect("drift was detected");
-    assert!(first <= 1, "drift confirmed at window {first}, not within the first two windows of period 2");
-    assert!(control.iter().any(|e| matches!(e, ControlEvent::RetrainRequested { version: 1, .. })));
-    let finished = control
-        .iter()
-        .find_map(|e| match e {
-            ControlEvent::RetrainFinished { promoted: true, metrics, candidate, .. } => {
-                Some((metrics, *candidate))
-            }
-            _ => None,
-        })
-        .expect("a RetrainFinished event for the promotion");
-    assert_eq!(finished.1, Some(promoted));
-    assert!(finished.0["candidate_accuracy"] > finished.0["production_accuracy"], "{:?}", finished.0);
-
-    // Independently: on a period-2 holdout (the test split by id, never trained on), the
-    // promoted model beats the old one.
-    let plan = CleanPlan::compile(CleanSpec::default())?;
-    let holdout: Vec<RawRecord> = period2
-        .iter()
-        .filter(|r| {
-            Split::of(&r.id, config.train.validation_fraction, config.train.test_fraction) == Split::Test
-        })
-        .cloned()
-        .collect();
-    let old = meta.get_model_version("spam", 1).await?;
-    let new = meta.get_model_version("spam", promoted).await?;
-    let (old_acc, new_acc) = (accuracy(&old, &plan, &holdout)?, accuracy(&new, &plan, &holdout)?);
-    eprintln!(
-        "period-2 holdout ({} rows): v1 accuracy {old_acc:.4}, v{promoted} {new_acc:.4}",
-        holdout.len()
-    );
-    assert!(new_acc > old_acc, "v{promoted} {new_acc} should beat v1 {old_acc}");
-
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!(
-        "REST during the loop: {ok} ok, {failed} failed, versions {:?}",
-        versions_seen.lock().expect("lock")
-    );
-    assert_eq!(failed, 0, "no request may fail during the swap");
-    assert!(ok > 50);
-    let audit = meta.audit_log(50).await?;
-    let promotion = audit.iter().find(|a| a.action == "retrain.promoted").expect("a retrain.promoted audit");
-    // The candidate waited for the snapshot job: it trained on a version covering all of
-    // period 2, not on whatever part of it was committed when the drift was confirmed.
-    let trained_on = promotion.details["outcome"]["data_version"].as_str().expect("a data version");
-    let manifest = stream::store::SnapshotStore::open(env.dir())?.resolve("text", trained_on)?;
-    let ends: BTreeMap<i32, i64> = ingest::kafka::watermarks(&config.kafka, &topics.raw)
-        .await?
-        .into_iter()
-        .map(|(p, (_, high))| (p, high))
-        .collect();
-    // (tansu's high watermark can trail the last batch, so "covers" is at least, not equal.)
-    let covered = manifest.resume_offsets(&topics.raw);
-    for (p, end) in &ends {
-        assert!(covered.get(p).is_some_and(|c| c >= end), "trained on {trained_on}: {covered:?} < {ends:?}");
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

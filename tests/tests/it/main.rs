@@ -20,6 +20,7 @@ mod openapi_contract;
 mod replicas;
 mod reproducible;
 mod rest_auth;
+mod resume_offset;
 mod scorer_restart;
 mod skeleton;
 mod torchscript;
