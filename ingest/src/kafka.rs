@@ -16,6 +16,20 @@ use crate::{Error, Result};
 /// Timeout of metadata and admin requests.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether an offset commit failed because the group moved on without this member — its
+/// membership expired (a broker outage outlasted the session) or a rebalance is under way. The
+/// consumer rejoins by itself, and the partitions' next owner resumes from the last committed
+/// offsets, so the uncommitted records are read again (which at-least-once allows).
+pub fn is_rebalanced(error: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error,
+        rdkafka::error::KafkaError::ConsumerCommit(
+            C::UnknownMemberId | C::IllegalGeneration | C::RebalanceInProgress
+        )
+    )
+}
+
 /// Whether a consumer error is one librdkafka recovers from by itself — a broker down or
 /// unreachable, a leader or coordinator moving, a request timing out — so a reader should
 /// carry on polling rather than stop. Fatal errors never are.
@@ -293,5 +307,15 @@ mod tests {
         assert!(!is_transient(&K::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed)));
         assert!(!is_transient(&K::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)));
         assert!(!is_transient(&K::PartitionEOF(0)));
+    }
+
+    #[test]
+    fn a_commit_the_group_moved_past_is_a_rebalance() {
+        use rdkafka::error::KafkaError as K;
+        assert!(is_rebalanced(&K::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)));
+        assert!(is_rebalanced(&K::ConsumerCommit(RDKafkaErrorCode::IllegalGeneration)));
+        assert!(!is_rebalanced(&K::ConsumerCommit(RDKafkaErrorCode::FencedInstanceId)));
+        assert!(!is_rebalanced(&K::ConsumerCommit(RDKafkaErrorCode::GroupAuthorizationFailed)));
+        assert!(!is_rebalanced(&K::MessageConsumption(RDKafkaErrorCode::UnknownMemberId)));
     }
 }

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::resume::{ReaderContext, Resume, take};
 use super::{Mode, OffsetRange, SETTLE};
-use crate::kafka::{METADATA_TIMEOUT, client_config, is_transient, metadata_client, partitions};
+use crate::kafka::{
+    METADATA_TIMEOUT, client_config, is_rebalanced, is_transient, metadata_client, partitions,
+};
 use crate::{Error, Result};
 
 /// How long one poll waits before checking cancellation and the idle condition.
@@ -219,6 +221,13 @@ impl Poller {
             // at-least-once allows.
             Err(e) if is_transient(&e) => {
                 tracing::warn!(topic, error = %e, "offsets not committed: broker unavailable; the next commit carries them");
+                Ok(())
+            }
+            // The group moved on without this member (seen on Apache Kafka when a broker
+            // outage outlasted the session): it rejoins, and whoever owns the partitions then
+            // resumes from the last committed offsets.
+            Err(e) if is_rebalanced(&e) => {
+                tracing::warn!(topic, error = %e, "offsets not committed: the group rebalanced; these records are read again");
                 Ok(())
             }
             r => r.map_err(Error::kafka(format!("committing offsets of {topic}"))),

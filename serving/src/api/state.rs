@@ -33,45 +33,51 @@ pub struct AppState {
 
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every
 /// [`BrokerHealth::INTERVAL`], so `/readyz` never waits on the broker. The broker counts as
-/// reachable while the last answer is younger than [`BrokerHealth::STALE`], so a probe that
-/// fails or never returns turns it unreachable by the clock alone, not only a failed answer.
+/// reachable while the last probe answered and that answer is younger than
+/// [`BrokerHealth::STALE`]: one failed probe turns it unreachable (an outage shows within an
+/// interval plus the probe's timeout), and a probe that never returns does so by the clock.
 #[derive(Debug, Clone)]
 pub struct BrokerHealth {
     since: std::time::Instant,
     /// Milliseconds after `since` of the last answer, `u64::MAX` before the first.
     last_answer_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the latest finished probe failed.
+    last_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BrokerHealth {
-    pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-    /// How old the last answer may be: two probes and their timeouts.
-    pub const STALE: std::time::Duration = std::time::Duration::from_secs(14);
+    pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+    /// How long one probe waits for a metadata answer.
+    pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    /// How old the last answer may be: two intervals and a probe's timeout.
+    pub const STALE: std::time::Duration = std::time::Duration::from_secs(7);
 
     /// Starts probing `kafka` now and every interval until `cancel`.
     pub fn probe(
         kafka: &schemas::config::KafkaConfig,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<BrokerHealth> {
+        use std::sync::atomic::Ordering::Relaxed;
         let client = Arc::new(ingest::kafka::metadata_client(kafka)?);
         let health = BrokerHealth {
             since: std::time::Instant::now(),
             last_answer_ms: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            last_failed: Arc::default(),
         };
-        let probe = health.clone();
+        let (probe, brokers) = (health.clone(), kafka.brokers.clone());
         tokio::spawn(async move {
             loop {
                 let c = client.clone();
                 let answered = tokio::task::spawn_blocking(move || {
-                    rdkafka::consumer::Consumer::fetch_metadata(
-                        c.as_ref(),
-                        None,
-                        std::time::Duration::from_secs(2),
-                    )
-                    .is_ok_and(|m| !m.brokers().is_empty())
+                    rdkafka::consumer::Consumer::fetch_metadata(c.as_ref(), None, Self::TIMEOUT)
+                        .is_ok_and(|m| !m.brokers().is_empty())
                 });
-                if let Ok(Ok(true)) = tokio::time::timeout(Self::INTERVAL, answered).await {
-                    let ms = probe.since.elapsed().as_millis() as u64;
-                    probe.last_answer_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+                let ok = matches!(tokio::time::timeout(Self::STALE, answered).await, Ok(Ok(true)));
+                if ok {
+                    probe.last_answer_ms.store(probe.since.elapsed().as_millis() as u64, Relaxed);
+                }
+                if probe.last_failed.swap(!ok, Relaxed) == ok {
+                    tracing::warn!(reachable = ok, brokers, "the Kafka brokers' reachability changed");
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -83,8 +89,11 @@ impl BrokerHealth {
     }
 
     pub fn reachable(&self) -> bool {
-        let last = self.last_answer_ms.load(std::sync::atomic::Ordering::Relaxed);
-        last != u64::MAX && self.since.elapsed().as_millis() as u64 <= last + Self::STALE.as_millis() as u64
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_answer_ms.load(Relaxed);
+        !self.last_failed.load(Relaxed)
+            && last != u64::MAX
+            && self.since.elapsed().as_millis() as u64 <= last + Self::STALE.as_millis() as u64
     }
 }
 
