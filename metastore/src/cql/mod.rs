@@ -64,27 +64,6 @@ struct AliasState {
     moved_at: Option<i64>,
 }
 
-/// A TLS client that trusts the CA certificates in the PEM file `ca_file`.
-fn tls_client(ca_file: &str) -> Result<std::sync::Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let refused = |detail: String| Error::Tls { path: ca_file.to_string(), detail };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| refused(e.to_string()))? {
-        roots.add(cert.map_err(|e| refused(e.to_string()))?).map_err(|e| refused(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(refused("no certificate in the file".into()));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| refused(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
-}
-
 /// How many times a conditional write is retried after losing a race.
 const LWT_ATTEMPTS: usize = 16;
 
@@ -120,9 +99,6 @@ impl ScyllaStore {
                     .to_string()
             };
             builder = builder.user(&config.username, password);
-        }
-        if !config.tls_ca_file.is_empty() {
-            builder = builder.tls_context(Some(tls_client(&config.tls_ca_file)?));
         }
         let session = builder.build().await.map_err(|e| Error::Cql {
             context: format!("connecting to {}", config.nodes),
