@@ -34,8 +34,9 @@ pub struct AppState {
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every
 /// [`BrokerHealth::INTERVAL`], so `/readyz` never waits on the broker. The broker counts as
 /// reachable while the last probe answered and that answer is younger than
-/// [`BrokerHealth::STALE`]: one failed probe turns it unreachable (an outage shows within an
-/// interval plus the probe's timeout), and a probe that never returns does so by the clock.
+/// [`BrokerHealth::STALE`]: one failed probe (a request, and a retry that can reach another
+/// broker) turns it unreachable, so an outage shows within an interval plus two timeouts, and
+/// a probe that never returns does so by the clock.
 #[derive(Debug, Clone)]
 pub struct BrokerHealth {
     since: std::time::Instant,
@@ -67,12 +68,9 @@ impl BrokerHealth {
         let (probe, brokers) = (health.clone(), kafka.brokers.clone());
         tokio::spawn(async move {
             loop {
-                let c = client.clone();
-                let answered = tokio::task::spawn_blocking(move || {
-                    rdkafka::consumer::Consumer::fetch_metadata(c.as_ref(), None, Self::TIMEOUT)
-                        .is_ok_and(|m| !m.brokers().is_empty())
-                });
-                let ok = matches!(tokio::time::timeout(Self::STALE, answered).await, Ok(Ok(true)));
+                // A request sent to a broker that just died times out although the others
+                // answer: a second one goes to another broker. Both failing is an outage.
+                let ok = Self::ask(&client).await || Self::ask(&client).await;
                 if ok {
                     probe.last_answer_ms.store(probe.since.elapsed().as_millis() as u64, Relaxed);
                 }
@@ -86,6 +84,16 @@ impl BrokerHealth {
             }
         });
         Ok(health)
+    }
+
+    /// One metadata request: whether some broker answered it within [`Self::TIMEOUT`].
+    async fn ask(client: &Arc<rdkafka::consumer::BaseConsumer>) -> bool {
+        let c = client.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            rdkafka::consumer::Consumer::fetch_metadata(c.as_ref(), None, Self::TIMEOUT)
+                .is_ok_and(|m| !m.brokers().is_empty())
+        });
+        matches!(tokio::time::timeout(Self::STALE, answered).await, Ok(Ok(true)))
     }
 
     pub fn reachable(&self) -> bool {

@@ -3,8 +3,8 @@
 //! the REST API (`serve`) run, one broker is SIGKILLed, later started again, and then all three
 //! are killed and started together. Every service recovers by itself: the snapshot holds every
 //! published id exactly once, the scored topic holds every raw record (at least once), REST
-//! predictions never fail (they do not need the broker), `/readyz` answers 503 while every broker
-//! is down and 200 again after.
+//! predictions never fail (they do not need the broker), `/readyz` stays 200 while one broker
+//! is down, answers 503 while every broker is down and 200 again after.
 //!
 //! tansu cannot show this: it is one process with no replication.
 
@@ -131,8 +131,10 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
     eprintln!("broker 2 restarted");
     tokio::time::sleep(Duration::from_secs(8)).await;
     let not_ready_before = probes.not_ready.load(Ordering::Relaxed);
-    let outage_from = t0.elapsed().as_secs_f64();
-    tokio::task::block_in_place(|| {
+    // The outage begins once no broker accepts a connection (a loaded machine takes seconds
+    // to tear three JVMs down).
+    let kills_at = t0.elapsed().as_secs_f64();
+    let outage_from = tokio::task::block_in_place(|| {
         let killing = Instant::now();
         for i in 0..3 {
             kafka.kill(i);
@@ -148,8 +150,10 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
             std::thread::sleep(Duration::from_millis(50));
         }
         eprintln!("all three brokers refuse connections {:?} after the kills", killing.elapsed());
+        let outage_from = t0.elapsed().as_secs_f64();
         // The outage lasts long enough for the readiness check to see it.
-        std::thread::sleep(Duration::from_secs(8));
+        std::thread::sleep(Duration::from_secs(12));
+        outage_from
     });
     tokio::task::block_in_place(|| kafka.restart_all())?;
     // The outage lasts until the brokers answer again: until they are back, and the probe's
@@ -208,12 +212,17 @@ async fn services_survive_broker_crashes_and_a_full_cluster_restart() -> anyhow:
         probes.not_ready.load(Ordering::Relaxed),
     );
     let changes = probes.changes.lock().expect("probe log").clone();
-    // The probe asks every 2 s with a 2-s timeout: the outage shows within seconds.
+    // Two brokers of three serve the cluster: one down is no reason to take the API out of
+    // a load balancer.
+    let early: Vec<_> = changes.iter().filter(|(at, ready)| !ready && *at < kills_at - 0.5).collect();
+    assert!(early.is_empty(), "/readyz turned 503 with one broker of three down: {changes:?}");
+    // The probe asks every 2 s, a request and a retry of 2 s each: the outage shows within 6 s
+    // (12 s allowed on a loaded machine).
     let turned_unready =
-        changes.iter().find(|(at, ready)| !ready && *at >= outage_from - 1.0).map(|(at, _)| *at);
+        changes.iter().find(|(at, ready)| !ready && *at >= kills_at - 1.0).map(|(at, _)| *at);
     assert!(
-        turned_unready.is_some_and(|at| at <= outage_from + 10.0),
-        "/readyz turned 503 at {turned_unready:?}, the outage began at {outage_from:.1} s: {changes:?}"
+        turned_unready.is_some_and(|at| at <= outage_from + 12.0),
+        "/readyz turned 503 at {turned_unready:?}, the brokers were killed at {kills_at:.1} s and all refused connections at {outage_from:.1} s: {changes:?}"
     );
     eprintln!(
         "3-broker cluster, one broker killed and restarted, then all three: {RECORDS} ids in the snapshot \
