@@ -37,6 +37,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The CA file for TLS to the cluster does not read as PEM certificates.
+    #[error("the store's TLS CA file {path}: {detail}")]
+    Tls { path: String, detail: String },
     /// A bug or a lost worker (a poisoned lock, a failed blocking task).
     #[error("internal error: {0}")]
     Internal(String),

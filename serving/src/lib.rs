@@ -119,7 +119,7 @@ fn store_status(e: &metastore::Error) -> (StatusCode, &'static str) {
         S::Input(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         S::Conflict(_) | S::State(_) => (StatusCode::CONFLICT, "conflict"),
         S::Cql { .. } => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
-        S::Sqlite(_) | S::Corrupt(_) | S::Io { .. } | S::Internal(_) => {
+        S::Sqlite(_) | S::Corrupt(_) | S::Io { .. } | S::Tls { .. } | S::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "store")
         }
     }

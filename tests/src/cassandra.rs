@@ -8,6 +8,11 @@
 //! shares one node ([`Cassandra::shared`]) and tests isolate themselves by keyspace
 //! ([`Cassandra::store_config`] names a fresh one). Its directory (data and `system.log`) is
 //! kept, and named on stderr, when a start fails.
+//!
+//! Client encryption is on and optional: the native port speaks plaintext and TLS (a PKCS#12
+//! keystore made with the openssl CLI from [`crate::make_tls`]'s certificate, valid for
+//! 127.0.0.1), so the TLS test shares the node; `system_views.clients` tells which
+//! connections are encrypted. The CA is [`Cassandra::ca_file`].
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -79,6 +84,7 @@ impl Cassandra {
         std::fs::write(dir.join("cassandra.yaml"), yaml(&dir, cql, storage))?;
         std::fs::write(dir.join("logback.xml"), logback(&dir))?;
         std::fs::write(dir.join("password"), PASSWORD)?;
+        keystore(&dir)?;
         let args = format!(
             "-Xms256m -Xmx768m -Xss256k -XX:+UseG1GC -ea -da:net.openhft... -Djava.net.preferIPv4Stack=true \
              -Djdk.attach.allowAttachSelf=true {modules} -Dio.netty.tryReflectionSetAccessible=true \
@@ -102,6 +108,11 @@ impl Cassandra {
         let node = Cassandra { addr: format!("127.0.0.1:{cql}"), dir, process: Some(process) };
         node.wait_superuser()?;
         Ok(node)
+    }
+
+    /// The PEM file of the CA that signed the node's certificate (for `store.tls_ca_file`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.pem")
     }
 
     /// The node's directory (`cassandra.yaml`, data, `system.log`).
@@ -199,6 +210,31 @@ pub fn store_config_at(nodes: &str, keyspace: &str, password_file: &str) -> Stor
     }
 }
 
+/// The password of the node's keystore.
+const KEYSTORE_PASSWORD: &str = "driftwood";
+
+/// `tls/` with a CA and a certificate for 127.0.0.1, and `keystore.p12` holding that
+/// certificate and its key.
+fn keystore(dir: &Path) -> Result<()> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    crate::make_tls(&tls)?;
+    let f = |name: &str| tls.join(name).display().to_string();
+    crate::run_ok(std::process::Command::new("openssl").args(["pkcs12", "-export"]).args([
+        "-in",
+        &f("server.pem"),
+        "-inkey",
+        &f("server.key"),
+        "-name",
+        "node",
+        "-out",
+        &dir.join("keystore.p12").display().to_string(),
+        "-passout",
+        &format!("pass:{KEYSTORE_PASSWORD}"),
+    ]))?;
+    Ok(())
+}
+
 fn yaml(dir: &Path, cql: u16, storage: u16) -> String {
     format!(
         "cluster_name: driftwood-test\n\
@@ -225,7 +261,10 @@ fn yaml(dir: &Path, cql: u16, storage: u16) -> String {
          concurrent_reads: 8\n\
          concurrent_writes: 8\n\
          memtable_allocation_type: heap_buffers\n\
-         disk_access_mode: mmap_index_only\n",
+         disk_access_mode: mmap_index_only\n\
+         client_encryption_options:\n  enabled: true\n  optional: true\n  \
+         keystore: {d}/keystore.p12\n  keystore_password: {KEYSTORE_PASSWORD}\n  store_type: PKCS12\n  \
+         require_client_auth: false\n",
         d = dir.display(),
     )
 }

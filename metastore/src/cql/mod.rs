@@ -64,6 +64,27 @@ struct AliasState {
     moved_at: Option<i64>,
 }
 
+/// A TLS client (OpenSSL) that trusts only the CA certificates in the PEM file `ca_file`; the
+/// driver checks each node's certificate against the IP address it dialled.
+fn tls_client(ca_file: &str) -> Result<openssl::ssl::SslConnectorBuilder> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+    let refused = |detail: String| Error::Tls { path: ca_file.to_string(), detail };
+    let pem = std::fs::read(ca_file).map_err(|source| Error::Io { path: ca_file.to_string(), source })?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| refused(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(refused("no PEM certificate in the file".into()));
+    }
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| refused(e.to_string()))?;
+    builder.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(|e| refused(e.to_string()))?;
+    // Only this CA: a fresh store, not the system's.
+    let mut roots = openssl::x509::store::X509StoreBuilder::new().map_err(|e| refused(e.to_string()))?;
+    for cert in certs {
+        roots.add_cert(cert).map_err(|e| refused(e.to_string()))?;
+    }
+    builder.set_verify_cert_store(roots.build()).map_err(|e| refused(e.to_string()))?;
+    Ok(builder)
+}
+
 /// How many times a conditional write is retried after losing a race.
 const LWT_ATTEMPTS: usize = 16;
 
@@ -99,6 +120,9 @@ impl ScyllaStore {
                     .to_string()
             };
             builder = builder.user(&config.username, password);
+        }
+        if !config.tls_ca_file.is_empty() {
+            builder = builder.tls_context(Some(tls_client(&config.tls_ca_file)?));
         }
         let session = builder.build().await.map_err(|e| Error::Cql {
             context: format!("connecting to {}", config.nodes),

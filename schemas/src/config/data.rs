@@ -75,6 +75,10 @@ pub struct StoreConfig {
     /// File holding the CQL password (secrets only by file or env:
     /// `DRIFTWOOD_STORE_PASSWORD_FILE`).
     pub password_file: String,
+    /// PEM file of the CA that signed the nodes' certificates; set: every connection is TLS
+    /// (OpenSSL) and a node's certificate must be valid for its IP address (the driver
+    /// verifies the address it dialled). Empty: plaintext.
+    pub tls_ca_file: String,
 }
 
 impl Default for StoreConfig {
@@ -89,6 +93,7 @@ impl Default for StoreConfig {
             prediction_shards: 8,
             username: String::new(),
             password_file: String::new(),
+            tls_ca_file: String::new(),
         }
     }
 }

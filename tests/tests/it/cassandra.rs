@@ -1,12 +1,14 @@
 //! What only a real Cassandra shows about the ScyllaDB/Cassandra backend of the metadata store:
 //! lightweight transactions that answer "not applied" to the loser of a race (two processes
 //! registering versions of one model, two handles moving one alias), TTLs that expire the
-//! prediction log and step metrics, and password authentication refusing a wrong login.
+//! prediction log and step metrics, password authentication refusing a wrong login, and TLS
+//! to the node (verified against the CA; the node itself says the connections are encrypted).
 //! The shared suite on this backend is in `metadata_store.rs`.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
@@ -18,21 +20,51 @@ use tests::store_suite as suite;
 
 /// Versions each of the two processes registers.
 const PER_PROCESS: usize = 20;
-/// Set in the worker processes: `<nodes>|<keyspace>|<password file>|<start at, unix ms>|<prefix>`.
+/// Set in the worker processes: `<nodes>|<keyspace>|<password file>|<prefix>`.
 const WORKER_ENV: &str = "DRIFTWOOD_TEST_REGISTRATION_WORKER";
+/// What a worker prints once it has connected.
+const READY: &str = "WORKER-CONNECTED";
 
-/// Two processes register 20 versions of one model each, starting at the same instant: the 40
-/// numbers are 1..=40 with no gap and no duplicate, and each process lost races to the other
-/// (the server said "not applied") and retried.
+/// Two processes register 20 versions of one model each, released at the same instant once
+/// both are connected: the 40 numbers are 1..=40 with no gap and no duplicate, the two
+/// processes' numbers interleave, and races were lost (the server said "not applied") and retried.
 #[tokio::test]
 async fn two_processes_register_versions_without_gaps_or_duplicates() -> Result<()> {
     let config = Cassandra::shared()?.store_config("two_processes");
     // Created and migrated here, so the workers only connect.
     let store = ScyllaStore::connect(&config).await?;
-    let start_at = unix_ms() + 4000;
+    let spec = format!("{}|{}|{}", config.nodes, config.keyspace, config.password_file);
+    // Blocking pipes: off the runtime that drives the store's connections.
+    let reports = tokio::task::spawn_blocking(move || run_workers(&spec)).await??;
+    let mut versions: Vec<u32> = reports.iter().flat_map(|r| r.versions.clone()).collect();
+    versions.sort_unstable();
+    ensure!(versions == (1..=2 * PER_PROCESS as u32).collect::<Vec<_>>(), "versions {versions:?}");
+    let registered: Vec<u32> = store.model_versions("spam").await?.iter().map(|v| v.version).collect();
+    ensure!(registered == versions, "the registry holds {registered:?}");
+    let span = |r: &WorkerReport| (r.versions.iter().min().copied(), r.versions.iter().max().copied());
+    let ((a_min, a_max), (b_min, b_max)) = (span(&reports[0]), span(&reports[1]));
+    ensure!(a_min.max(b_min) < a_max.min(b_max), "the two processes did not run at once: {reports:?}");
+    let lost: Vec<u64> = reports.iter().map(|r| r.lost_races).collect();
+    ensure!(lost.iter().sum::<u64>() > 0, "no race was lost, so none was tested: {reports:?}");
+    eprintln!(
+        "two processes registered {} versions (1..={}), interleaved, no gap or duplicate; races lost and retried: {lost:?}",
+        versions.len(),
+        versions.len()
+    );
+    Ok(())
+}
+
+/// What one registration worker printed: the versions it got and the races it lost.
+#[derive(Debug)]
+struct WorkerReport {
+    versions: Vec<u32>,
+    lost_races: u64,
+}
+
+/// Starts two workers, waits until both have connected, releases both at once through their
+/// stdin and reads their reports.
+fn run_workers(spec: &str) -> Result<Vec<WorkerReport>> {
     let spawn = |prefix: &str| {
-        let spec =
-            format!("{}|{}|{}|{start_at}|{prefix}", config.nodes, config.keyspace, config.password_file);
         Command::new(std::env::current_exe()?)
             .args([
                 "cassandra::registration_worker",
@@ -41,54 +73,60 @@ async fn two_processes_register_versions_without_gaps_or_duplicates() -> Result<
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(WORKER_ENV, spec)
+            .env(WORKER_ENV, format!("{spec}|{prefix}"))
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting a registration worker")
     };
-    let workers = [spawn("a")?, spawn("b")?];
-    let mut versions = Vec::new();
-    let mut lost = Vec::new();
-    for worker in workers {
-        let out = worker.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        ensure!(out.status.success(), "worker failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut workers = [spawn("a")?, spawn("b")?];
+    let mut outputs = Vec::new();
+    for worker in &mut workers {
+        let mut out = BufReader::new(worker.stdout.take().context("worker stdout")?);
+        let mut seen = String::new();
+        while !seen.contains(READY) {
+            ensure!(out.read_line(&mut seen)? > 0, "the worker ended before connecting: {seen}");
+        }
+        outputs.push((out, seen));
+    }
+    for worker in &mut workers {
+        writeln!(worker.stdin.take().context("worker stdin")?, "go")?;
+    }
+    let mut reports = Vec::new();
+    for (worker, (mut out, mut stdout)) in workers.into_iter().zip(outputs) {
+        out.read_to_string(&mut stdout)?;
+        let done = worker.wait_with_output()?;
+        ensure!(done.status.success(), "worker failed: {stdout}\n{}", String::from_utf8_lossy(&done.stderr));
         // libtest prints the test's name on the same line, before the report.
         let report = stdout
             .split_once("WORKER ")
             .and_then(|(_, rest)| rest.lines().next())
             .with_context(|| format!("no report from the worker: {stdout}"))?;
         let (mine, races) = report.split_once(" lost_races=").context("malformed worker report")?;
-        versions.extend(mine.split(',').map(str::parse::<u32>).collect::<Result<Vec<_>, _>>()?);
-        lost.push(races.parse::<u64>()?);
+        reports.push(WorkerReport {
+            versions: mine.split(',').map(str::parse::<u32>).collect::<Result<_, _>>()?,
+            lost_races: races.parse()?,
+        });
     }
-    versions.sort_unstable();
-    ensure!(versions == (1..=2 * PER_PROCESS as u32).collect::<Vec<_>>(), "versions {versions:?}");
-    let registered: Vec<u32> = store.model_versions("spam").await?.iter().map(|v| v.version).collect();
-    ensure!(registered == versions, "the registry holds {registered:?}");
-    ensure!(lost.iter().all(|&n| n > 0), "each writer must have lost a race and retried: {lost:?}");
-    eprintln!(
-        "two processes registered {} versions (1..={}), no gap or duplicate; races lost and retried: {lost:?}",
-        versions.len(),
-        versions.len()
-    );
-    Ok(())
+    Ok(reports)
 }
 
 /// One of the two processes above (run only by it: it does nothing without [`WORKER_ENV`]).
+/// It connects, says [`READY`], and registers once a line arrives on its stdin.
 #[tokio::test]
 #[ignore = "a worker process of two_processes_register_versions_without_gaps_or_duplicates"]
 async fn registration_worker() -> Result<()> {
     let Ok(spec) = std::env::var(WORKER_ENV) else { return Ok(()) };
     let parts: Vec<&str> = spec.split('|').collect();
-    let [nodes, keyspace, password_file, start_at, prefix] = parts[..] else {
+    let [nodes, keyspace, password_file, prefix] = parts[..] else {
         anyhow::bail!("malformed {WORKER_ENV}: {spec}")
     };
     let config = tests::cassandra::store_config_at(nodes, keyspace, password_file);
     let store = ScyllaStore::connect(&config).await?;
-    let wait = start_at.parse::<u64>()?.saturating_sub(unix_ms());
-    tokio::time::sleep(Duration::from_millis(wait)).await;
+    println!("{READY}");
+    std::io::stdout().flush()?;
+    std::io::stdin().read_line(&mut String::new())?;
     let mut versions = Vec::new();
     for i in 0..PER_PROCESS {
         versions.push(store.register_model(suite::mv("spam", &format!("{prefix}{i}"))).await?.version);
@@ -204,6 +242,74 @@ async fn password_authentication_refuses_wrong_logins() -> Result<()> {
     Ok(())
 }
 
+/// Whether each connection of `user` to the node is encrypted, as the node reports them.
+async fn connections_encrypted(node: &Cassandra, user: &str) -> Result<Vec<bool>> {
+    let session = node.superuser().await?;
+    let rows = session
+        .query_unpaged("SELECT username, ssl_enabled FROM system_views.clients", ())
+        .await?
+        .into_rows_result()?;
+    let mut out = Vec::new();
+    for row in rows.rows::<(Option<String>, Option<bool>)>()? {
+        let (name, ssl) = row?;
+        if name.as_deref() == Some(user) {
+            out.push(ssl.unwrap_or(false));
+        }
+    }
+    Ok(out)
+}
+
+/// With `store.tls_ca_file` set, every connection of the store is TLS (the node lists them as
+/// encrypted; a store without it is listed as plaintext), a node whose certificate another
+/// CA signed is refused, and a CA file without a certificate is refused before connecting.
+#[tokio::test]
+async fn tls_to_the_node_is_verified_and_encrypted() -> Result<()> {
+    let node = Cassandra::shared()?;
+    let dir = tempfile::tempdir()?;
+    let password = dir.path().join("password");
+    std::fs::write(&password, "tls-pass\n")?;
+    let login = |user: &str, ca: &str| StoreConfig {
+        username: user.into(),
+        password_file: password.display().to_string(),
+        tls_ca_file: ca.into(),
+        ..node.store_config("tls")
+    };
+    let ca = node.ca_file().display().to_string();
+    for user in ["driftwood_tls", "driftwood_plain"] {
+        node.create_role(user, "tls-pass").await?;
+    }
+    let tls = ScyllaStore::connect(&login("driftwood_tls", &ca)).await?;
+    tls.register_model(suite::mv("spam", "r1")).await?;
+    let plain = ScyllaStore::connect(&login("driftwood_plain", "")).await?;
+    plain.register_model(suite::mv("spam", "r2")).await?;
+    let (encrypted, plaintext) = (
+        connections_encrypted(node, "driftwood_tls").await?,
+        connections_encrypted(node, "driftwood_plain").await?,
+    );
+    eprintln!("connections: with tls_ca_file {encrypted:?}, without {plaintext:?}");
+    ensure!(!encrypted.is_empty() && encrypted.iter().all(|&e| e), "TLS store: {encrypted:?}");
+    ensure!(!plaintext.is_empty() && plaintext.iter().all(|&e| !e), "plaintext store: {plaintext:?}");
+
+    let other = dir.path().join("other-ca");
+    std::fs::create_dir_all(&other)?;
+    tests::make_tls(&other)?;
+    let wrong = login("driftwood_tls", &other.join("ca.pem").display().to_string());
+    let error = match ScyllaStore::connect(&wrong).await {
+        Ok(_) => anyhow::bail!("a node signed by another CA was trusted"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(error.contains(&node.addr), "the error names no node: {error}");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "")?;
+    let error = match ScyllaStore::connect(&login("driftwood_tls", &empty.display().to_string())).await {
+        Ok(_) => anyhow::bail!("an empty CA file was accepted"),
+        Err(e) => e,
+    };
+    ensure!(matches!(error, metastore::Error::Tls { .. }), "{error}");
+    ensure!(error.to_string().contains("empty.pem"), "{error}");
+    Ok(())
+}
+
 fn prediction(i: usize) -> PredictionLogEntry {
     PredictionLogEntry {
         at: Utc::now(),
@@ -215,8 +321,4 @@ fn prediction(i: usize) -> PredictionLogEntry {
         confidence: 0.9,
         latency_us: 100,
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
