@@ -46,8 +46,17 @@ pub struct CleanSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
-    /// Remove an e-mail's header block, keeping the values of the listed headers.
+    /// Remove the block before the first blank line when the text starts like an e-mail
+    /// (`From ` or any `Word: `), keeping the values of the listed headers. The first default
+    /// spec's step: it also eats the first paragraph of `Note: …` or `Re: …`; kept so the
+    /// datasets cleaned with it keep their meaning ([`text::strip_email_headers`]).
     StripEmailHeaders {
+        #[serde(default)]
+        keep: Vec<String>,
+    },
+    /// Remove an e-mail's header block only when the text starts with a real RFC 5322 one,
+    /// keeping the values of the listed headers ([`text::strip_message_headers`]).
+    StripMessageHeaders {
         #[serde(default)]
         keep: Vec<String>,
     },
@@ -101,12 +110,27 @@ fn default_number_token() -> String {
 }
 
 impl Default for CleanSpec {
-    /// The built-in spec: e-mail aware, tokens for URLs/addresses/numbers, lowercase.
+    /// The built-in spec: e-mail aware (a real header block goes, its Subject stays), tokens for
+    /// URLs/addresses/numbers, lowercase. The second default: [`CleanSpec::first_default`] was
+    /// the same with `strip_email_headers`.
     fn default() -> Self {
+        CleanSpec::default_with(Step::StripMessageHeaders { keep: vec!["subject".into()] })
+    }
+}
+
+impl CleanSpec {
+    /// The default spec of the first releases, whose header step strips the first paragraph of
+    /// any text starting with `Word: `. Datasets cleaned with it keep being readable and
+    /// writable with a spec file holding it (`driftwood spec --first-default`).
+    pub fn first_default() -> Self {
+        CleanSpec::default_with(Step::StripEmailHeaders { keep: vec!["subject".into()] })
+    }
+
+    fn default_with(headers: Step) -> Self {
         CleanSpec {
             version: SPEC_VERSION,
             steps: vec![
-                Step::StripEmailHeaders { keep: vec!["subject".into()] },
+                headers,
                 Step::StripHtml,
                 Step::Nfkc,
                 Step::StripControl,
@@ -121,9 +145,7 @@ impl Default for CleanSpec {
             ],
         }
     }
-}
 
-impl CleanSpec {
     /// Parses and checks a TOML spec.
     pub fn from_toml(text: &str) -> Result<CleanSpec> {
         let spec: CleanSpec =
@@ -236,6 +258,7 @@ impl CleanPlan {
         for step in &spec.steps {
             let op = match step {
                 Step::StripEmailHeaders { keep } => TextOp::StripEmailHeaders(keep.clone()),
+                Step::StripMessageHeaders { keep } => TextOp::StripMessageHeaders(keep.clone()),
                 Step::StripHtml => TextOp::StripHtml,
                 Step::Nfkc => TextOp::Nfkc,
                 Step::Lowercase => TextOp::Lowercase,

@@ -32,6 +32,45 @@ fn golden_fixtures_of_the_default_plan() {
 }
 
 #[test]
+fn the_two_default_specs_on_texts_that_start_like_headers() {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        name: String,
+        input: String,
+        first_default: Option<String>,
+        default: Option<String>,
+    }
+    let cases: Vec<Case> = include_str!("../../fixtures/clean_headers.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(cases.len() >= 10);
+    let first = CleanPlan::compile(CleanSpec::first_default()).unwrap();
+    let second = CleanPlan::compile(CleanSpec::default()).unwrap();
+    for case in &cases {
+        let [a, b] = [&first, &second].map(|p| p.clean_texts(&[&case.input]).remove(0));
+        assert_eq!(a, case.first_default, "first default, case {}", case.name);
+        assert_eq!(b, case.default, "default, case {}", case.name);
+        assert_eq!(applied(&second, &[&case.input]).remove(0), b, "batch path, case {}", case.name);
+    }
+}
+
+#[test]
+fn the_first_default_spec_keeps_its_hash() {
+    // The hash every dataset and model card cleaned with the first default records: a change
+    // here would make them unreadable with the spec they were written with.
+    assert_eq!(
+        CleanSpec::first_default().hash(),
+        "a8435430f0d8b16a36b6c73b226f7f52f44f7eb872fca1721ab64efb8a893f24"
+    );
+    assert_ne!(CleanSpec::default().hash(), CleanSpec::first_default().hash());
+    let toml = CleanSpec::first_default().to_toml();
+    assert!(toml.contains("strip_email_headers"), "{toml}");
+    assert_eq!(CleanSpec::from_toml(&toml).unwrap().hash(), CleanSpec::first_default().hash());
+}
+
+#[test]
 fn filters_and_truncation() {
     let spec = CleanSpec {
         version: SPEC_VERSION,

@@ -14,6 +14,7 @@ use super::text;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum TextOp {
     StripEmailHeaders(Vec<String>),
+    StripMessageHeaders(Vec<String>),
     StripHtml,
     Nfkc,
     Lowercase,
@@ -27,6 +28,7 @@ impl TextOp {
     fn name(&self) -> String {
         match self {
             TextOp::StripEmailHeaders(_) => "dw_strip_email_headers".into(),
+            TextOp::StripMessageHeaders(_) => "dw_strip_message_headers".into(),
             TextOp::StripHtml => "dw_strip_html".into(),
             TextOp::Nfkc => "dw_nfkc".into(),
             TextOp::Lowercase => "dw_lowercase".into(),
@@ -40,6 +42,7 @@ impl TextOp {
     pub(super) fn run(&self, input: &str, out: &mut String) {
         match self {
             TextOp::StripEmailHeaders(keep) => text::strip_email_headers(input, keep, out),
+            TextOp::StripMessageHeaders(keep) => text::strip_message_headers(input, keep, out),
             TextOp::StripHtml => text::strip_html(input, out),
             TextOp::Nfkc => text::nfkc(input, out),
             TextOp::Lowercase => text::lowercase(input, out),
