@@ -45,6 +45,14 @@ pub enum Command {
         #[arg(long, conflicts_with = "group")]
         scored: bool,
     },
+    /// Print the configured cleaning spec (clean.spec, else the built-in default) as TOML,
+    /// headed by its hash.
+    Spec {
+        /// Print the first built-in default instead (strip_email_headers), the spec of datasets
+        /// made before the second: save it and set clean.spec to keep writing them.
+        #[arg(long)]
+        first_default: bool,
+    },
     /// Data versions.
     #[command(subcommand)]
     Data(DataCommand),
@@ -85,6 +93,19 @@ pub enum Command {
         register: bool,
         #[arg(long, requires = "register")]
         alias: Option<String>,
+    },
+    /// Where a model version, or one prediction, came from: model version → run → data version
+    /// → raw version (Kafka offsets) → cleaning spec.
+    Lineage {
+        /// MODEL or MODEL@VERSION (a version, v<N>, an alias; default production).
+        #[arg(required_unless_present = "prediction")]
+        model: Option<String>,
+        /// The record id of a prediction on the scored dataset (snapshot.scored_dataset).
+        #[arg(long, conflicts_with = "model")]
+        prediction: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Registered models.
     #[command(subcommand)]
@@ -192,7 +213,8 @@ pub enum DataCommand {
         #[arg(long)]
         dataset: Option<String>,
     },
-    /// Rows added, removed and changed (by id) from version A to version B.
+    /// Rows added, removed and changed (by id) from version A to version B. Either may be
+    /// DATASET@VERSION, e.g. two datasets cleaned from the same raw data with two specs.
     Diff {
         a: String,
         b: String,
@@ -227,6 +249,43 @@ pub enum DataCommand {
         remote: Option<String>,
         #[arg(long)]
         dataset: Option<String>,
+    },
+    /// Clean a raw version into a dataset with a spec: a new dataset from the raw history, or
+    /// the raw versions a dataset derived before lacks. The same spec on the same raw version
+    /// writes the same objects and version. `snapshot` then follows the topic into it.
+    Reprocess {
+        /// The raw version: DATASET@VERSION (`raw@v3`) or a VERSION of snapshot.raw_dataset.
+        #[arg(long, default_value = "latest")]
+        from: String,
+        /// Cleaning spec (TOML); default: clean.spec, else the built-in default.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// The dataset to write.
+        #[arg(long)]
+        dataset: String,
+        /// Tag to record in the version.
+        #[arg(long)]
+        tag: Vec<String>,
+    },
+    /// Import files as raw data, then clean them into a dataset: CSV with a header (`text`,
+    /// optional `id`, `label`, `source`), Parquet (the same columns), JSON lines (records as on
+    /// Kafka), or a folder of text files (the folder names are the labels). Local, file:// or
+    /// s3:// (an s3 URL ending with `/` is a folder). Files already imported are skipped.
+    Import {
+        source: String,
+        /// The dataset to clean into (default: snapshot.dataset).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// The raw dataset to import into (default: snapshot.raw_dataset for snapshot.dataset,
+        /// else `<dataset>-raw`).
+        #[arg(long)]
+        raw: Option<String>,
+        /// Cleaning spec (TOML); default: clean.spec, else the built-in default.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Where refused rows are written (default: <data_dir>/rejects/<raw dataset>-<time>.jsonl).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
     },
     /// Remove objects no version references.
     Gc {

@@ -14,7 +14,12 @@ use stream::store::SnapshotStore;
 
 /// The cleaning plan of `clean.spec` (the default spec when unset).
 pub fn plan(config: &Config) -> Result<Arc<CleanPlan>> {
-    let spec = match &config.clean.spec {
+    plan_of(config.clean.spec.as_deref())
+}
+
+/// The cleaning plan of a spec file (the default spec when None).
+pub fn plan_of(spec: Option<&std::path::Path>) -> Result<Arc<CleanPlan>> {
+    let spec = match spec {
         None => CleanSpec::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -77,10 +77,11 @@ pub fn versions(dataset: &str, versions: &[Manifest], tags: &BTreeMap<String, St
 }
 
 /// `data diff`: the counts, then example ids per kind.
-pub fn diff(dataset: &str, a: &Manifest, b: &Manifest, diff: &stream::diff::Diff) -> String {
+pub fn diff(a: &Manifest, b: &Manifest, diff: &stream::diff::Diff) -> String {
+    let from = if a.dataset == b.dataset { String::new() } else { format!("{}@", b.dataset) };
     let mut s = format!(
-        "{dataset} v{} → v{}: +{} added, -{} removed, ~{} changed, {} unchanged\n",
-        a.seq, b.seq, diff.added, diff.removed, diff.changed, diff.unchanged
+        "{} v{} → {from}v{}: +{} added, -{} removed, ~{} changed, {} unchanged\n",
+        a.dataset, a.seq, b.seq, diff.added, diff.removed, diff.changed, diff.unchanged
     );
     for (what, ids) in [
         ("added", &diff.examples_added),
@@ -210,6 +211,146 @@ pub fn keys(keyring: &stream::crypto::Keyring, usage: &BTreeMap<String, u64>) ->
     }
     for (id, n) in usage.iter().filter(|(id, _)| !keyring.ids().any(|k| k == id.as_str())) {
         let _ = writeln!(s, "{id} (NOT IN THE KEYRING): seals {n} data keys, unreadable");
+    }
+    s
+}
+
+/// `data reprocess`: what was read, what was kept, the version, the rate.
+pub fn reprocess(
+    raw: &Manifest,
+    spec: &str,
+    r: &stream::derive::CatchUp,
+    took: std::time::Duration,
+) -> String {
+    let secs = took.as_secs_f64().max(1e-9);
+    let mb = r.raw_text_bytes as f64 / 1e6;
+    let mut s = format!(
+        "read {} raw rows ({mb:.1} MB of text) from {} v{} {} with spec {}: {} dropped by cleaning, {} duplicates\n",
+        r.raw_rows,
+        raw.dataset,
+        raw.seq,
+        raw.short_id(),
+        &spec[..12.min(spec.len())],
+        r.filtered,
+        r.duplicates
+    );
+    match &r.manifest {
+        Some(m) => s.push_str(&commits(std::slice::from_ref(m))),
+        None => s.push_str("already up to date with that raw version: nothing committed\n"),
+    }
+    let _ = writeln!(s, "{secs:.1} s, {:.1} MB/s of raw text", mb / secs);
+    s
+}
+
+/// `lineage`: one step per line, from the prediction back to the spec.
+pub fn lineage(l: &trainer::lineage::Lineage) -> String {
+    let short = |id: &str| id[..12.min(id.len())].to_string();
+    let offsets = |sources: &[stream::store::SourceOffsets]| {
+        sources
+            .iter()
+            .map(|s| format!("{}[{}]:{}..{}", s.topic, s.partition, s.first, s.next))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut s = String::new();
+    if let Some(p) = &l.prediction {
+        let _ = writeln!(
+            s,
+            "prediction  {} → {} (scored version {}; raw record partition {} offset {}{})",
+            p.id,
+            p.label.as_deref().unwrap_or("skipped"),
+            short(&p.scored_version),
+            p.raw_partition,
+            p.raw_offset,
+            p.raw_version.as_deref().map(|v| format!(", raw version {}", short(v))).unwrap_or_default()
+        );
+    }
+    let m = &l.model;
+    let _ = writeln!(
+        s,
+        "model       {} v{} ({}), weights sha256 {}",
+        m.name,
+        m.version,
+        m.family,
+        short(&m.artifact_sha256)
+    );
+    let metric = |k: &str| l.run.metrics.get(k).map(|v| format!(" {k}={v:.4}")).unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "run         {} ({:?}{}{})",
+        l.run.run_id,
+        l.run.status,
+        metric("test_accuracy"),
+        metric("test_macro_f1")
+    );
+    let d = &l.data;
+    let _ = writeln!(
+        s,
+        "data        {} v{} {}: {} rows, spec {}",
+        d.dataset,
+        d.seq,
+        short(&d.id),
+        d.rows,
+        short(&d.spec_hash)
+    );
+    match &l.raw {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "raw data    {} v{} {}: {} records from {}",
+                r.dataset,
+                r.seq,
+                short(&r.id),
+                r.rows,
+                offsets(&r.sources)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "raw data    none kept (the version predates raw data); offsets {}",
+                offsets(&d.sources)
+            );
+        }
+    }
+    let _ = writeln!(s, "spec        {}", l.spec.hash);
+    match &l.spec.toml {
+        Some(t) => t.lines().for_each(|line| {
+            let _ = writeln!(s, "            {line}");
+        }),
+        None => s.push_str("            (not kept in this store)\n"),
+    }
+    s
+}
+
+/// `data import`: the files imported and skipped, the rows, the refused rows and where they are.
+pub fn import(r: &stream::import::ImportReport) -> String {
+    let mut s = String::new();
+    for f in &r.files {
+        let _ = writeln!(
+            s,
+            "imported {}: {} rows, {} refused (sha256 {})",
+            f.name,
+            f.rows,
+            f.rejected,
+            &f.sha256[..12]
+        );
+    }
+    for (name, hash) in &r.skipped {
+        let _ = writeln!(s, "skipped {name}: already imported (sha256 {})", &hash[..12]);
+    }
+    if !r.ignored_columns.is_empty() {
+        let columns: Vec<&str> = r.ignored_columns.iter().map(String::as_str).collect();
+        let _ = writeln!(s, "ignored columns: {}", columns.join(", "));
+    }
+    let refused: u64 = r.rejected.values().sum();
+    let _ = writeln!(s, "{} rows imported, {refused} refused {:?}", r.rows, r.rejected);
+    if let Some(path) = &r.rejects {
+        let _ = writeln!(s, "refused rows, with their reasons: {}", path.display());
+    }
+    match &r.raw {
+        Some(m) => s.push_str(&commits(std::slice::from_ref(m))),
+        None => s.push_str("nothing new to import\n"),
     }
     s
 }

@@ -95,6 +95,8 @@ fn write_version(store: &SnapshotStore, corpus: &str, n: usize) -> Result<stream
         parts: vec![DraftPart { consumed: None, file: Some(file) }],
         tags: vec![],
         replace_files: false,
+        imported: vec![],
+        raw: None,
     };
     store.commit(draft, chrono::Utc::now())?.manifest.context("not committed")
 }

@@ -102,6 +102,8 @@ impl Error {
             Error::Model(trainer::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Model(trainer::Error::Input(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
             Error::Model(trainer::Error::Artifact(_)) => (StatusCode::CONFLICT, "artifact_refused"),
+            Error::Model(trainer::Error::Snapshot(stream::Error::NotFound(_)))
+            | Error::Clean(stream::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model"),
             Error::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka"),
             Error::Clean(_) => (StatusCode::INTERNAL_SERVER_ERROR, "clean"),

@@ -3,6 +3,8 @@
 use anyhow::{Result, bail};
 use schemas::Config;
 
+use stream::store::{Manifest, SnapshotStore};
+
 use crate::cli::DataCommand;
 use crate::runtime::shutdown_token;
 use crate::{open, report};
@@ -31,9 +33,51 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Diff { a, b, dataset, examples } => {
             let d = dataset.unwrap_or_else(default);
-            let (ma, mb) = (store.resolve(&d, &a)?, store.resolve(&d, &b)?);
+            let (ma, mb) = (resolve(&store, &d, &a)?, resolve(&store, &d, &b)?);
             let diff = stream::diff::diff(&store, &ma, &mb, examples).await?;
-            print!("{}", report::diff(&d, &ma, &mb, &diff));
+            print!("{}", report::diff(&ma, &mb, &diff));
+        }
+        DataCommand::Import { source, dataset, raw, spec, rejects } => {
+            let dataset = dataset.unwrap_or_else(default);
+            let raw = raw.unwrap_or_else(|| match dataset == config.snapshot.dataset {
+                true => config.snapshot.raw_dataset.clone(),
+                false => format!("{dataset}-raw"),
+            });
+            for name in [&dataset, &raw] {
+                if !schemas::config::valid_name(name) {
+                    bail!("invalid dataset name `{name}`: use lowercase letters, digits, '_' or '-'");
+                }
+            }
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+            let rejects = rejects.unwrap_or_else(|| {
+                open::data_dir(config).join("rejects").join(format!("{raw}-{stamp}.jsonl"))
+            });
+            let opts = stream::import::ImportOptions {
+                raw_dataset: raw.clone(),
+                max_bytes: config.ingest.max_record_bytes,
+                rejects,
+            };
+            let imported = stream::import::import(&store, &source, &opts).await?;
+            print!("{}", report::import(&imported));
+            let plan = match &spec {
+                Some(path) => open::plan_of(Some(path))?,
+                None => open::plan(config)?,
+            };
+            if let Ok(latest) = store.resolve(&raw, "latest") {
+                print!("{}", reprocess(store, plan, dataset, latest, Vec::new()).await?);
+            }
+        }
+        DataCommand::Reprocess { from, spec, dataset, tag } => {
+            if !schemas::config::valid_name(&dataset) {
+                bail!("invalid dataset name `{dataset}`: use lowercase letters, digits, '_' or '-'");
+            }
+            let raw = resolve(&store, &config.snapshot.raw_dataset, &from)?;
+            let plan = match &spec {
+                Some(path) => open::plan_of(Some(path))?,
+                None => open::plan(config)?,
+            };
+            let r = reprocess(store, plan, dataset, raw, tag).await?;
+            print!("{r}");
         }
         DataCommand::Checkout { version, out, dataset } => {
             let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
@@ -96,6 +140,41 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `DATASET@VERSION`, or a version of `dataset`.
+fn resolve(store: &SnapshotStore, dataset: &str, reference: &str) -> Result<Manifest> {
+    let (d, v) = reference.split_once('@').unwrap_or((dataset, reference));
+    Ok(store.resolve(d, v)?)
+}
+
+/// `data reprocess`: the raw version cleaned into `dataset`, with progress on stderr.
+async fn reprocess(
+    store: SnapshotStore,
+    plan: std::sync::Arc<stream::clean::CleanPlan>,
+    dataset: String,
+    raw: Manifest,
+    tags: Vec<String>,
+) -> Result<String> {
+    let started = std::time::Instant::now();
+    let done = tokio::task::spawn_blocking(move || -> Result<(stream::derive::CatchUp, Manifest, String)> {
+        let latest = store.latest(&dataset)?;
+        let mut seen = match (&latest, plan.dedupe()) {
+            (Some(m), true) => stream::derive::content_hashes(&store, m)?,
+            _ => Default::default(),
+        };
+        let bar = ingest::publish::progress_bar(Some(raw.rows), "reprocess");
+        let mut progress = |rows: u64, _bytes: u64| bar.set_position(rows);
+        let r = stream::derive::catch_up(&store, &plan, &dataset, &raw, &mut seen, &tags, &mut progress)?;
+        bar.finish_and_clear();
+        if r.stale {
+            bail!("dataset `{dataset}` was written by another run meanwhile; run data reprocess again");
+        }
+        Ok((r, raw, plan.hash().to_string()))
+    })
+    .await??;
+    let (r, raw, spec) = done;
+    Ok(report::reprocess(&raw, &spec, &r, started.elapsed()))
 }
 
 /// `--remote`, else `snapshot.remote`.

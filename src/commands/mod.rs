@@ -41,6 +41,13 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
             let report = services::snapshot::run(&config, opts, registry, &shutdown_token()).await?;
             print!("{}", report::snapshot(&report, &config.topics().raw));
         }
+        Command::Spec { first_default } => {
+            let spec = match first_default {
+                true => stream::clean::CleanSpec::first_default(),
+                false => open::plan(&config)?.spec().clone(),
+            };
+            print!("# cleaning spec {}\n{}", spec.hash(), spec.to_toml());
+        }
         Command::Data(cmd) => data::run(&config, cmd).await?,
         Command::Train { data, dataset, model, alias } => {
             train::train(&config, train::Train { data, dataset, model, alias }).await?
@@ -48,6 +55,24 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Tune { space, data, dataset, parallel, cpus, register, alias } => {
             let tune = train::Tune { space, data, dataset, parallel, cpus, register, alias };
             train::tune(&config, tune).await?
+        }
+        Command::Lineage { model, prediction, json } => {
+            let (meta, snapshots) = (open::metadata(&config).await?, open::snapshots(&config)?);
+            let lineage = match (&prediction, &model) {
+                (Some(id), _) => {
+                    let (scored, raw) = (&config.snapshot.scored_dataset, &config.snapshot.raw_dataset);
+                    trainer::lineage::of_prediction(meta.as_ref(), &snapshots, scored, raw, id).await?
+                }
+                (None, Some(m)) => {
+                    let (name, version) = m.split_once('@').unwrap_or((m, "production"));
+                    trainer::lineage::of_model(meta.as_ref(), &snapshots, name, version).await?
+                }
+                (None, None) => bail!("name a model or --prediction ID"),
+            };
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&lineage)?),
+                false => print!("{}", report::lineage(&lineage)),
+            }
         }
         Command::Models(cmd) => models::run(&config, cmd).await?,
         Command::Runs(cmd) => runs::run(&config, cmd).await?,

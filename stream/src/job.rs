@@ -25,7 +25,9 @@ use schemas::records::{DeadReason, clean_schema, col};
 use tokio_util::sync::CancellationToken;
 
 use crate::clean::{CleanPlan, content_hash};
-use crate::store::{Draft, DraftPart, Manifest, ObjectWriter, SnapshotStore, SourceOffsets};
+use crate::store::{
+    Derivation, Draft, DraftPart, Manifest, ObjectWriter, RAW_SPEC, RawLink, SnapshotStore, SourceOffsets,
+};
 use crate::{Error, Result};
 
 /// How a snapshot run behaves.
@@ -41,6 +43,9 @@ pub struct SnapshotOptions {
     pub commit_interval: Duration,
     /// Tags recorded in the manifests this run commits.
     pub tags: Vec<String>,
+    /// The raw dataset the records as read are committed to before each version, which then
+    /// records the raw version it was cleaned from (`snapshot.raw_dataset`); None: no raw data.
+    pub raw_dataset: Option<String>,
     /// Where to record ingest and snapshot metrics.
     pub metrics: Option<crate::metrics::SnapshotMetrics>,
 }
@@ -53,6 +58,7 @@ impl SnapshotOptions {
             commit_max_rows: config.snapshot.commit_max_rows,
             commit_interval: Duration::from_secs(config.snapshot.commit_interval_secs),
             tags: Vec::new(),
+            raw_dataset: Some(config.snapshot.raw_dataset.clone()).filter(|d| !d.is_empty()),
             metrics: None,
         }
     }
@@ -62,6 +68,8 @@ impl SnapshotOptions {
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotReport {
     pub commits: Vec<Manifest>,
+    /// The raw versions committed (before the processed ones).
+    pub raw_commits: Vec<Manifest>,
     /// Records read from the topic (valid ones, before cleaning filters).
     pub records: u64,
     /// Rows the cleaning plan's filters dropped (sent to the dead-letter topic as `filtered`).
@@ -89,17 +97,31 @@ pub async fn run_snapshot(
     if let Some(m) = &latest
         && m.spec_hash != plan.hash()
     {
+        let first_default = m.spec_hash == crate::clean::CleanSpec::first_default().hash();
         return Err(Error::Conflict(format!(
             "dataset `{dataset}` was cleaned with spec {} but the configured plan is {}; \
-             set snapshot.dataset to a new name or restore the spec",
+             set snapshot.dataset to a new name or restore the spec{}",
             &m.spec_hash[..12],
-            &plan.hash()[..12]
+            &plan.hash()[..12],
+            if first_default {
+                " (it is the first built-in default: `driftwood spec --first-default > spec.toml` \
+                 and clean.spec = \"spec.toml\" keep writing it)"
+            } else {
+                ""
+            }
         )));
     }
+    store.save_spec(plan.spec())?;
     let mut seen = match (&latest, plan.dedupe()) {
-        (Some(m), true) => content_hashes(store, m)?,
+        (Some(m), true) => crate::derive::content_hashes(store, m)?,
         _ => HashSet::new(),
     };
+    let ctx = Commit { store, topic: &topics.raw, dataset: &dataset, plan: &plan, opts, control };
+    let mut report = SnapshotReport::default();
+    // Whatever the raw dataset holds beyond this one (a crash between the two commits, another
+    // worker, a new dataset on an old raw history) is cleaned from it before reading the topic.
+    ctx.follow_raw(&mut seen, &mut report).await?;
+    let latest = store.latest(&dataset)?;
     let mode = if opts.group {
         let (store, dataset, topic) = (store.clone(), dataset.clone(), topics.raw.clone());
         let offsets = OffsetSource(Arc::new(move |p| match store.latest(&dataset) {
@@ -125,8 +147,6 @@ pub async fn run_snapshot(
     )
     .await?;
 
-    let ctx = Commit { store, topic: &topics.raw, dataset: &dataset, plan: &plan, opts, control };
-    let mut report = SnapshotReport::default();
     let mut pending = Pending::default();
     let mut last_commit = Instant::now();
     loop {
@@ -180,7 +200,8 @@ pub async fn run_snapshot(
         }
         report.duplicates += (before_dedupe - kept.num_rows()) as u64;
         report.filtered += (rows - before_dedupe) as u64;
-        pending.add(store, &kept, &consumed.ranges)?;
+        let raw = opts.raw_dataset.is_some().then_some(&consumed.batch);
+        pending.add(store, &kept, raw, &consumed.ranges)?;
         let due = pending.rows() >= opts.commit_max_rows
             || (!opts.until_idle && !pending.is_empty() && last_commit.elapsed() >= opts.commit_interval);
         if due {
@@ -256,19 +277,7 @@ fn dead_rows(
     Ok(out)
 }
 
-/// The content hashes of a version's texts (for deduplication across runs).
-fn content_hashes(store: &SnapshotStore, m: &Manifest) -> Result<HashSet<u64>> {
-    let mut out = HashSet::with_capacity(m.rows as usize);
-    for batch in store.read(m) {
-        let batch = batch?;
-        for text in strings(&batch, col::TEXT)?.iter().flatten() {
-            out.insert(content_hash(text));
-        }
-    }
-    Ok(out)
-}
-
-fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+pub(crate) fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     let idx = batch.schema().index_of(name)?;
     batch
         .column(idx)
@@ -280,6 +289,8 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
 /// Rows and offsets of one partition since the last commit.
 struct PartitionPending {
     writer: Option<ObjectWriter>,
+    /// The records as read, for the raw dataset.
+    raw: Option<ObjectWriter>,
     range: OffsetRange,
     hashes: Vec<u64>,
 }
@@ -316,11 +327,13 @@ impl Pending {
         Ok(keep)
     }
 
-    /// Adds kept rows (split by partition) and the consumed ranges.
+    /// Adds kept rows and the records as read (`raw`), split by partition, and the consumed
+    /// ranges.
     fn add(
         &mut self,
         store: &SnapshotStore,
         kept: &RecordBatch,
+        raw: Option<&RecordBatch>,
         ranges: &BTreeMap<i32, OffsetRange>,
     ) -> Result<()> {
         for (p, r) in ranges {
@@ -330,38 +343,56 @@ impl Pending {
                     e.range.first = e.range.first.min(r.first);
                     e.range.next = e.range.next.max(r.next);
                 })
-                .or_insert(PartitionPending { writer: None, range: *r, hashes: Vec::new() });
+                .or_insert(PartitionPending { writer: None, raw: None, range: *r, hashes: Vec::new() });
         }
-        if kept.num_rows() == 0 {
-            return Ok(());
+        if let Some(raw) = raw {
+            for (p, rows) in by_partition(raw)? {
+                let part = self.part(p)?;
+                if part.raw.is_none() {
+                    part.raw = Some(store.object_writer(clean_schema())?);
+                }
+                part.raw.as_mut().expect("just created").write(&rows)?;
+            }
         }
-        let idx = kept.schema().index_of(col::PARTITION)?;
-        let partitions = kept
-            .column(idx)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .ok_or_else(|| Error::Internal("kafka_partition is not Int32".into()))?;
-        let texts = strings(kept, col::TEXT)?;
-        for p in partitions.values().iter().copied().collect::<std::collections::BTreeSet<i32>>() {
-            let mask: BooleanArray = partitions.iter().map(|v| Some(v == Some(p))).collect();
-            let rows = filter_record_batch(kept, &mask)?;
-            let part = self.parts.get_mut(&p).ok_or_else(|| {
-                Error::Internal(format!("a row of partition {p} outside the consumed ranges"))
-            })?;
+        for (p, rows) in by_partition(kept)? {
+            let part = self.part(p)?;
             if part.writer.is_none() {
                 part.writer = Some(store.object_writer(clean_schema())?);
             }
             part.writer.as_mut().expect("just created").write(&rows)?;
-            for (i, v) in partitions.iter().enumerate() {
-                if v == Some(p) {
-                    let h = content_hash(texts.value(i));
-                    part.hashes.push(h);
-                    self.hashes.insert(h);
-                }
-            }
+            let hashes: Vec<u64> =
+                strings(&rows, col::TEXT)?.iter().map(|t| content_hash(t.unwrap_or_default())).collect();
+            part.hashes.extend(&hashes);
+            self.hashes.extend(hashes);
         }
         Ok(())
     }
+
+    fn part(&mut self, p: i32) -> Result<&mut PartitionPending> {
+        self.parts
+            .get_mut(&p)
+            .ok_or_else(|| Error::Internal(format!("a row of partition {p} outside the consumed ranges")))
+    }
+}
+
+/// The rows of `batch` per Kafka partition, in order.
+fn by_partition(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let partitions = batch
+        .column(batch.schema().index_of(col::PARTITION)?)
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .ok_or_else(|| Error::Internal("kafka_partition is not Int32".into()))?;
+    let distinct: std::collections::BTreeSet<i32> = partitions.values().iter().copied().collect();
+    distinct
+        .into_iter()
+        .map(|p| {
+            let mask: BooleanArray = partitions.iter().map(|v| Some(v == Some(p))).collect();
+            Ok((p, filter_record_batch(batch, &mask)?))
+        })
+        .collect()
 }
 
 /// What a commit needs to know.
@@ -369,15 +400,24 @@ struct Commit<'a> {
     store: &'a SnapshotStore,
     topic: &'a str,
     dataset: &'a str,
-    plan: &'a CleanPlan,
+    plan: &'a Arc<CleanPlan>,
     opts: &'a SnapshotOptions,
     control: Option<&'a ControlProducer>,
 }
+
+/// Attempts at deriving from the raw dataset while other writers keep committing.
+const DERIVE_ATTEMPTS: usize = 10;
 
 impl Commit<'_> {
     /// Commits a version when anything was consumed (even if every record was dropped or dead,
     /// so the offsets move on). Ranges another writer already committed are dropped and their
     /// partitions continued where the latest version ends.
+    ///
+    /// With a raw dataset, the records as read are committed there first; the cleaned rows
+    /// then commit linked to that raw version. When another writer went first (a raw range
+    /// refused, or the dataset no longer linked to the raw version before ours), the cleaned
+    /// rows of this commit are dropped and the dataset is derived from the raw dataset instead,
+    /// which holds these records (ours or the other writer's) — see [`crate::derive`].
     async fn commit(
         &self,
         pending: Pending,
@@ -389,22 +429,44 @@ impl Commit<'_> {
             return Ok(());
         }
         let mut parts = Vec::new();
+        let mut raw_parts = Vec::new();
         let mut hashes: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
         for (p, part) in pending.parts {
-            let file = match part.writer {
-                Some(w) => w.finish()?,
-                None => None,
+            let consumed = SourceOffsets {
+                topic: self.topic.to_string(),
+                partition: p,
+                first: part.range.first,
+                next: part.range.next,
             };
             hashes.insert(p, part.hashes);
-            parts.push(DraftPart {
-                consumed: Some(SourceOffsets {
-                    topic: self.topic.to_string(),
-                    partition: p,
-                    first: part.range.first,
-                    next: part.range.next,
-                }),
-                file,
-            });
+            if self.opts.raw_dataset.is_some() {
+                raw_parts.push(DraftPart { consumed: Some(consumed.clone()), file: finish(part.raw)? });
+            }
+            parts.push(DraftPart { consumed: Some(consumed), file: finish(part.writer)? });
+        }
+        let mut derivation = None;
+        if let Some(raw) = &self.opts.raw_dataset {
+            let draft = Draft {
+                dataset: raw.clone(),
+                spec_hash: RAW_SPEC.to_string(),
+                schema: clean_schema(),
+                parts: raw_parts,
+                tags: Vec::new(),
+                replace_files: false,
+                imported: vec![],
+                raw: None,
+            };
+            let committed = self.commit_draft(draft).await?;
+            self.continue_rejected(&committed.rejected, reader, report)?;
+            let clean = committed.rejected.is_empty();
+            if let Some(r) = committed.manifest {
+                tracing::info!(dataset = %raw, version = r.short_id(), seq = r.seq, rows_added = r.added.rows, "raw data committed");
+                derivation = clean.then(|| Derivation { link: raw_link(&r), after: r.parent.clone() });
+                report.raw_commits.push(r);
+            }
+            if derivation.is_none() {
+                return self.follow_raw(seen, report).await;
+            }
         }
         let draft = Draft {
             dataset: self.dataset.to_string(),
@@ -413,21 +475,44 @@ impl Commit<'_> {
             parts,
             tags: self.opts.tags.clone(),
             replace_files: false,
+            imported: vec![],
+            raw: derivation,
         };
-        let store = self.store.clone();
         let started = Instant::now();
-        let committed = tokio::task::spawn_blocking(move || store.commit(draft, Utc::now()))
-            .await
-            .map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
-        if let (Some(m), Some(manifest)) = (&self.opts.metrics, &committed.manifest) {
-            m.commit_seconds.observe(started.elapsed().as_secs_f64());
-            m.commits.inc();
-            m.rows_added.inc_by(manifest.added.rows);
-            m.rows.set(manifest.rows as i64);
+        let committed = self.commit_draft(draft).await?;
+        if committed.stale {
+            return self.follow_raw(seen, report).await;
         }
         for r in &committed.rejected {
-            report.rejected += 1;
             hashes.remove(&r.consumed.partition);
+        }
+        self.continue_rejected(&committed.rejected, reader, report)?;
+        seen.extend(hashes.into_values().flatten());
+        if let Some(manifest) = committed.manifest {
+            if let Some(m) = &self.opts.metrics {
+                m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            self.committed(manifest, report).await;
+        }
+        Ok(())
+    }
+
+    async fn commit_draft(&self, draft: Draft) -> Result<crate::store::Committed> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(draft, Utc::now()))
+            .await
+            .map_err(|e| Error::Internal(format!("commit task failed: {e}")))?
+    }
+
+    /// Moves the reader past ranges another writer committed first.
+    fn continue_rejected(
+        &self,
+        rejected: &[crate::store::Rejected],
+        reader: &mut BatchReader,
+        report: &mut SnapshotReport,
+    ) -> Result<()> {
+        for r in rejected {
+            report.rejected += 1;
             let continued = reader.seek(r.consumed.partition, r.resume_at)?;
             tracing::warn!(
                 partition = r.consumed.partition,
@@ -437,8 +522,58 @@ impl Commit<'_> {
                 "another writer committed this range first; dropped it"
             );
         }
-        seen.extend(hashes.into_values().flatten());
-        let Some(manifest) = committed.manifest else { return Ok(()) };
+        Ok(())
+    }
+
+    /// Brings the dataset up to the raw dataset's latest version by cleaning what it lacks
+    /// ([`crate::derive::catch_up`]), again while other writers move either.
+    async fn follow_raw(&self, seen: &mut HashSet<u64>, report: &mut SnapshotReport) -> Result<()> {
+        let Some(raw) = &self.opts.raw_dataset else { return Ok(()) };
+        for _ in 0..DERIVE_ATTEMPTS {
+            let Some(upto) = self.store.latest(raw)? else { return Ok(()) };
+            let (store, plan, dataset) = (self.store.clone(), self.plan.clone(), self.dataset.to_string());
+            let tags = self.opts.tags.clone();
+            let mut taken = std::mem::take(seen);
+            let (result, back) = tokio::task::spawn_blocking(move || {
+                let r = crate::derive::catch_up(
+                    &store,
+                    &plan,
+                    &dataset,
+                    &upto,
+                    &mut taken,
+                    &tags,
+                    &mut |_, _| {},
+                );
+                (r, taken)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("derive task failed: {e}")))?;
+            *seen = back;
+            let caught = result?;
+            report.filtered += caught.filtered;
+            report.duplicates += caught.duplicates;
+            if let Some(m) = caught.manifest {
+                tracing::info!(dataset = self.dataset, raw = %raw, raw_rows = caught.raw_rows, "derived from raw data");
+                self.committed(m, report).await;
+                return Ok(());
+            }
+            if !caught.stale {
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict(format!(
+            "dataset `{}` kept moving while it was derived from raw dataset `{raw}` ({DERIVE_ATTEMPTS} attempts); retry",
+            self.dataset
+        )))
+    }
+
+    /// Logs, counts and announces a committed version.
+    async fn committed(&self, manifest: Manifest, report: &mut SnapshotReport) {
+        if let Some(m) = &self.opts.metrics {
+            m.commits.inc();
+            m.rows_added.inc_by(manifest.added.rows);
+            m.rows.set(manifest.rows as i64);
+        }
         tracing::info!(
             dataset = self.dataset,
             version = manifest.short_id(),
@@ -461,6 +596,13 @@ impl Commit<'_> {
             }
         }
         report.commits.push(manifest);
-        Ok(())
     }
+}
+
+fn finish(writer: Option<ObjectWriter>) -> Result<Option<crate::store::FileEntry>> {
+    writer.map(ObjectWriter::finish).transpose().map(Option::flatten)
+}
+
+fn raw_link(m: &Manifest) -> RawLink {
+    RawLink { dataset: m.dataset.clone(), version: m.id.clone(), seq: m.seq }
 }

@@ -152,6 +152,12 @@ pub async fn join_labels(
         parts,
         tags: vec![],
         replace_files: true,
+        imported: vec![],
+        // The same raw records, relabelled: the link stays (raw data keeps the labels as read).
+        raw: latest
+            .raw
+            .clone()
+            .map(|link| crate::store::Derivation { after: Some(link.version.clone()), link }),
     };
     let committed = store.commit(draft, Utc::now())?;
     if !committed.rejected.is_empty() {

@@ -13,7 +13,12 @@
 //!   compiled plan runs in the snapshot job and in the online scorer;
 //! * [`store`] — the snapshot store: content-addressed Parquet objects and one JSON manifest per
 //!   version (id = hash of the manifest), committed atomically with the Kafka offsets consumed;
-//! * [`job`] — the snapshot job: consume, clean, write, commit; resumes from the last manifest;
+//! * [`job`] — the snapshot job: consume, clean, write, commit (the records as read into the
+//!   raw dataset, then the cleaned rows linked to that raw version); resumes from the last
+//!   manifest;
+//! * [`derive`] — processed versions cleaned from raw versions: the job's catch-up and
+//!   `data reprocess`;
+//! * [`import`] — CSV, Parquet, JSON lines and folders of text files as raw versions;
 //! * [`labels`] — late ground truth from `text.labels` joined onto a version by id;
 //! * [`scored`] — the scored snapshot job: predictions from `text.scored` into versions;
 //! * [`query`] — DataFusion over versions: a version as a table, sessions that decrypt;
@@ -28,7 +33,9 @@
 
 pub mod clean;
 pub mod crypto;
+pub mod derive;
 pub mod diff;
+pub mod import;
 pub mod job;
 pub mod labels;
 pub mod metrics;

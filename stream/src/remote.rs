@@ -211,3 +211,37 @@ fn key_rel(id: &str) -> String {
 fn manifest_rel(dataset: &str, seq: u64) -> String {
     format!("datasets/{dataset}/versions/{seq:020}.json")
 }
+
+/// Downloads the object `url` names — or, when it ends with `/`, every object under it — into
+/// `dir`, streaming; each as (its name relative to the URL, or its file name; its local path),
+/// sorted by name.
+pub async fn download(url: &str, dir: &std::path::Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    use std::io::Write;
+    let remote = Remote::open(url)?;
+    let prefix = remote.prefix.clone();
+    let mut keys: Vec<ObjectPath> = if url.ends_with('/') {
+        let metas: Vec<_> = remote.store.list(Some(&prefix)).try_collect().await.map_err(remote_err(url))?;
+        metas.into_iter().map(|m| m.location).collect()
+    } else {
+        vec![prefix.clone()]
+    };
+    keys.sort();
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let relative =
+            key.as_ref().strip_prefix(prefix.as_ref()).unwrap_or(key.as_ref()).trim_start_matches('/');
+        let name = match relative {
+            "" => key.filename().unwrap_or("object").to_string(),
+            r => r.to_string(),
+        };
+        // Keep the file name (its extension says the format); a number keeps names apart.
+        let path = dir.join(format!("{i}-{}", key.filename().unwrap_or("object")));
+        let mut file = std::fs::File::create(&path).map_err(Error::io(&path))?;
+        let mut body = remote.store.get(key).await.map_err(remote_err(url))?.into_stream();
+        while let Some(chunk) = body.try_next().await.map_err(remote_err(url))? {
+            file.write_all(&chunk).map_err(Error::io(&path))?;
+        }
+        out.push((name, path));
+    }
+    Ok(out)
+}

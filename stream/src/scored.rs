@@ -197,6 +197,8 @@ async fn commit(
         parts,
         tags: opts.tags.clone(),
         replace_files: false,
+        imported: vec![],
+        raw: None,
     };
     let store = store.clone();
     let committed = tokio::task::spawn_blocking(move || store.commit(draft, Utc::now()))

@@ -27,7 +27,8 @@
 //! * [`import`] — registering such a module as a tracked run with a card;
 //! * [`train`] — the training job (a tracked run, then registration);
 //! * [`tune`] — grid / random search: concurrent trials as child runs of one tuning run;
-//! * [`retrain`] — the closed loop: retrain on request, gate, promote, report.
+//! * [`retrain`] — the closed loop: retrain on request, gate, promote, report;
+//! * [`lineage`] — prediction → model version → run → data version → raw version → spec.
 //!
 //! Architecture invariant: no HTTP here; `serving` calls [`model::load`] and owns the threads a
 //! model runs on.
@@ -38,6 +39,7 @@ pub mod card;
 pub mod family;
 pub mod features;
 pub mod import;
+pub mod lineage;
 pub mod logreg;
 pub mod metrics;
 pub mod minilm;

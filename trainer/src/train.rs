@@ -97,6 +97,13 @@ pub async fn run_training(
         )));
     }
     let manifest = snapshots.resolve(&req.dataset, &req.version)?;
+    if manifest.is_raw() {
+        return Err(Error::Input(format!(
+            "`{}` is raw data (the records as read, uncleaned): train on a dataset cleaned from it \
+             (snapshot.dataset, or one `data reprocess` wrote)",
+            req.dataset
+        )));
+    }
     let mut tags = BTreeMap::from([("dataset".into(), req.dataset.clone())]);
     if parent_run_id.is_some() {
         tags.insert("kind".into(), "trial".into());

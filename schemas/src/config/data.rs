@@ -18,6 +18,9 @@ pub struct SnapshotConfig {
     pub commit_interval_secs: u64,
     /// Dataset the scored-topic snapshot job (`snapshot --scored`) writes.
     pub scored_dataset: String,
+    /// Raw dataset the snapshot job commits the records as read to, before cleaning (each
+    /// version of `dataset` records the raw version it was cleaned from); empty: no raw data.
+    pub raw_dataset: String,
     /// Default remote of `data push`/`data pull`: `file:///dir` or `s3://bucket/prefix`;
     /// unset: those commands need `--remote`.
     #[serde(with = "super::optional")]
@@ -105,6 +108,7 @@ impl Default for SnapshotConfig {
             commit_max_rows: 100_000,
             commit_interval_secs: 30,
             scored_dataset: "scored".into(),
+            raw_dataset: "raw".into(),
             remote: None,
         }
     }
@@ -120,6 +124,13 @@ impl SnapshotConfig {
             return Err(invalid(
                 "snapshot.scored_dataset",
                 "use lowercase letters, digits, '_' or '-', and a name other than snapshot.dataset",
+            ));
+        }
+        let raw = &self.raw_dataset;
+        if !raw.is_empty() && (!valid_name(raw) || raw == &self.dataset || raw == &self.scored_dataset) {
+            return Err(invalid(
+                "snapshot.raw_dataset",
+                "use lowercase letters, digits, '_' or '-', a name other than the other datasets, or \"\" for no raw data",
             ));
         }
         Ok(())

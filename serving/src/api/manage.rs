@@ -358,3 +358,32 @@ pub async fn get_data_version(
     valid_dataset(&dataset)?;
     Ok(Json(snapshots(&state, move |s| s.resolve(&dataset, &reference)).await?))
 }
+
+/// Where model version `version` (a number, `v<N>`, an alias or `latest`) came from: its run,
+/// the data version it was trained on, the raw version that was cleaned from (Kafka offset
+/// ranges), the cleaning spec.
+#[utoipa::path(get, path = "/v1/lineage/models/{name}/{version}", tag = "lineage",
+    params(("name" = String, Path, description = "model name"),
+           ("version" = String, Path, description = "a version, `v<N>`, an alias or `latest`")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = trainer::lineage::Lineage), (status = 404, body = ErrorBody)))]
+pub async fn model_lineage(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<trainer::lineage::Lineage>> {
+    Ok(Json(trainer::lineage::of_model(state.store.as_ref(), &state.snapshots, &name, &version).await?))
+}
+
+/// Where the prediction for record `id` came from: its row on the scored dataset (the raw
+/// record's partition and offset), then the model version's lineage.
+#[utoipa::path(get, path = "/v1/lineage/predictions/{id}", tag = "lineage",
+    params(("id" = String, Path, description = "the record id")),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = trainer::lineage::Lineage), (status = 404, body = ErrorBody)))]
+pub async fn prediction_lineage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<trainer::lineage::Lineage>> {
+    let (scored, raw) = (&state.lineage.scored, &state.lineage.raw);
+    Ok(Json(trainer::lineage::of_prediction(state.store.as_ref(), &state.snapshots, scored, raw, &id).await?))
+}

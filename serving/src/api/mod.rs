@@ -45,7 +45,7 @@ pub mod state;
 pub mod token;
 
 pub use response::ErrorBody;
-pub use state::{AppState, BrokerHealth, Limits, limit};
+pub use state::{AppState, BrokerHealth, Limits, LineageDatasets, limit};
 pub use token::require;
 
 use response::ErrorType;
@@ -67,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/datasets", get(manage::list_datasets))
         .route("/v1/datasets/{dataset}/versions", get(manage::list_data_versions))
         .route("/v1/datasets/{dataset}/versions/{version}", get(manage::get_data_version))
+        .route("/v1/lineage/models/{name}/{version}", get(manage::model_lineage))
+        .route("/v1/lineage/predictions/{id}", get(manage::prediction_lineage))
         .route_layer(role(Role::Viewer));
     let admin = Router::new()
         .route("/v1/models/{name}/promote", post(manage::promote))

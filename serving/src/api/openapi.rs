@@ -36,6 +36,8 @@ use super::{manage, ops, predict, token};
         manage::list_datasets,
         manage::list_data_versions,
         manage::get_data_version,
+        manage::model_lineage,
+        manage::prediction_lineage,
     ),
     modifiers(&OAuth2Roles),
     tags(
@@ -43,6 +45,7 @@ use super::{manage, ops, predict, token};
         (name = "registry", description = "Model versions and aliases (MLflow-style)"),
         (name = "tracking", description = "Training runs and their metrics"),
         (name = "data", description = "Versioned snapshots"),
+        (name = "lineage", description = "Prediction → model version → run → data → raw data → spec"),
         (name = "auth", description = "OAuth2 tokens and signing keys"),
         (name = "ops", description = "Health, readiness, metrics, this document"),
     )

@@ -39,6 +39,20 @@ pub struct Draft {
     /// The new files replace the parent's (a rewrite such as a label join) instead of adding
     /// to them.
     pub replace_files: bool,
+    /// For a processed version cleaned from raw data: which raw version, and the one the parent
+    /// must be linked to. The commit is then all or nothing (see [`SnapshotStore::commit`]).
+    pub raw: Option<Derivation>,
+    /// Files this commit imports (raw data from `data import`).
+    pub imported: Vec<super::ImportedFile>,
+}
+
+/// The raw version a processed commit's rows come from.
+#[derive(Debug, Clone)]
+pub struct Derivation {
+    pub link: super::RawLink,
+    /// The raw version id the parent version must be linked to (None: the dataset is empty or
+    /// predates raw data); the new rows are those of the raw versions after it up to `link`.
+    pub after: Option<String>,
 }
 
 /// A part refused because another writer already committed (some of) its range.
@@ -55,6 +69,9 @@ pub struct Committed {
     /// The new version, `None` when every part was rejected.
     pub manifest: Option<Manifest>,
     pub rejected: Vec<Rejected>,
+    /// A derived draft was refused whole: the latest version is no longer linked to the raw
+    /// version the draft follows, or a part overlapped it (another writer went first).
+    pub stale: bool,
 }
 
 impl SnapshotStore {
@@ -79,6 +96,10 @@ impl SnapshotStore {
     }
 
     /// Commits a new version of `draft.dataset` on top of the latest one, atomically.
+    ///
+    /// A draft derived from raw data ([`Draft::raw`]) commits only on a parent linked to the
+    /// raw version it expects and with every part accepted; otherwise nothing is committed and
+    /// [`Committed::stale`] says so (the caller derives again from the raw dataset).
     ///
     /// Offsets must continue the parent's: a part whose range starts before the partition's
     /// `next` in the parent (another writer — after a rebalance or a concurrent run — already
@@ -108,8 +129,14 @@ impl SnapshotStore {
                 )));
             }
             let (accepted, rejected) = split_by_continuity(parent.as_ref(), &draft.parts);
+            if let Some(d) = &draft.raw {
+                let linked = parent.as_ref().and_then(|p| p.raw.as_ref()).map(|r| r.version.as_str());
+                if linked != d.after.as_deref() || !rejected.is_empty() {
+                    return Ok(Committed { manifest: None, rejected, stale: true });
+                }
+            }
             if accepted.is_empty() {
-                return Ok(Committed { manifest: None, rejected });
+                return Ok(Committed { manifest: None, rejected, stale: false });
             }
             let manifest = build_manifest(parent.as_ref(), &draft, &accepted, now);
             let tmp = self.tmp_dir().join(format!("manifest-{}-{}.json", std::process::id(), unique()));
@@ -120,7 +147,7 @@ impl SnapshotStore {
             match linked {
                 Ok(()) => {
                     sync_dir(&versions_dir)?;
-                    return Ok(Committed { manifest: Some(manifest), rejected });
+                    return Ok(Committed { manifest: Some(manifest), rejected, stale: false });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&target)(e)),
@@ -202,8 +229,10 @@ fn build_manifest(
             rows: added_rows,
             files: new_files.iter().map(|f| f.hash.clone()).collect(),
             consumed,
+            imported: draft.imported.clone(),
         },
         tags: draft.tags.clone(),
+        raw: draft.raw.as_ref().map(|d| d.link.clone()),
     };
     m.id = m.compute_id();
     m

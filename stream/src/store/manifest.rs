@@ -12,8 +12,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Format version of manifests.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Format version of manifests: 2 added [`Manifest::raw`] (format 1 manifests read as before,
+/// with no raw version).
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// The `spec_hash` of a raw dataset's versions: its rows are the records as read, uncleaned.
+pub const RAW_SPEC: &str = "raw";
+
+/// The raw version a processed version's rows were cleaned from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RawLink {
+    pub dataset: String,
+    /// Id of the raw version.
+    pub version: String,
+    pub seq: u64,
+}
 
 /// One Parquet object of a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,6 +64,21 @@ pub struct Added {
     pub files: Vec<String>,
     /// Offset ranges consumed by this commit.
     pub consumed: Vec<SourceOffsets>,
+    /// Files imported by this commit (`data import`): the raw data's sources besides Kafka.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imported: Vec<ImportedFile>,
+}
+
+/// A file imported into a raw dataset, by content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImportedFile {
+    /// The path or URL as given (a folder's files: relative to the folder).
+    pub name: String,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+    pub rows: u64,
+    /// Rows refused by validation (written to the rejects file with their reasons).
+    pub rejected: u64,
 }
 
 /// The manifest of one version.
@@ -74,6 +102,12 @@ pub struct Manifest {
     pub added: Added,
     /// Tags given at commit time (later tags live in the tags directory).
     pub tags: Vec<String>,
+    /// The raw version these rows were cleaned from, with [`Manifest::spec_hash`]: the rows are
+    /// exactly the raw records up to that version (less what the spec drops), and the dataset's
+    /// rows before its first raw version if it predates raw data. None for raw versions and
+    /// for datasets written without raw data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawLink>,
 }
 
 impl Manifest {
@@ -86,6 +120,16 @@ impl Manifest {
     /// The short form of the id shown to people.
     pub fn short_id(&self) -> &str {
         &self.id[..12.min(self.id.len())]
+    }
+
+    /// Whether this is a version of a raw dataset.
+    pub fn is_raw(&self) -> bool {
+        self.spec_hash == RAW_SPEC
+    }
+
+    /// Next offset per topic and partition.
+    pub fn resume_offsets_all(&self) -> BTreeMap<(String, i32), i64> {
+        self.sources.iter().map(|s| ((s.topic.clone(), s.partition), s.next)).collect()
     }
 
     /// Next offset per partition of `topic`.

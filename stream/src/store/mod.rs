@@ -44,11 +44,13 @@ mod keys;
 mod maintenance;
 mod manifest;
 
-pub use commit::{Committed, Draft, DraftPart, ObjectWriter, Rejected};
+pub use commit::{Committed, Derivation, Draft, DraftPart, ObjectWriter, Rejected};
 pub use keys::RewrapReport;
 pub use maintenance::GcReport;
 use manifest::read_manifest;
-pub use manifest::{Added, FieldInfo, FileEntry, MANIFEST_FORMAT, Manifest, SourceOffsets};
+pub use manifest::{
+    Added, FieldInfo, FileEntry, ImportedFile, MANIFEST_FORMAT, Manifest, RAW_SPEC, RawLink, SourceOffsets,
+};
 
 /// Rows per batch when reading a version.
 pub const READ_BATCH_ROWS: usize = 8192;
@@ -228,10 +230,50 @@ impl SnapshotStore {
         Ok(out)
     }
 
+    fn spec_path(&self, hash: &str) -> PathBuf {
+        self.root.join("specs").join(format!("{hash}.toml"))
+    }
+
+    /// Keeps the cleaning spec `hash` names (`specs/<hash>.toml`), so what a version's
+    /// `spec_hash` means stays readable beside it; written once per spec.
+    pub fn save_spec(&self, spec: &crate::clean::CleanSpec) -> Result<()> {
+        let path = self.spec_path(&spec.hash());
+        if path.is_file() {
+            return Ok(());
+        }
+        let dir = path.parent().expect("specs have a parent dir");
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let tmp = self.tmp_dir().join(format!("spec-{}-{}.toml", std::process::id(), unique()));
+        write_synced(&tmp, spec.to_toml().as_bytes())?;
+        fs::rename(&tmp, &path).map_err(Error::io(&path))
+    }
+
+    /// The cleaning spec with this hash, if a version written here used it; checked against
+    /// the hash.
+    pub fn spec(&self, hash: &str) -> Result<Option<crate::clean::CleanSpec>> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let path = self.spec_path(hash);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = fs::read_to_string(&path).map_err(Error::io(&path))?;
+        let spec = crate::clean::CleanSpec::from_toml(&text)?;
+        if spec.hash() != hash {
+            return Err(Error::Corrupt(format!("{} does not hash to its name", path.display())));
+        }
+        Ok(Some(spec))
+    }
+
     /// Reads a version as batches, object by object (never the whole version in memory).
     pub fn read(&self, manifest: &Manifest) -> impl Iterator<Item = Result<RecordBatch>> + use<> {
+        self.read_files(manifest.files.clone())
+    }
+
+    /// Reads objects as batches, one after the other.
+    pub fn read_files(&self, files: Vec<FileEntry>) -> impl Iterator<Item = Result<RecordBatch>> + use<> {
         let store = self.clone();
-        let files = manifest.files.clone();
         files.into_iter().flat_map(move |f| {
             let reader = store.open_object(&f);
             let it: Box<dyn Iterator<Item = Result<RecordBatch>>> = match reader {
@@ -331,6 +373,8 @@ mod tests {
             }],
             tags: vec![],
             replace_files: false,
+            imported: vec![],
+            raw: None,
         };
         store.commit(draft, Utc::now()).unwrap().manifest.expect("accepted")
     }
@@ -409,6 +453,8 @@ mod tests {
             parts: vec![],
             tags: vec![],
             replace_files: false,
+            imported: vec![],
+            raw: None,
         };
         assert!(matches!(store.commit(draft, Utc::now()), Err(Error::Conflict(_))));
     }
@@ -439,6 +485,8 @@ mod tests {
             parts: vec![part(&["a", "b", "c"], 0, 0), part(&["x"], 1, 0)],
             tags: vec![],
             replace_files: false,
+            imported: vec![],
+            raw: None,
         };
         let out = store.commit(draft, Utc::now()).unwrap();
         let m = out.manifest.unwrap();
@@ -453,6 +501,8 @@ mod tests {
             parts: vec![part(&["c"], 0, 2)],
             tags: vec![],
             replace_files: false,
+            imported: vec![],
+            raw: None,
         };
         let m = store.commit(draft, Utc::now()).unwrap().manifest.unwrap();
         assert_eq!(ids_of(&store, &m), ["a", "b", "x", "c"]);

@@ -179,12 +179,21 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
     let correct = join[0][3].as_u64().expect("number") as f64 / v1.len() as f64;
     assert!(correct > 0.9, "training-data accuracy {correct}");
 
-    // Metadata: schemas and tables as named in the README, table schemas as stored.
+    // Metadata: schemas and tables as named in the README (the raw data too), table schemas as
+    // stored.
     let tables: Vec<&str> =
         got["tables"].as_array().expect("list").iter().filter_map(|v| v.as_str()).collect();
-    for t in
-        ["text.latest", "text.versions", "text.baseline", "text.v1", "text.v2", "scored.latest", "scored.v1"]
-    {
+    for t in [
+        "text.latest",
+        "text.versions",
+        "text.baseline",
+        "text.v1",
+        "text.v2",
+        "scored.latest",
+        "scored.v1",
+        "raw.latest",
+        "raw.v2",
+    ] {
         assert!(tables.contains(&t), "{t} missing from {tables:?}");
     }
     assert_eq!(got["catalogs"], serde_json::json!(["driftwood"]));

@@ -64,6 +64,8 @@ fn version(store: &SnapshotStore, rows: std::ops::Range<i64>) -> anyhow::Result<
         parts: vec![DraftPart { consumed: None, file: w.finish()? }],
         tags: vec![],
         replace_files: false,
+        imported: vec![],
+        raw: None,
     };
     store.commit(draft, chrono::Utc::now())?;
     Ok(())

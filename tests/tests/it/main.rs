@@ -17,6 +17,7 @@ mod minilm;
 mod model_reload;
 mod observability;
 mod openapi_contract;
+mod raw_data;
 mod replicas;
 mod reproducible;
 mod rest_auth;

@@ -101,6 +101,8 @@ async fn seed(state: &serving::api::AppState) -> anyhow::Result<()> {
         parts: vec![stream::store::DraftPart { consumed: None, file: writer.finish()? }],
         tags: vec![],
         replace_files: false,
+        imported: vec![],
+        raw: None,
     };
     let committed = state.snapshots.commit(draft, now)?.manifest.expect("a version");
     state.snapshots.tag("text", "golden", &committed.id)?;

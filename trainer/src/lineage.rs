@@ -1,0 +1,207 @@
+//! Lineage: where a prediction came from, step by step back to the input.
+//!
+//! ```text
+//!  prediction (scored dataset row: id, model@version, raw partition/offset)
+//!    → model version (registry) → run (params, metrics) → processed data version
+//!    → raw data version (its Kafka offset ranges) → cleaning spec (hash, and its TOML when kept)
+//! ```
+//!
+//! `driftwood lineage` and `GET /v1/lineage/...` both print a [`Lineage`]; a step that cannot
+//! be followed (a dataset written before raw data was kept, a spec this store never recorded)
+//! is `None`, not an error.
+
+use metastore::{MetadataStore, ModelVersion, Run};
+use schemas::records::scored_col;
+use serde::Serialize;
+use stream::store::{Manifest, SnapshotStore, SourceOffsets};
+
+use crate::{Error, Result, registry};
+
+/// The chain behind a model version, and behind one prediction when asked for one.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Lineage {
+    /// The prediction asked about, as the scored dataset holds it.
+    pub prediction: Option<PredictionStep>,
+    pub model: ModelVersion,
+    pub run: Run,
+    /// The processed data version the model was trained on.
+    pub data: DataStep,
+    /// The raw version that data was cleaned from.
+    pub raw: Option<DataStep>,
+    /// The cleaning spec of `data`.
+    pub spec: SpecStep,
+}
+
+/// One prediction on the scored dataset.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PredictionStep {
+    pub id: String,
+    pub label: Option<String>,
+    /// The scored dataset's version holding it.
+    pub scored_version: String,
+    /// Where the raw record was read: `text.raw` partition and offset.
+    pub raw_partition: i32,
+    pub raw_offset: i64,
+    /// The raw dataset's first version holding that record, when one does.
+    pub raw_version: Option<String>,
+}
+
+/// A data version, as lineage shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DataStep {
+    pub dataset: String,
+    pub seq: u64,
+    pub id: String,
+    pub rows: u64,
+    pub spec_hash: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Cumulative Kafka offsets consumed per topic partition: `[first, next)`.
+    pub sources: Vec<SourceOffsets>,
+    /// Content hashes of the Parquet objects.
+    pub objects: Vec<String>,
+}
+
+impl DataStep {
+    fn of(m: &Manifest) -> DataStep {
+        DataStep {
+            dataset: m.dataset.clone(),
+            seq: m.seq,
+            id: m.id.clone(),
+            rows: m.rows,
+            spec_hash: m.spec_hash.clone(),
+            created_at: m.created_at,
+            sources: m.sources.clone(),
+            objects: m.files.iter().map(|f| f.hash.clone()).collect(),
+        }
+    }
+}
+
+/// The cleaning spec: its hash, and its TOML when the store kept it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SpecStep {
+    pub hash: String,
+    pub toml: Option<String>,
+}
+
+/// The lineage of model `name` at `reference` (a version, `v<N>`, an alias or `latest`).
+pub async fn of_model(
+    meta: &dyn MetadataStore,
+    snapshots: &SnapshotStore,
+    name: &str,
+    reference: &str,
+) -> Result<Lineage> {
+    let model = registry::resolve(meta, name, reference).await?;
+    let run = meta.get_run(&model.run_id).await?;
+    let (snapshots, id, dataset) =
+        (snapshots.clone(), model.data_version.clone(), run.tags.get("dataset").cloned());
+    let (data, raw, spec) =
+        tokio::task::spawn_blocking(move || data_steps(&snapshots, &id, dataset.as_deref()))
+            .await
+            .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
+    Ok(Lineage { prediction: None, model, run, data, raw, spec })
+}
+
+/// The lineage of the prediction for record `id`: its latest row on `scored_dataset`, then the
+/// model version that made it.
+pub async fn of_prediction(
+    meta: &dyn MetadataStore,
+    snapshots: &SnapshotStore,
+    scored_dataset: &str,
+    raw_dataset: &str,
+    id: &str,
+) -> Result<Lineage> {
+    let (store, scored, raw, wanted) =
+        (snapshots.clone(), scored_dataset.to_string(), raw_dataset.to_string(), id.to_string());
+    let (step, model, version) =
+        tokio::task::spawn_blocking(move || find_prediction(&store, &scored, &raw, &wanted))
+            .await
+            .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
+    let mut lineage = of_model(meta, snapshots, &model, &version.to_string()).await?;
+    lineage.prediction = Some(step);
+    Ok(lineage)
+}
+
+fn data_steps(
+    store: &SnapshotStore,
+    id: &str,
+    dataset: Option<&str>,
+) -> Result<(DataStep, Option<DataStep>, SpecStep)> {
+    let candidates = match dataset {
+        Some(d) => vec![d.to_string()],
+        None => store.datasets()?,
+    };
+    let data = candidates
+        .iter()
+        .find_map(|d| store.versions(d).ok()?.into_iter().find(|m| m.id == id))
+        .ok_or_else(|| Error::NotFound(format!("data version {id} in the snapshot store")))?;
+    let raw = match &data.raw {
+        Some(link) => Some(DataStep::of(&store.resolve(&link.dataset, &link.version)?)),
+        None => None,
+    };
+    let toml = store.spec(&data.spec_hash)?.map(|s| s.to_toml());
+    Ok((DataStep::of(&data), raw, SpecStep { hash: data.spec_hash.clone(), toml }))
+}
+
+/// The latest scored row of record `id`, the model and version that made it.
+fn find_prediction(
+    store: &SnapshotStore,
+    scored: &str,
+    raw_dataset: &str,
+    id: &str,
+) -> Result<(PredictionStep, String, u32)> {
+    use arrow::array::{Array, Int32Array, Int64Array, StringArray};
+    let m = store.resolve(scored, "latest")?;
+    let mut found = None;
+    for batch in store.read(&m) {
+        let batch = batch?;
+        let column = |name: &str| batch.column(batch.schema().index_of(name).expect("scored schema")).clone();
+        let ids = column(scored_col::ID);
+        let ids = ids.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad(scored_col::ID))?;
+        let Some(i) = (0..ids.len()).rev().find(|&i| ids.value(i) == id) else { continue };
+        let text = |name: &str| -> Result<Option<String>> {
+            let c = column(name);
+            let c = c.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad(name))?;
+            Ok(c.is_valid(i).then(|| c.value(i).to_string()))
+        };
+        let int64 = |name: &str| -> Result<i64> {
+            let c = column(name);
+            Ok(c.as_any().downcast_ref::<Int64Array>().ok_or_else(|| bad(name))?.value(i))
+        };
+        let partition = column(scored_col::RAW_PARTITION);
+        let partition = partition
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(|| bad(scored_col::RAW_PARTITION))?
+            .value(i);
+        found = Some((
+            text(scored_col::LABEL)?,
+            text(scored_col::MODEL)?.unwrap_or_default(),
+            int64(scored_col::MODEL_VERSION)? as u32,
+            partition,
+            int64(scored_col::RAW_OFFSET)?,
+        ));
+    }
+    let (label, model, version, raw_partition, raw_offset) = found.ok_or_else(|| {
+        Error::NotFound(format!("a prediction for `{id}` in dataset `{scored}` v{}", m.seq))
+    })?;
+    // The first raw version whose commit consumed that offset.
+    let raw_version = store.versions(raw_dataset)?.into_iter().find(|v| {
+        v.added
+            .consumed
+            .iter()
+            .any(|c| c.partition == raw_partition && (c.first..c.next).contains(&raw_offset))
+    });
+    let step = PredictionStep {
+        id: id.to_string(),
+        label,
+        scored_version: m.id.clone(),
+        raw_partition,
+        raw_offset,
+        raw_version: raw_version.map(|v| v.id),
+    };
+    Ok((step, model, version))
+}
+
+fn bad(column: &str) -> Error {
+    Error::Internal(format!("the scored dataset's column {column} has an unexpected type"))
+}
