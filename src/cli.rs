@@ -254,7 +254,8 @@ pub enum DataCommand {
     /// the raw versions a dataset derived before lacks. The same spec on the same raw version
     /// writes the same objects and version. `snapshot` then follows the topic into it.
     Reprocess {
-        /// The raw version: DATASET@VERSION (`raw@v3`) or a VERSION of snapshot.raw_dataset.
+        /// The raw version: DATASET@VERSION (`text_raw@v3`) or a VERSION of snapshot.dataset's raw
+        /// dataset.
         #[arg(long, default_value = "latest")]
         from: String,
         /// Cleaning spec (TOML); default: clean.spec, else the built-in default.
@@ -276,8 +277,8 @@ pub enum DataCommand {
         /// The dataset to clean into (default: snapshot.dataset).
         #[arg(long)]
         dataset: Option<String>,
-        /// The raw dataset to import into (default: snapshot.raw_dataset for snapshot.dataset,
-        /// else `<dataset>-raw`).
+        /// The raw dataset to import into (default: the one the dataset was cleaned from, else
+        /// `<dataset>_raw`).
         #[arg(long)]
         raw: Option<String>,
         /// Cleaning spec (TOML); default: clean.spec, else the built-in default.

@@ -283,34 +283,36 @@ pub fn lineage(l: &trainer::lineage::Lineage) -> String {
         metric("test_accuracy"),
         metric("test_macro_f1")
     );
-    let d = &l.data;
-    let _ = writeln!(
-        s,
-        "data        {} v{} {}: {} rows, spec {}",
-        d.dataset,
-        d.seq,
-        short(&d.id),
-        d.rows,
-        short(&d.spec_hash)
-    );
-    match &l.raw {
-        Some(r) => {
-            let _ = writeln!(
-                s,
-                "raw data    {} v{} {}: {} records from {}",
-                r.dataset,
-                r.seq,
-                short(&r.id),
-                r.rows,
-                offsets(&r.sources)
-            );
+    match (&l.data, &l.raw) {
+        (None, _) => {
+            let _ = writeln!(s, "data        {} (not in this snapshot store)", short(&l.model.data_version));
         }
-        None => {
+        (Some(d), raw) => {
             let _ = writeln!(
                 s,
-                "raw data    none kept (the version predates raw data); offsets {}",
-                offsets(&d.sources)
+                "data        {} v{} {}: {} rows, spec {}",
+                d.dataset,
+                d.seq,
+                short(&d.id),
+                d.rows,
+                short(&d.spec_hash)
             );
+            let _ = match raw {
+                Some(r) => writeln!(
+                    s,
+                    "raw data    {} v{} {}: {} records from {}",
+                    r.dataset,
+                    r.seq,
+                    short(&r.id),
+                    r.rows,
+                    offsets(&r.sources)
+                ),
+                None => writeln!(
+                    s,
+                    "raw data    none kept (the version predates raw data); offsets {}",
+                    offsets(&d.sources)
+                ),
+            };
         }
     }
     let _ = writeln!(s, "spec        {}", l.spec.hash);

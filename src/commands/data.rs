@@ -39,10 +39,10 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Import { source, dataset, raw, spec, rejects } => {
             let dataset = dataset.unwrap_or_else(default);
-            let raw = raw.unwrap_or_else(|| match dataset == config.snapshot.dataset {
-                true => config.snapshot.raw_dataset.clone(),
-                false => format!("{dataset}-raw"),
-            });
+            let raw = match raw {
+                Some(r) => r,
+                None => stream::derive::raw_dataset_for(&store, raw_setting(config), &dataset)?,
+            };
             for name in [&dataset, &raw] {
                 if !schemas::config::valid_name(name) {
                     bail!("invalid dataset name `{name}`: use lowercase letters, digits, '_' or '-'");
@@ -71,7 +71,9 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
             if !schemas::config::valid_name(&dataset) {
                 bail!("invalid dataset name `{dataset}`: use lowercase letters, digits, '_' or '-'");
             }
-            let raw = resolve(&store, &config.snapshot.raw_dataset, &from)?;
+            // A plain version is one of the configured dataset's raw dataset.
+            let raw_of_default = stream::derive::raw_dataset_for(&store, raw_setting(config), &default())?;
+            let raw = resolve(&store, &raw_of_default, &from)?;
             let plan = match &spec {
                 Some(path) => open::plan_of(Some(path))?,
                 None => open::plan(config)?,
@@ -140,6 +142,14 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `snapshot.raw_dataset`, `auto` when raw data is off (import and reprocess need one).
+fn raw_setting(config: &Config) -> &str {
+    match config.snapshot.raw_dataset.as_str() {
+        "" => "auto",
+        r => r,
+    }
 }
 
 /// `DATASET@VERSION`, or a version of `dataset`.

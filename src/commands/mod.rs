@@ -60,8 +60,8 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
             let (meta, snapshots) = (open::metadata(&config).await?, open::snapshots(&config)?);
             let lineage = match (&prediction, &model) {
                 (Some(id), _) => {
-                    let (scored, raw) = (&config.snapshot.scored_dataset, &config.snapshot.raw_dataset);
-                    trainer::lineage::of_prediction(meta.as_ref(), &snapshots, scored, raw, id).await?
+                    let scored = &config.snapshot.scored_dataset;
+                    trainer::lineage::of_prediction(meta.as_ref(), &snapshots, scored, id).await?
                 }
                 (None, Some(m)) => {
                     let (name, version) = m.split_once('@').unwrap_or((m, "production"));

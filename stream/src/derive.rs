@@ -27,6 +27,20 @@ use crate::store::{
 };
 use crate::{Error, Result};
 
+/// The raw dataset of `dataset` for `snapshot.raw_dataset = configured`: a name is itself;
+/// `auto` is the raw dataset the dataset's latest version was cleaned from, else
+/// `<dataset>_raw` — so a dataset made by `data reprocess` follows the raw data it came from,
+/// and datasets fed from different topics never share one.
+pub fn raw_dataset_for(store: &SnapshotStore, configured: &str, dataset: &str) -> Result<String> {
+    if configured != "auto" {
+        return Ok(configured.to_string());
+    }
+    Ok(match store.latest(dataset)?.and_then(|m| m.raw) {
+        Some(link) => link.dataset,
+        None => format!("{dataset}_raw"),
+    })
+}
+
 /// What one [`catch_up`] did.
 #[derive(Debug, Clone, Default)]
 pub struct CatchUp {

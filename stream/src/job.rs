@@ -44,7 +44,8 @@ pub struct SnapshotOptions {
     /// Tags recorded in the manifests this run commits.
     pub tags: Vec<String>,
     /// The raw dataset the records as read are committed to before each version, which then
-    /// records the raw version it was cleaned from (`snapshot.raw_dataset`); None: no raw data.
+    /// records the raw version it was cleaned from (`snapshot.raw_dataset`: a name, or `auto`
+    /// — see [`crate::derive::raw_dataset_for`]); None: no raw data.
     pub raw_dataset: Option<String>,
     /// Where to record ingest and snapshot metrics.
     pub metrics: Option<crate::metrics::SnapshotMetrics>,
@@ -116,7 +117,19 @@ pub async fn run_snapshot(
         (Some(m), true) => crate::derive::content_hashes(store, m)?,
         _ => HashSet::new(),
     };
-    let ctx = Commit { store, topic: &topics.raw, dataset: &dataset, plan: &plan, opts, control };
+    let raw = match opts.raw_dataset.as_deref() {
+        Some(configured) => Some(crate::derive::raw_dataset_for(store, configured, &dataset)?),
+        None => None,
+    };
+    let ctx = Commit {
+        store,
+        topic: &topics.raw,
+        dataset: &dataset,
+        plan: &plan,
+        opts,
+        control,
+        raw: raw.as_deref(),
+    };
     let mut report = SnapshotReport::default();
     // Whatever the raw dataset holds beyond this one (a crash between the two commits, another
     // worker, a new dataset on an old raw history) is cleaned from it before reading the topic.
@@ -200,7 +213,7 @@ pub async fn run_snapshot(
         }
         report.duplicates += (before_dedupe - kept.num_rows()) as u64;
         report.filtered += (rows - before_dedupe) as u64;
-        let raw = opts.raw_dataset.is_some().then_some(&consumed.batch);
+        let raw = ctx.raw.is_some().then_some(&consumed.batch);
         pending.add(store, &kept, raw, &consumed.ranges)?;
         let due = pending.rows() >= opts.commit_max_rows
             || (!opts.until_idle && !pending.is_empty() && last_commit.elapsed() >= opts.commit_interval);
@@ -403,6 +416,8 @@ struct Commit<'a> {
     plan: &'a Arc<CleanPlan>,
     opts: &'a SnapshotOptions,
     control: Option<&'a ControlProducer>,
+    /// The raw dataset, resolved.
+    raw: Option<&'a str>,
 }
 
 /// Attempts at deriving from the raw dataset while other writers keep committing.
@@ -439,15 +454,15 @@ impl Commit<'_> {
                 next: part.range.next,
             };
             hashes.insert(p, part.hashes);
-            if self.opts.raw_dataset.is_some() {
+            if self.raw.is_some() {
                 raw_parts.push(DraftPart { consumed: Some(consumed.clone()), file: finish(part.raw)? });
             }
             parts.push(DraftPart { consumed: Some(consumed), file: finish(part.writer)? });
         }
         let mut derivation = None;
-        if let Some(raw) = &self.opts.raw_dataset {
+        if let Some(raw) = self.raw {
             let draft = Draft {
-                dataset: raw.clone(),
+                dataset: raw.to_string(),
                 spec_hash: RAW_SPEC.to_string(),
                 schema: clean_schema(),
                 parts: raw_parts,
@@ -528,9 +543,16 @@ impl Commit<'_> {
     /// Brings the dataset up to the raw dataset's latest version by cleaning what it lacks
     /// ([`crate::derive::catch_up`]), again while other writers move either.
     async fn follow_raw(&self, seen: &mut HashSet<u64>, report: &mut SnapshotReport) -> Result<()> {
-        let Some(raw) = &self.opts.raw_dataset else { return Ok(()) };
+        let Some(raw) = self.raw else { return Ok(()) };
         for _ in 0..DERIVE_ATTEMPTS {
             let Some(upto) = self.store.latest(raw)? else { return Ok(()) };
+            if let Some(other) = upto.sources.iter().find(|s| s.topic != self.topic) {
+                return Err(Error::Conflict(format!(
+                    "raw dataset `{raw}` holds records of topic {}, this job reads {}; \
+                     set snapshot.raw_dataset to a raw dataset of its own",
+                    other.topic, self.topic
+                )));
+            }
             let (store, plan, dataset) = (self.store.clone(), self.plan.clone(), self.dataset.to_string());
             let tags = self.opts.tags.clone();
             let mut taken = std::mem::take(seen);

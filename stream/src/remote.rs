@@ -5,15 +5,21 @@
 //! objects by content hash, manifests by sequence number. Every downloaded manifest is verified
 //! against its id and every downloaded object against its hash before it becomes visible.
 //!
-//! URLs: `file:///abs/dir` (or a plain path) for a directory, `s3://bucket/prefix` for an
+//! URLs: `file:///abs/dir` (or a plain path) for a directory; `s3://bucket/prefix` for an
 //! S3-compatible store configured by the standard `AWS_*` variables (`AWS_ENDPOINT`,
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`);
+//! `az://container/prefix` for Azure Blob Storage by the `AZURE_STORAGE_*` variables
+//! (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, or `AZURE_STORAGE_USE_EMULATOR`
+//! with `AZURITE_BLOB_STORAGE_URL` for Azurite); `gs://bucket/prefix` for Google Cloud Storage
+//! by the `GOOGLE_*` variables (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -53,10 +59,24 @@ impl Remote {
                 .map_err(|e| Error::Remote(format!("{url}: {e}")))?;
             return Ok(Remote { store: Arc::new(store), prefix: ObjectPath::from(prefix), url: url.into() });
         }
+        let cloud = |store: Result<Arc<dyn ObjectStore>, object_store::Error>, prefix: &str| {
+            let store = store.map_err(|e| Error::Remote(format!("{url}: {e}")))?;
+            Ok(Remote { store, prefix: ObjectPath::from(prefix), url: url.into() })
+        };
+        if let Some(rest) = url.strip_prefix("az://") {
+            let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = MicrosoftAzureBuilder::from_env().with_container_name(container).build();
+            return cloud(store.map(|s| Arc::new(s) as Arc<dyn ObjectStore>), prefix);
+        }
+        if let Some(rest) = url.strip_prefix("gs://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).build();
+            return cloud(store.map(|s| Arc::new(s) as Arc<dyn ObjectStore>), prefix);
+        }
         let path = url.strip_prefix("file://").unwrap_or(url);
         if path.is_empty() || url.contains("://") && !url.starts_with("file://") {
             return Err(Error::Remote(format!(
-                "unsupported remote `{url}` (use file:///dir or s3://bucket/prefix)"
+                "unsupported remote `{url}` (use file:///dir, s3://bucket/prefix, az://container/prefix or gs://bucket/prefix)"
             )));
         }
         std::fs::create_dir_all(path).map_err(Error::io(std::path::Path::new(path)))?;

@@ -24,11 +24,12 @@ pub struct Lineage {
     pub prediction: Option<PredictionStep>,
     pub model: ModelVersion,
     pub run: Run,
-    /// The processed data version the model was trained on.
-    pub data: DataStep,
+    /// The processed data version the model was trained on (None: this snapshot store does not
+    /// hold it, e.g. a model imported or trained elsewhere).
+    pub data: Option<DataStep>,
     /// The raw version that data was cleaned from.
     pub raw: Option<DataStep>,
-    /// The cleaning spec of `data`.
+    /// The cleaning spec the model was trained with.
     pub spec: SpecStep,
 }
 
@@ -92,63 +93,74 @@ pub async fn of_model(
 ) -> Result<Lineage> {
     let model = registry::resolve(meta, name, reference).await?;
     let run = meta.get_run(&model.run_id).await?;
-    let (snapshots, id, dataset) =
+    let (store, id, dataset) =
         (snapshots.clone(), model.data_version.clone(), run.tags.get("dataset").cloned());
+    let spec_hash = model.spec_hash.clone();
     let (data, raw, spec) =
-        tokio::task::spawn_blocking(move || data_steps(&snapshots, &id, dataset.as_deref()))
+        tokio::task::spawn_blocking(move || data_steps(&store, &id, dataset.as_deref(), &spec_hash))
             .await
             .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
     Ok(Lineage { prediction: None, model, run, data, raw, spec })
 }
 
 /// The lineage of the prediction for record `id`: its latest row on `scored_dataset`, then the
-/// model version that made it.
+/// model version that made it, and the raw version holding the record it scored.
 pub async fn of_prediction(
     meta: &dyn MetadataStore,
     snapshots: &SnapshotStore,
     scored_dataset: &str,
-    raw_dataset: &str,
     id: &str,
 ) -> Result<Lineage> {
-    let (store, scored, raw, wanted) =
-        (snapshots.clone(), scored_dataset.to_string(), raw_dataset.to_string(), id.to_string());
-    let (step, model, version) =
-        tokio::task::spawn_blocking(move || find_prediction(&store, &scored, &raw, &wanted))
+    let (store, scored, wanted) = (snapshots.clone(), scored_dataset.to_string(), id.to_string());
+    let (mut step, model, version) =
+        tokio::task::spawn_blocking(move || find_prediction(&store, &scored, &wanted))
             .await
             .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
     let mut lineage = of_model(meta, snapshots, &model, &version.to_string()).await?;
+    if let Some(raw) = &lineage.raw {
+        let (store, dataset, at) =
+            (snapshots.clone(), raw.dataset.clone(), (step.raw_partition, step.raw_offset));
+        step.raw_version = tokio::task::spawn_blocking(move || raw_version_holding(&store, &dataset, at))
+            .await
+            .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
+    }
     lineage.prediction = Some(step);
     Ok(lineage)
 }
 
-fn data_steps(
+/// The first raw version whose commit consumed `(partition, offset)`.
+fn raw_version_holding(
     store: &SnapshotStore,
-    id: &str,
-    dataset: Option<&str>,
-) -> Result<(DataStep, Option<DataStep>, SpecStep)> {
+    dataset: &str,
+    (partition, offset): (i32, i64),
+) -> Result<Option<String>> {
+    Ok(store
+        .versions(dataset)?
+        .into_iter()
+        .find(|v| {
+            v.added.consumed.iter().any(|c| c.partition == partition && (c.first..c.next).contains(&offset))
+        })
+        .map(|v| v.id))
+}
+
+type DataSteps = (Option<DataStep>, Option<DataStep>, SpecStep);
+
+fn data_steps(store: &SnapshotStore, id: &str, dataset: Option<&str>, spec_hash: &str) -> Result<DataSteps> {
     let candidates = match dataset {
         Some(d) => vec![d.to_string()],
         None => store.datasets()?,
     };
-    let data = candidates
-        .iter()
-        .find_map(|d| store.versions(d).ok()?.into_iter().find(|m| m.id == id))
-        .ok_or_else(|| Error::NotFound(format!("data version {id} in the snapshot store")))?;
-    let raw = match &data.raw {
+    let data = candidates.iter().find_map(|d| store.versions(d).ok()?.into_iter().find(|m| m.id == id));
+    let raw = match data.as_ref().and_then(|d| d.raw.as_ref()) {
         Some(link) => Some(DataStep::of(&store.resolve(&link.dataset, &link.version)?)),
         None => None,
     };
-    let toml = store.spec(&data.spec_hash)?.map(|s| s.to_toml());
-    Ok((DataStep::of(&data), raw, SpecStep { hash: data.spec_hash.clone(), toml }))
+    let toml = store.spec(spec_hash)?.map(|s| s.to_toml());
+    Ok((data.as_ref().map(DataStep::of), raw, SpecStep { hash: spec_hash.to_string(), toml }))
 }
 
 /// The latest scored row of record `id`, the model and version that made it.
-fn find_prediction(
-    store: &SnapshotStore,
-    scored: &str,
-    raw_dataset: &str,
-    id: &str,
-) -> Result<(PredictionStep, String, u32)> {
+fn find_prediction(store: &SnapshotStore, scored: &str, id: &str) -> Result<(PredictionStep, String, u32)> {
     use arrow::array::{Array, Int32Array, Int64Array, StringArray};
     let m = store.resolve(scored, "latest")?;
     let mut found = None;
@@ -184,20 +196,13 @@ fn find_prediction(
     let (label, model, version, raw_partition, raw_offset) = found.ok_or_else(|| {
         Error::NotFound(format!("a prediction for `{id}` in dataset `{scored}` v{}", m.seq))
     })?;
-    // The first raw version whose commit consumed that offset.
-    let raw_version = store.versions(raw_dataset)?.into_iter().find(|v| {
-        v.added
-            .consumed
-            .iter()
-            .any(|c| c.partition == raw_partition && (c.first..c.next).contains(&raw_offset))
-    });
     let step = PredictionStep {
         id: id.to_string(),
         label,
         scored_version: m.id.clone(),
         raw_partition,
         raw_offset,
-        raw_version: raw_version.map(|v| v.id),
+        raw_version: None,
     };
     Ok((step, model, version))
 }

@@ -19,7 +19,8 @@ pub struct SnapshotConfig {
     /// Dataset the scored-topic snapshot job (`snapshot --scored`) writes.
     pub scored_dataset: String,
     /// Raw dataset the snapshot job commits the records as read to, before cleaning (each
-    /// version of `dataset` records the raw version it was cleaned from); empty: no raw data.
+    /// version of `dataset` records the raw version it was cleaned from). `auto`: the one the
+    /// dataset's latest version was cleaned from, else `<dataset>_raw`; empty: no raw data.
     pub raw_dataset: String,
     /// Default remote of `data push`/`data pull`: `file:///dir` or `s3://bucket/prefix`;
     /// unset: those commands need `--remote`.
@@ -108,7 +109,7 @@ impl Default for SnapshotConfig {
             commit_max_rows: 100_000,
             commit_interval_secs: 30,
             scored_dataset: "scored".into(),
-            raw_dataset: "raw".into(),
+            raw_dataset: "auto".into(),
             remote: None,
         }
     }
@@ -127,10 +128,14 @@ impl SnapshotConfig {
             ));
         }
         let raw = &self.raw_dataset;
-        if !raw.is_empty() && (!valid_name(raw) || raw == &self.dataset || raw == &self.scored_dataset) {
+        if !raw.is_empty()
+            && raw != "auto"
+            && (!valid_name(raw) || raw == &self.dataset || raw == &self.scored_dataset)
+        {
             return Err(invalid(
                 "snapshot.raw_dataset",
-                "use lowercase letters, digits, '_' or '-', a name other than the other datasets, or \"\" for no raw data",
+                "use `auto`, \"\" for no raw data, or lowercase letters, digits, '_' or '-' naming \
+                 a dataset other than the other two",
             ));
         }
         Ok(())

@@ -43,6 +43,7 @@ pub const TOOLING_ENV: &[&str] = &[
     "DRIFTWOOD_MINILM_DIR",
     "DRIFTWOOD_PYTHON",
     "DRIFTWOOD_DEV_DIR",
+    "DRIFTWOOD_AZURITE_BIN",
     // The keyring itself (TOML text), for deployments that pass secrets as environment.
     "DRIFTWOOD_ENCRYPTION_KEYS",
 ];

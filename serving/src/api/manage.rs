@@ -384,6 +384,6 @@ pub async fn prediction_lineage(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<trainer::lineage::Lineage>> {
-    let (scored, raw) = (&state.lineage.scored, &state.lineage.raw);
-    Ok(Json(trainer::lineage::of_prediction(state.store.as_ref(), &state.snapshots, scored, raw, &id).await?))
+    let scored = &state.lineage.scored;
+    Ok(Json(trainer::lineage::of_prediction(state.store.as_ref(), &state.snapshots, scored, &id).await?))
 }

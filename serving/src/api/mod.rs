@@ -29,7 +29,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use schemas::auth::Role;
@@ -85,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::ready))
         .route("/metrics", get(ops::render_metrics))
         .route("/openapi.json", get(openapi::document))
+        // A path no route matches (`/v1/lineage/predictions/` with an empty id): the JSON
+        // error shape, like every other refusal.
+        .fallback(|| async { crate::Error::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(metrics, track))
         .with_state(state)

@@ -29,20 +29,19 @@ pub struct AppState {
     pub snapshots: Arc<stream::store::SnapshotStore>,
     /// Where promotions are announced (`None`: only the store moves; followers poll it).
     pub control: Option<Arc<ingest::control::ControlProducer>>,
-    /// The datasets lineage reads predictions and raw records from.
+    /// The dataset lineage finds predictions in.
     pub lineage: LineageDatasets,
 }
 
-/// The scored and raw datasets (`snapshot.scored_dataset`, `snapshot.raw_dataset`).
+/// The scored dataset (`snapshot.scored_dataset`).
 #[derive(Debug, Clone)]
 pub struct LineageDatasets {
     pub scored: String,
-    pub raw: String,
 }
 
 impl LineageDatasets {
     pub fn from_config(snapshot: &schemas::config::SnapshotConfig) -> Self {
-        LineageDatasets { scored: snapshot.scored_dataset.clone(), raw: snapshot.raw_dataset.clone() }
+        LineageDatasets { scored: snapshot.scored_dataset.clone() }
     }
 }
 

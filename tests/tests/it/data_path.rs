@@ -404,17 +404,90 @@ async fn s3_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
         ("AWS_ENDPOINT", moto.1.as_str()),
         ("AWS_ALLOW_HTTP", "true"),
     ];
+    push_delete_pull(&env, &config, "s3://driftwood/team/snapshots", &aws, before)
+}
+
+/// `data push` to `remote`, the local snapshots deleted, `data pull`: the same rows again, and
+/// a second push moves nothing.
+fn push_delete_pull(
+    env: &TestEnv,
+    config: &schemas::Config,
+    remote: &str,
+    vars: &[(&str, &str)],
+    before: String,
+) -> anyhow::Result<()> {
     let cli = |args: &[&str]| -> anyhow::Result<String> {
-        let out = Command::new(driftwood_bin()?).args(args).envs(env_for(&config)).envs(aws).output()?;
+        let out = Command::new(driftwood_bin()?)
+            .args(args)
+            .envs(env_for(config))
+            .envs(vars.iter().copied())
+            .output()?;
         anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let remote = "s3://driftwood/team/snapshots";
     let pushed = cli(&["data", "push", "--remote", remote])?;
     std::fs::remove_dir_all(env.dir().join("snapshots"))?;
     let pulled = cli(&["data", "pull", "--remote", remote])?;
     let store = SnapshotStore::open(env.dir())?;
     let after = rows_of(&store, &store.resolve("text", "latest")?)?.1;
     assert_eq!(before, after, "identical rows after push, delete, pull (push: {pushed}; pull: {pulled})");
+    let again = cli(&["data", "push", "--remote", remote])?;
+    assert!(again.contains(": 0 versions, 0 objects"), "a second push moved something: {again}");
     Ok(())
+}
+
+/// Azurite (Microsoft's Azure Storage emulator, from npm) on loopback; killed on drop.
+struct Azurite(std::process::Child);
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
+    let env = TestEnv::start("azure")?;
+    let config = env.config();
+    let topics = config.topics();
+    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
+    let store = SnapshotStore::open(env.dir())?;
+    publish(&config, &topics.raw, records(0..300)).await?;
+    snapshot_until_idle(&config, &store).await?;
+    let before = rows_of(&store, &store.resolve("text", "latest")?)?.1;
+
+    let bin = std::env::var("DRIFTWOOD_AZURITE_BIN")
+        .map_err(|_| anyhow::anyhow!("DRIFTWOOD_AZURITE_BIN is not set: run scripts/setup"))?;
+    let port = tests::free_port()?;
+    let data = env.dir().join("azurite");
+    std::fs::create_dir_all(&data)?;
+    let child = Command::new(bin)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
+        .arg(&data)
+        .args(["--skipApiVersionCheck", "--silent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _azurite = Azurite(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "azurite-blob did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The container, by Microsoft's own Python client with Azurite's well-known account.
+    let url = format!("http://127.0.0.1:{port}");
+    let create = Command::new(python()?)
+        .args([
+            "-c",
+            "import sys; from azure.storage.blob import BlobServiceClient; \
+             key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='; \
+             conn = f'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={sys.argv[1]}/devstoreaccount1;'; \
+             BlobServiceClient.from_connection_string(conn).create_container('driftwood')",
+            &url,
+        ])
+        .output()?;
+    anyhow::ensure!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
+    let azure = [("AZURE_STORAGE_USE_EMULATOR", "true"), ("AZURITE_BLOB_STORAGE_URL", url.as_str())];
+    push_delete_pull(&env, &config, "az://driftwood/team/snapshots", &azure, before)
 }

@@ -191,8 +191,8 @@ async fn adbc_and_pyarrow_query_versions_and_predictions_over_tls_with_auth() ->
         "text.v2",
         "scored.latest",
         "scored.v1",
-        "raw.latest",
-        "raw.v2",
+        "text_raw.latest",
+        "text_raw.v2",
     ] {
         assert!(tables.contains(&t), "{t} missing from {tables:?}");
     }

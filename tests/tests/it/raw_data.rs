@@ -51,6 +51,7 @@ async fn a_new_spec_rebuilds_the_history_from_raw_data_and_follows_the_topic() -
     let mut config = env.config();
     config.snapshot.commit_interval_secs = 1;
     config.train.epochs = 3;
+    config.serve.listen = tests::free_addr()?;
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     let dir = env.dir().to_path_buf();
     // The old spec, as a user keeps writing a dataset made with the first default.
@@ -91,20 +92,20 @@ async fn a_new_spec_rebuilds_the_history_from_raw_data_and_follows_the_topic() -
     // 1. The old pipeline: a snapshot of batch a, then a job following the topic.
     publish(&config, &raw_topic, outgoing(&batches[0])).await?;
     driftwood(&config, &["snapshot", old])?;
-    let raw_v1 = store.resolve("raw", "latest")?;
+    let raw_v1 = store.resolve("text_raw", "latest")?;
     assert_eq!((raw_v1.rows, raw_v1.spec_hash.as_str()), (301, "raw"));
     let text_v1 = store.resolve("text", "latest")?;
     assert_eq!(text_v1.raw.as_ref().map(|l| l.version.as_str()), Some(raw_v1.id.as_str()));
     let old_job = spawn_driftwood(&config, &["snapshot", "--follow", old], "old-job.log")?;
     publish(&config, &raw_topic, outgoing(&batches[1])).await?;
-    wait_for(&store, "raw", 602).await?;
+    wait_for(&store, "text_raw", 602).await?;
 
     // 2. The new spec: reprocess the raw history while the old job runs, then follow.
     let out = driftwood(&config, &["data", "reprocess", "--spec", &new_spec_file, "--dataset", "text2"])?;
     assert!(out.contains("committed text2 v1"), "{out}");
     let text2_v1 = store.resolve("text2", "v1")?;
     let from = text2_v1.raw.clone().expect("linked to raw");
-    assert_eq!(text2_v1.sources, store.resolve("raw", &from.version)?.sources);
+    assert_eq!(text2_v1.sources, store.resolve("text_raw", &from.version)?.sources);
     let new_job = spawn_driftwood(
         &config,
         &["snapshot", "--follow", "--set=snapshot.dataset=text2", new],
@@ -130,7 +131,7 @@ async fn a_new_spec_rebuilds_the_history_from_raw_data_and_follows_the_topic() -
             format!("note: you have won a free prize {tag}, click here to claim your money now thanks {tag}");
         assert_eq!(by_id[format!("note-{tag}").as_str()], expected);
     }
-    let raw = store.resolve("raw", "latest")?;
+    let raw = store.resolve("text_raw", "latest")?;
     assert_eq!(text2.raw.as_ref().map(|l| &l.version), Some(&raw.id));
     assert_eq!(text2.sources, raw.sources);
     assert!(store.versions("text2")?.iter().all(|m| m.spec_hash == new_plan.hash()));
@@ -150,7 +151,7 @@ async fn a_new_spec_rebuilds_the_history_from_raw_data_and_follows_the_topic() -
     assert!(diff.contains(&format!("+{} added", all.len() - old_rows.len())), "{diff}");
 
     // Reproducible: the same spec on the same raw version writes the same objects.
-    let from_ref = format!("raw@v{}", from.seq);
+    let from_ref = format!("text_raw@v{}", from.seq);
     driftwood(
         &config,
         &["data", "reprocess", "--from", &from_ref, "--spec", &new_spec_file, "--dataset", "again"],
@@ -174,8 +175,47 @@ async fn a_new_spec_rebuilds_the_history_from_raw_data_and_follows_the_topic() -
     assert!(format!("{refused:#}").contains("spec"), "{refused:#}");
     let scored = driftwood(&config, &["models", "predict", "spam", "--input", &input, new])?;
     assert!(scored.contains("\"label\""), "{scored}");
-    let trained = driftwood(&config, &["train", "--dataset", "raw"]).unwrap_err();
+    let trained = driftwood(&config, &["train", "--dataset", "text_raw"]).unwrap_err();
     assert!(format!("{trained:#}").contains("is raw data"), "{trained:#}");
+
+    // Lineage of a real prediction: the scorer (new spec) scores the topic, the scored snapshot
+    // keeps the predictions; `lineage` and the REST route walk back to the raw offsets and spec.
+    let server = spawn_driftwood(&config, &["serve", new], "serve.log")?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while store.latest("scored")?.map_or(0, |m| m.rows) < all.len() as u64 {
+        anyhow::ensure!(Instant::now() < deadline, "the scorer did not score every record in 90 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        driftwood(&config, &["snapshot", "--scored"])?;
+    }
+    let lineage: serde_json::Value =
+        serde_json::from_str(&driftwood(&config, &["lineage", "--prediction", "note-d", "--json"])?)?;
+    let prediction = &lineage["prediction"];
+    assert_eq!(
+        (prediction["id"].as_str(), lineage["model"]["name"].as_str()),
+        (Some("note-d"), Some("spam"))
+    );
+    assert_eq!(lineage["data"]["dataset"], "text2");
+    assert_eq!(lineage["data"]["id"], lineage["run"]["data_version"]);
+    assert_eq!(lineage["raw"]["dataset"], "text_raw");
+    assert_eq!(lineage["spec"]["hash"].as_str(), Some(new_plan.hash()));
+    assert!(
+        lineage["spec"]["toml"].as_str().is_some_and(|t| t.contains("strip_message_headers")),
+        "{lineage}"
+    );
+    // The raw version named holds the record at the offset the scorer read it from.
+    let raw_version =
+        store.resolve("text_raw", prediction["raw_version"].as_str().expect("a raw version"))?;
+    let (partition, offset) = (prediction["raw_partition"].as_i64(), prediction["raw_offset"].as_i64());
+    assert!(raw_version.added.consumed.iter().any(|c| Some(i64::from(c.partition)) == partition
+        && offset.is_some_and(|o| (c.first..c.next).contains(&o))));
+    let text = driftwood(&config, &["lineage", "spam@production"])?;
+    assert!(text.contains("data        text2 v") && text.contains("raw data    text_raw v"), "{text}");
+    let url = format!("http://{}/v1/lineage/predictions/note-d", config.serve.listen);
+    let over_rest: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+    assert_eq!(over_rest["raw"]["id"], lineage["raw"]["id"]);
+    let missing = reqwest::get(format!("http://{}/v1/lineage/predictions/nope", config.serve.listen)).await?;
+    assert_eq!(missing.status(), 404);
+    drop(server);
     Ok(())
 }
 
@@ -217,7 +257,7 @@ async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::
     let rejects_arg = rejects.display().to_string();
     let out = driftwood(&config, &["data", "import", mails.to_str().unwrap(), "--dataset", "mail"])?;
     assert!(out.contains("40 rows imported, 0 refused"), "{out}");
-    assert!(out.contains("committed mail-raw v1") && out.contains("committed mail v1"), "{out}");
+    assert!(out.contains("committed mail_raw v1") && out.contains("committed mail v1"), "{out}");
     let out = driftwood(
         &config,
         &["data", "import", csv.to_str().unwrap(), "--dataset", "mail", "--rejects", &rejects_arg],
@@ -228,9 +268,9 @@ async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::
     let codes: Vec<&str> = refused.iter().map(|v| v["reason"].as_str().unwrap_or_default()).collect();
     assert_eq!(codes, ["blank_text", "bad_field"]);
     let store = SnapshotStore::open(dir.path())?;
-    let raw = store.resolve("mail-raw", "latest")?;
+    let raw = store.resolve("mail_raw", "latest")?;
     assert_eq!((raw.rows, raw.added.imported.len()), (41, 1));
-    assert_eq!(store.resolve("mail-raw", "v1")?.added.imported.len(), 40);
+    assert_eq!(store.resolve("mail_raw", "v1")?.added.imported.len(), 40);
     let mail = store.resolve("mail", "latest")?;
     assert_eq!(mail.raw.as_ref().map(|l| &l.version), Some(&raw.id));
     let cleaned = rows(&store, &mail)?;
@@ -239,6 +279,6 @@ async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::
     // Again: nothing new.
     let again = driftwood(&config, &["data", "import", mails.to_str().unwrap(), "--dataset", "mail"])?;
     assert!(again.contains("nothing new to import") && again.contains("already up to date"), "{again}");
-    assert_eq!(store.versions("mail-raw")?.len(), 2);
+    assert_eq!(store.versions("mail_raw")?.len(), 2);
     Ok(())
 }
