@@ -546,13 +546,6 @@ impl Commit<'_> {
         let Some(raw) = self.raw else { return Ok(()) };
         for _ in 0..DERIVE_ATTEMPTS {
             let Some(upto) = self.store.latest(raw)? else { return Ok(()) };
-            if let Some(other) = upto.sources.iter().find(|s| s.topic != self.topic) {
-                return Err(Error::Conflict(format!(
-                    "raw dataset `{raw}` holds records of topic {}, this job reads {}; \
-                     set snapshot.raw_dataset to a raw dataset of its own",
-                    other.topic, self.topic
-                )));
-            }
             let (store, plan, dataset) = (self.store.clone(), self.plan.clone(), self.dataset.to_string());
             let tags = self.opts.tags.clone();
             let mut taken = std::mem::take(seen);
