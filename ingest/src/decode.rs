@@ -199,7 +199,8 @@ fn scalar_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<Str
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// How a JSON value is named in refusals (`a number`, `an array`, ...).
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

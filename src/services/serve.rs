@@ -53,7 +53,7 @@ pub fn api_state(serve: &ServeConfig, parts: ApiParts) -> AppState {
         store,
         snapshots,
         control: None,
-        lineage: serving::api::LineageDatasets::from_config(&schemas::config::SnapshotConfig::default()),
+        scored_dataset: schemas::config::SnapshotConfig::default().scored_dataset,
     }
 }
 
@@ -98,7 +98,7 @@ pub async fn run(config: &Config, serve: Serve, token: CancellationToken) -> Res
         predlog: Some(predlog.clone()),
         broker: Some(serving::api::BrokerHealth::probe(&config.kafka, token.clone())?),
         control: Some(Arc::new(open::control(config)?)),
-        lineage: serving::api::LineageDatasets::from_config(&config.snapshot),
+        scored_dataset: config.snapshot.scored_dataset.clone(),
         ..api_state(&config.serve, parts)
     };
     let listener = tokio::net::TcpListener::bind(config.serve.listen)

@@ -131,7 +131,7 @@ pub fn catch_up(
         replace_files: false,
         imported: vec![],
         raw: Some(Derivation {
-            link: RawLink { dataset: upto.dataset.clone(), version: upto.id.clone(), seq: upto.seq },
+            link: RawLink::of(upto),
             after: latest.as_ref().and_then(|m| m.raw.as_ref()).map(|r| r.version.clone()),
         }),
     };

@@ -270,7 +270,7 @@ fn read_json_lines(path: &Path, each: &mut dyn FnMut(Row) -> Result<()>) -> Resu
             Ok(Value::Object(object)) => each(Row::Object(object))?,
             Ok(other) => each(Row::Refused {
                 reason: DeadReason::NotAnObject,
-                detail: format!("line is {}, expected a JSON object", json_kind(&other)),
+                detail: format!("line is {}, expected a JSON object", ingest::decode::kind(&other)),
                 raw,
             })?,
             Err(e) => each(Row::Refused {
@@ -283,20 +283,9 @@ fn read_json_lines(path: &Path, each: &mut dyn FnMut(Row) -> Result<()>) -> Resu
     Ok(())
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A CSV file with a header row; returns the columns that are not record fields. A row whose
-/// field count differs from the header's, or with a field that is not UTF-8, is refused
-/// (`bad_field`).
+/// field count differs from the header's is refused as `bad_field`, one with a field that is
+/// not UTF-8 as `invalid_utf8`.
 fn read_csv(path: &Path, each: &mut dyn FnMut(Row) -> Result<()>) -> Result<BTreeSet<String>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)

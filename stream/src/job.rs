@@ -476,7 +476,7 @@ impl Commit<'_> {
             let clean = committed.rejected.is_empty();
             if let Some(r) = committed.manifest {
                 tracing::info!(dataset = %raw, version = r.short_id(), seq = r.seq, rows_added = r.added.rows, "raw data committed");
-                derivation = clean.then(|| Derivation { link: raw_link(&r), after: r.parent.clone() });
+                derivation = clean.then(|| Derivation { link: RawLink::of(&r), after: r.parent.clone() });
                 report.raw_commits.push(r);
             }
             if derivation.is_none() {
@@ -616,8 +616,4 @@ impl Commit<'_> {
 
 fn finish(writer: Option<ObjectWriter>) -> Result<Option<crate::store::FileEntry>> {
     writer.map(ObjectWriter::finish).transpose().map(Option::flatten)
-}
-
-fn raw_link(m: &Manifest) -> RawLink {
-    RawLink { dataset: m.dataset.clone(), version: m.id.clone(), seq: m.seq }
 }

@@ -384,6 +384,6 @@ pub async fn prediction_lineage(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<trainer::lineage::Lineage>> {
-    let scored = &state.lineage.scored;
+    let scored = &state.scored_dataset;
     Ok(Json(trainer::lineage::of_prediction(state.store.as_ref(), &state.snapshots, scored, &id).await?))
 }

@@ -45,7 +45,7 @@ pub mod state;
 pub mod token;
 
 pub use response::ErrorBody;
-pub use state::{AppState, BrokerHealth, Limits, LineageDatasets, limit};
+pub use state::{AppState, BrokerHealth, Limits, limit};
 pub use token::require;
 
 use response::ErrorType;

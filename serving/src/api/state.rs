@@ -29,20 +29,8 @@ pub struct AppState {
     pub snapshots: Arc<stream::store::SnapshotStore>,
     /// Where promotions are announced (`None`: only the store moves; followers poll it).
     pub control: Option<Arc<ingest::control::ControlProducer>>,
-    /// The dataset lineage finds predictions in.
-    pub lineage: LineageDatasets,
-}
-
-/// The scored dataset (`snapshot.scored_dataset`).
-#[derive(Debug, Clone)]
-pub struct LineageDatasets {
-    pub scored: String,
-}
-
-impl LineageDatasets {
-    pub fn from_config(snapshot: &schemas::config::SnapshotConfig) -> Self {
-        LineageDatasets { scored: snapshot.scored_dataset.clone() }
-    }
+    /// The dataset lineage finds predictions in (`snapshot.scored_dataset`).
+    pub scored_dataset: String,
 }
 
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every

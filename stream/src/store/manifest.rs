@@ -28,6 +28,13 @@ pub struct RawLink {
     pub seq: u64,
 }
 
+impl RawLink {
+    /// The link to raw version `m`.
+    pub fn of(m: &Manifest) -> RawLink {
+        RawLink { dataset: m.dataset.clone(), version: m.id.clone(), seq: m.seq }
+    }
+}
+
 /// One Parquet object of a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileEntry {
