@@ -99,8 +99,12 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
             let upto = version.map(|v| store.resolve(&d, &v)).transpose()?;
             let r = stream::remote::Remote::open(&url)?.push(&store, &d, upto.as_ref()).await?;
             println!(
-                "pushed {d} to {url}: {} versions, {} objects ({} bytes), {} objects already there",
-                r.versions, r.objects, r.bytes, r.skipped
+                "pushed {d} to {url}: {} versions, {} objects ({} bytes), {} objects already there{}",
+                r.versions,
+                r.objects,
+                r.bytes,
+                r.skipped,
+                along(&r)
             );
         }
         DataCommand::Pull { remote, dataset } => {
@@ -108,8 +112,12 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
             let url = remote_url(config, remote)?;
             let r = stream::remote::Remote::open(&url)?.pull(&store, &d).await?;
             println!(
-                "pulled {d} from {url}: {} versions, {} objects ({} bytes), {} objects already here",
-                r.versions, r.objects, r.bytes, r.skipped
+                "pulled {d} from {url}: {} versions, {} objects ({} bytes), {} objects already here{}",
+                r.versions,
+                r.objects,
+                r.bytes,
+                r.skipped,
+                along(&r)
             );
         }
         DataCommand::Gc { dry_run } => {
@@ -150,6 +158,18 @@ fn raw_setting(config: &Config) -> &str {
         "" => "auto",
         r => r,
     }
+}
+
+/// What a push or pull moved besides the dataset's own versions (counts included above).
+fn along(r: &stream::remote::SyncReport) -> String {
+    let mut parts = Vec::new();
+    if !r.raw_datasets.is_empty() {
+        parts.push(format!("raw data {}", r.raw_datasets.join(", ")));
+    }
+    if r.specs > 0 {
+        parts.push(format!("{} cleaning spec{}", r.specs, if r.specs == 1 { "" } else { "s" }));
+    }
+    if parts.is_empty() { String::new() } else { format!(" (with {})", parts.join(" and ")) }
 }
 
 /// `DATASET@VERSION`, or a version of `dataset`.

@@ -11,7 +11,12 @@
 //! `az://container/prefix` for Azure Blob Storage by the `AZURE_STORAGE_*` variables
 //! (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, or `AZURE_STORAGE_USE_EMULATOR`
 //! with `AZURITE_BLOB_STORAGE_URL` for Azurite); `gs://bucket/prefix` for Google Cloud Storage
-//! by the `GOOGLE_*` variables (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`).
+//! by the `GOOGLE_*` variables (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`,
+//! `GOOGLE_SERVICE_ACCOUNT_KEY`; for fake-gcs-server, a key with `gcs_base_url` and
+//! `disable_oauth`).
+//!
+//! A dataset travels with what its versions name: the cleaning specs and the raw data they
+//! were cleaned from.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -42,6 +47,37 @@ pub struct SyncReport {
     pub bytes: u64,
     /// Objects already present on the other side.
     pub skipped: usize,
+    /// Cleaning specs sent or fetched (`specs/<hash>.toml`).
+    pub specs: usize,
+    /// Raw datasets synced along with the dataset, because its versions were cleaned from them.
+    pub raw_datasets: Vec<String>,
+}
+
+impl SyncReport {
+    fn add(&mut self, other: SyncReport) {
+        self.versions += other.versions;
+        self.objects += other.objects;
+        self.bytes += other.bytes;
+        self.skipped += other.skipped;
+        self.specs += other.specs;
+    }
+}
+
+/// The raw datasets `versions` were cleaned from, each with the latest raw version linked.
+fn linked_raw(versions: &[Manifest]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for link in versions.iter().filter_map(|m| m.raw.as_ref()) {
+        match out.iter_mut().find(|(d, _)| *d == link.dataset) {
+            Some((_, seq)) => *seq = (*seq).max(link.seq),
+            None => out.push((link.dataset.clone(), link.seq)),
+        }
+    }
+    out
+}
+
+/// The cleaning specs `versions` were cleaned with (raw versions have none).
+fn spec_hashes(versions: &[Manifest]) -> BTreeSet<String> {
+    versions.iter().filter(|m| !m.is_raw()).map(|m| m.spec_hash.clone()).collect()
 }
 
 fn remote_err(url: &str) -> impl FnOnce(object_store::Error) -> Error + '_ {
@@ -121,19 +157,59 @@ impl Remote {
     }
 
     /// Uploads the versions of `dataset` (up to `upto`, default all) and the objects they need
-    /// that the remote lacks. Objects go first, so a manifest on the remote never points at a
-    /// missing object.
+    /// that the remote lacks, with the cleaning specs they name and the raw data they were
+    /// cleaned from (the raw dataset up to the last raw version they link to), so the remote's
+    /// copy can be reprocessed and its lineage followed. Objects go first, so a manifest on the
+    /// remote never points at a missing object.
     pub async fn push(
         &self,
         local: &SnapshotStore,
         dataset: &str,
         upto: Option<&Manifest>,
     ) -> Result<SyncReport> {
-        let mut report = SyncReport::default();
-        let remote_seqs = self.remote_seqs(dataset).await?;
         let versions: Vec<Manifest> =
             local.versions(dataset)?.into_iter().filter(|m| upto.is_none_or(|u| m.seq <= u.seq)).collect();
-        for m in &versions {
+        let mut report = self.push_versions(local, dataset, &versions).await?;
+        for hash in spec_hashes(&versions) {
+            let rel = spec_rel(&hash);
+            match local.spec(&hash)? {
+                Some(spec) if !self.exists(&rel).await? => {
+                    self.put(&rel, spec.to_toml().into_bytes()).await?;
+                    report.specs += 1;
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(dataset, spec = %hash, "the store does not keep this spec; not pushed")
+                }
+            }
+        }
+        for (raw, seq) in linked_raw(&versions) {
+            let raw_versions: Vec<Manifest> =
+                local.versions(&raw)?.into_iter().filter(|m| m.seq <= seq).collect();
+            if raw_versions.last().is_none_or(|m| m.seq != seq) {
+                tracing::warn!(
+                    dataset,
+                    raw,
+                    seq,
+                    "the raw version this dataset links to is not here; not pushed"
+                );
+                continue;
+            }
+            report.add(self.push_versions(local, &raw, &raw_versions).await?);
+            report.raw_datasets.push(raw);
+        }
+        Ok(report)
+    }
+
+    async fn push_versions(
+        &self,
+        local: &SnapshotStore,
+        dataset: &str,
+        versions: &[Manifest],
+    ) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let remote_seqs = self.remote_seqs(dataset).await?;
+        for m in versions {
             if remote_seqs.contains(&m.seq) {
                 let theirs: Manifest =
                     serde_json::from_slice(&self.get(&manifest_rel(dataset, m.seq)).await?).map_err(|e| {
@@ -177,8 +253,40 @@ impl Remote {
     }
 
     /// Downloads the versions of `dataset` the local store lacks and the objects they need,
-    /// verifying manifests (id) and objects (hash).
+    /// verifying manifests (id) and objects (hash), with the specs they name and the raw
+    /// datasets they were cleaned from (as [`Remote::push`] sends them; a remote pushed before
+    /// raw data was kept has neither, and that is not an error).
     pub async fn pull(&self, local: &SnapshotStore, dataset: &str) -> Result<SyncReport> {
+        let mut report = self.pull_versions(local, dataset).await?;
+        let versions = local.versions(dataset)?;
+        for hash in spec_hashes(&versions) {
+            if local.spec(&hash)?.is_some() {
+                continue;
+            }
+            let rel = spec_rel(&hash);
+            if !self.exists(&rel).await? {
+                continue;
+            }
+            let text = String::from_utf8(self.get(&rel).await?.to_vec())
+                .map_err(|_| Error::Corrupt(format!("remote spec {hash} is not UTF-8")))?;
+            let spec = crate::clean::CleanSpec::from_toml(&text)?;
+            if spec.hash() != hash {
+                return Err(Error::Corrupt(format!("remote spec {hash} hashes to {}", spec.hash())));
+            }
+            local.save_spec(&spec)?;
+            report.specs += 1;
+        }
+        for (raw, _) in linked_raw(&versions) {
+            if self.remote_seqs(&raw).await?.is_empty() {
+                continue;
+            }
+            report.add(self.pull_versions(local, &raw).await?);
+            report.raw_datasets.push(raw);
+        }
+        Ok(report)
+    }
+
+    async fn pull_versions(&self, local: &SnapshotStore, dataset: &str) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let local_versions = local.versions(dataset)?;
         for seq in self.remote_seqs(dataset).await? {
@@ -222,6 +330,10 @@ impl Remote {
 
 fn object_rel(hash: &str) -> String {
     format!("objects/{}/{hash}.parquet", &hash[..2])
+}
+
+fn spec_rel(hash: &str) -> String {
+    format!("specs/{hash}.toml")
 }
 
 fn key_rel(id: &str) -> String {

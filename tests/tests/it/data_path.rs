@@ -1,6 +1,6 @@
 //! The data path on real parts: exactly-once snapshots across kill -9, every bad input
-//! accounted for (published by Python's confluent-kafka too), remotes, several workers in one
-//! consumer group, late labels and diffs.
+//! accounted for (published by Python's confluent-kafka too), several workers in one
+//! consumer group, late labels and diffs (remotes: `remotes`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use stream::store::{Manifest, SnapshotStore};
 use tests::{TestEnv, driftwood_bin, env_for, publish, python, read_all, snapshot_until_idle, unique_text};
 use tokio_util::sync::CancellationToken;
 
-fn records(range: std::ops::Range<usize>) -> Vec<Outgoing> {
+pub(super) fn records(range: std::ops::Range<usize>) -> Vec<Outgoing> {
     range
         .map(|i| {
             Outgoing::from_record(&RawRecord {
@@ -32,7 +32,10 @@ fn records(range: std::ops::Range<usize>) -> Vec<Outgoing> {
 }
 
 /// Ids (with multiplicity) of a version, and a hash of every row.
-fn rows_of(store: &SnapshotStore, m: &Manifest) -> anyhow::Result<(BTreeMap<String, usize>, String)> {
+pub(super) fn rows_of(
+    store: &SnapshotStore,
+    m: &Manifest,
+) -> anyhow::Result<(BTreeMap<String, usize>, String)> {
     let mut ids = BTreeMap::new();
     let mut lines = Vec::new();
     for batch in store.read(m) {
@@ -179,71 +182,6 @@ tests::on_both_brokers! {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_delete_pull_reads_back_identical_rows() -> anyhow::Result<()> {
-    let env = TestEnv::start("remote")?;
-    let remote_dir = tempfile::tempdir()?;
-    let config = env.config();
-    let topics = config.topics();
-    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(env.dir())?;
-    publish(&config, &topics.raw, records(0..1500)).await?;
-    snapshot_until_idle(&config, &store).await?;
-    publish(&config, &topics.raw, records(1500..2000)).await?;
-    snapshot_until_idle(&config, &store).await?;
-    let versions = store.versions("text")?;
-    assert_eq!(versions.len(), 2);
-    let before: Vec<String> =
-        versions.iter().map(|m| rows_of(&store, m).map(|r| r.1)).collect::<anyhow::Result<_>>()?;
-
-    let remote = stream::remote::Remote::open(&format!("file://{}", remote_dir.path().display()))?;
-    let pushed = remote.push(&store, "text", None).await?;
-    assert_eq!((pushed.versions, pushed.objects), (2, versions[1].files.len()));
-    let again = remote.push(&store, "text", None).await?;
-    assert_eq!((again.versions, again.objects), (0, 0), "only missing objects are sent");
-
-    // Lose every local object and manifest, then pull.
-    std::fs::remove_dir_all(env.dir().join("snapshots"))?;
-    let store = SnapshotStore::open(env.dir())?;
-    let pulled = remote.pull(&store, "text").await?;
-    assert_eq!(pulled.versions, 2);
-    let after: Vec<String> = store
-        .versions("text")?
-        .iter()
-        .map(|m| rows_of(&store, m).map(|r| r.1))
-        .collect::<anyhow::Result<_>>()?;
-    assert_eq!(before, after, "identical rows (hash-equal) in every version");
-    store.verify(&store.resolve("text", "latest")?)?;
-
-    // A tampered object on the remote is refused on pull.
-    let victim = walk(remote_dir.path())
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .expect("object");
-    let mut bytes = std::fs::read(&victim)?;
-    bytes[20] ^= 0xff;
-    std::fs::write(&victim, bytes)?;
-    std::fs::remove_dir_all(env.dir().join("snapshots"))?;
-    let store = SnapshotStore::open(env.dir())?;
-    let err = remote.pull(&store, "text").await.expect_err("corrupt object refused");
-    assert!(err.to_string().contains("hashes to"), "{err}");
-    Ok(())
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 tests::on_both_brokers! {
     async fn two_workers_in_a_group_share_the_partitions(on) {
         let env = TestEnv::on(on, "workers")?;
@@ -350,144 +288,4 @@ async fn late_labels_join_by_id_and_diff_shows_the_change() -> anyhow::Result<()
     assert_eq!((d.added, d.removed, d.changed), (100, 0, 0));
     assert_eq!(d.examples_added.len(), 3);
     Ok(())
-}
-
-/// An S3-compatible server (moto, from PyPI) on loopback; killed on drop.
-struct Moto(std::process::Child, String);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
-    let env = TestEnv::start("s3")?;
-    let config = env.config();
-    let topics = config.topics();
-    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(env.dir())?;
-    publish(&config, &topics.raw, records(0..700)).await?;
-    snapshot_until_idle(&config, &store).await?;
-    let before = rows_of(&store, &store.resolve("text", "latest")?)?.1;
-
-    // moto's S3 server, installed by scripts/setup next to the venv's Python.
-    let port = tests::free_port()?;
-    let moto_bin = python()?.with_file_name("moto_server");
-    let child = Command::new(&moto_bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let moto = Moto(child, format!("http://127.0.0.1:{port}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let create = Command::new(python()?)
-        .args([
-            "-c",
-            "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-             aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='driftwood')",
-            &moto.1,
-        ])
-        .output()?;
-    anyhow::ensure!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
-
-    let aws = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT", moto.1.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
-    push_delete_pull(&env, &config, "s3://driftwood/team/snapshots", &aws, before)
-}
-
-/// `data push` to `remote`, the local snapshots deleted, `data pull`: the same rows again, and
-/// a second push moves nothing.
-fn push_delete_pull(
-    env: &TestEnv,
-    config: &schemas::Config,
-    remote: &str,
-    vars: &[(&str, &str)],
-    before: String,
-) -> anyhow::Result<()> {
-    let cli = |args: &[&str]| -> anyhow::Result<String> {
-        let out = Command::new(driftwood_bin()?)
-            .args(args)
-            .envs(env_for(config))
-            .envs(vars.iter().copied())
-            .output()?;
-        anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let pushed = cli(&["data", "push", "--remote", remote])?;
-    std::fs::remove_dir_all(env.dir().join("snapshots"))?;
-    let pulled = cli(&["data", "pull", "--remote", remote])?;
-    let store = SnapshotStore::open(env.dir())?;
-    let after = rows_of(&store, &store.resolve("text", "latest")?)?.1;
-    assert_eq!(before, after, "identical rows after push, delete, pull (push: {pushed}; pull: {pulled})");
-    let again = cli(&["data", "push", "--remote", remote])?;
-    assert!(again.contains(": 0 versions, 0 objects"), "a second push moved something: {again}");
-    Ok(())
-}
-
-/// Azurite (Microsoft's Azure Storage emulator, from npm) on loopback; killed on drop.
-struct Azurite(std::process::Child);
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn azure_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
-    let env = TestEnv::start("azure")?;
-    let config = env.config();
-    let topics = config.topics();
-    ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
-    let store = SnapshotStore::open(env.dir())?;
-    publish(&config, &topics.raw, records(0..300)).await?;
-    snapshot_until_idle(&config, &store).await?;
-    let before = rows_of(&store, &store.resolve("text", "latest")?)?.1;
-
-    let bin = std::env::var("DRIFTWOOD_AZURITE_BIN")
-        .map_err(|_| anyhow::anyhow!("DRIFTWOOD_AZURITE_BIN is not set: run scripts/setup"))?;
-    let port = tests::free_port()?;
-    let data = env.dir().join("azurite");
-    std::fs::create_dir_all(&data)?;
-    let child = Command::new(bin)
-        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
-        .arg(&data)
-        .args(["--skipApiVersionCheck", "--silent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let _azurite = Azurite(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "azurite-blob did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The container, by Microsoft's own Python client with Azurite's well-known account.
-    let url = format!("http://127.0.0.1:{port}");
-    let create = Command::new(python()?)
-        .args([
-            "-c",
-            "import sys; from azure.storage.blob import BlobServiceClient; \
-             key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='; \
-             conn = f'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={sys.argv[1]}/devstoreaccount1;'; \
-             BlobServiceClient.from_connection_string(conn).create_container('driftwood')",
-            &url,
-        ])
-        .output()?;
-    anyhow::ensure!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
-    let azure = [("AZURE_STORAGE_USE_EMULATOR", "true"), ("AZURITE_BLOB_STORAGE_URL", url.as_str())];
-    push_delete_pull(&env, &config, "az://driftwood/team/snapshots", &azure, before)
 }

@@ -18,6 +18,7 @@ mod model_reload;
 mod observability;
 mod openapi_contract;
 mod raw_data;
+mod remotes;
 mod replicas;
 mod reproducible;
 mod rest_auth;
