@@ -200,7 +200,7 @@ pub enum DataCommand {
         #[arg(long)]
         dataset: Option<String>,
     },
-    /// Show one version's manifest.
+    /// Show one version's manifest (VERSION: vN, an id, a tag, latest, or DATASET@VERSION).
     Show {
         version: String,
         #[arg(long)]
@@ -224,7 +224,8 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 5)]
         examples: usize,
     },
-    /// Write a version's Parquet files and manifest into a directory.
+    /// Write a version's Parquet files and manifest into a directory (VERSION may be
+    /// DATASET@VERSION).
     Checkout {
         version: String,
         #[arg(long)]
@@ -288,12 +289,12 @@ pub enum DataCommand {
         #[arg(long)]
         rejects: Option<PathBuf>,
     },
-    /// Remove objects no version references.
+    /// Remove objects no version references, and raw objects past `snapshot.raw_retention_secs`.
     Gc {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Re-hash every object of a version.
+    /// Re-hash every object of a version (VERSION may be DATASET@VERSION).
     Verify {
         #[arg(default_value = "latest")]
         version: String,

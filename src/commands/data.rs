@@ -1,5 +1,7 @@
 //! `driftwood data ...`: the snapshot store's versions, tags, diffs, remotes and upkeep.
 
+use std::time::Duration;
+
 use anyhow::{Result, bail};
 use schemas::Config;
 
@@ -23,7 +25,7 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
             }
         }
         DataCommand::Show { version, dataset } => {
-            let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
+            let m = resolve(&store, &dataset.unwrap_or_else(default), &version)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
         DataCommand::Tag { tag, version, dataset } => {
@@ -82,7 +84,7 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
             print!("{r}");
         }
         DataCommand::Checkout { version, out, dataset } => {
-            let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
+            let m = resolve(&store, &dataset.unwrap_or_else(default), &version)?;
             let files = store.checkout(&m, &out)?;
             println!(
                 "checked out v{} {} ({} rows) into {}: {} files",
@@ -121,17 +123,35 @@ pub(super) async fn run(config: &Config, cmd: DataCommand) -> Result<()> {
             );
         }
         DataCommand::Gc { dry_run } => {
-            let r = store.gc(dry_run)?;
+            let retention = config.snapshot.raw_retention_secs;
+            let r = store.gc(dry_run, (retention > 0).then(|| Duration::from_secs(retention)))?;
             let verb = if dry_run { "would remove" } else { "removed" };
+            if retention > 0 {
+                let x = &r.raw;
+                println!(
+                    "raw data older than {retention} s: {} {} objects ({} rows); kept {} not yet cleaned into a \
+                     processed dataset and {} a processed version shares",
+                    if dry_run { "would expire" } else { "expired" },
+                    x.expired,
+                    x.rows,
+                    x.not_cleaned,
+                    x.shared
+                );
+            }
             println!(
                 "{verb} {} unreferenced objects ({} bytes) and {} data keys, kept {}",
                 r.removed, r.bytes, r.keys_removed, r.kept
             );
         }
         DataCommand::Verify { version, dataset } => {
-            let m = store.resolve(&dataset.unwrap_or_else(default), &version)?;
+            let m = resolve(&store, &dataset.unwrap_or_else(default), &version)?;
             store.verify(&m)?;
-            println!("v{} {}: {} objects verified", m.seq, m.short_id(), m.files.len());
+            let live = store.live_files(&m).len();
+            let expired = match m.files.len() - live {
+                0 => String::new(),
+                n => format!(" ({n} expired by raw-data retention)"),
+            };
+            println!("{} v{} {}: {live} objects verified{expired}", m.dataset, m.seq, m.short_id());
         }
         DataCommand::Label { dataset } => {
             let d = dataset.unwrap_or_else(default);
@@ -165,6 +185,9 @@ fn along(r: &stream::remote::SyncReport) -> String {
     let mut parts = Vec::new();
     if !r.raw_datasets.is_empty() {
         parts.push(format!("raw data {}", r.raw_datasets.join(", ")));
+    }
+    if r.expired > 0 {
+        parts.push(format!("{} expiry records of raw objects retention removed", r.expired));
     }
     if r.specs > 0 {
         parts.push(format!("{} cleaning spec{}", r.specs, if r.specs == 1 { "" } else { "s" }));

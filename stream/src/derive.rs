@@ -253,7 +253,7 @@ mod tests {
 
     use super::*;
     use crate::clean::CleanSpec;
-    use crate::store::RAW_SPEC;
+    use crate::store::{ExpiryReport, RAW_SPEC};
 
     /// Commits `texts` to the raw dataset `raw` as records of partition 0 from offset `first`.
     fn raw_commit(store: &SnapshotStore, texts: &[&str], first: i64, minute: u32) -> Manifest {
@@ -442,5 +442,45 @@ mod tests {
         };
         store.commit(legacy, Utc::now()).unwrap().manifest.unwrap();
         assert!(run(&plan, "legacy", &r).contains("predates raw data"));
+    }
+
+    #[test]
+    fn retention_expires_raw_objects_once_cleaned_and_readers_skip_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let plan = CleanPlan::compile(CleanSpec::default()).unwrap();
+        let r1 = raw_commit(&store, &["One", "Two"], 0, 0);
+        let r2 = raw_commit(&store, &["Three", "Four", "Five"], 2, 1);
+        let p1 = derive(&store, &plan, "p", &r2).manifest.unwrap();
+        let r3 = raw_commit(&store, &["Six"], 5, 2);
+        let day = Some(std::time::Duration::from_secs(86_400)); // the commits are days old
+
+        // A dry run counts and touches nothing; no retention expires nothing.
+        let dry = store.gc(true, day).unwrap();
+        assert_eq!((dry.raw.expired, dry.raw.rows, dry.raw.not_cleaned, dry.removed), (2, 5, 1, 2));
+        assert!(store.gc(false, None).unwrap().raw.objects.is_empty());
+        assert_eq!(texts(&store, &r3).len(), 6);
+
+        // r1's and r2's objects were cleaned into p: expired and deleted; r3's was not: kept.
+        let gc = store.gc(false, day).unwrap();
+        assert_eq!((gc.raw.expired, gc.raw.rows, gc.raw.not_cleaned, gc.removed), (2, 5, 1, 2));
+        for f in r2.files.iter() {
+            assert!(store.is_expired(&f.hash) && !store.has_object(&f.hash));
+            assert_eq!(store.expiry(&f.hash).unwrap().unwrap().retention_secs, 86_400);
+        }
+        // Manifests are untouched; a raw version reads as the rows it still has.
+        assert_eq!(store.resolve("raw", "v3").unwrap(), r3);
+        assert_eq!(texts(&store, &r3), ["Six"]);
+        assert!(texts(&store, &r1).is_empty());
+        store.verify(&r3).unwrap();
+        assert_eq!(texts(&store, &p1), ["one", "two", "three", "four", "five"], "processed data stays");
+        // The dataset still follows its raw data; reprocessing gets what is kept.
+        let p2 = derive(&store, &plan, "p", &r3).manifest.unwrap();
+        assert_eq!((p2.rows, p2.raw.as_ref().map(|l| l.seq)), (6, Some(3)));
+        let q = derive(&store, &plan, "q", &r3).manifest.unwrap();
+        assert_eq!(texts(&store, &q), ["six"]);
+        // Once cleaned, r3's object expires too; then nothing is left to expire.
+        assert_eq!(store.gc(false, day).unwrap().raw.expired, 1);
+        assert_eq!(store.gc(false, day).unwrap().raw, ExpiryReport::default());
     }
 }

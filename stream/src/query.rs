@@ -33,11 +33,11 @@ pub fn version_schema(m: &Manifest) -> SchemaRef {
 /// A version as a table over its Parquet objects.
 pub fn version_table(store: &SnapshotStore, m: &Manifest) -> DfResult<Arc<dyn TableProvider>> {
     let schema = version_schema(m);
-    if m.files.is_empty() {
+    let files = store.live_files(m);
+    if files.is_empty() {
         return Ok(Arc::new(EmptyTable::new(schema)));
     }
-    let urls = m
-        .files
+    let urls = files
         .iter()
         .map(|f| ListingTableUrl::parse(store.object_path(&f.hash).to_string_lossy()))
         .collect::<DfResult<Vec<_>>>()?;

@@ -29,7 +29,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::store::{Manifest, SnapshotStore};
+use crate::store::{Expiry, Manifest, SnapshotStore};
 use crate::{Error, Result};
 
 /// A remote store.
@@ -49,6 +49,8 @@ pub struct SyncReport {
     pub skipped: usize,
     /// Cleaning specs sent or fetched (`specs/<hash>.toml`).
     pub specs: usize,
+    /// Expiry records of raw objects retention removed, sent or fetched instead of the objects.
+    pub expired: usize,
     /// Raw datasets synced along with the dataset, because its versions were cleaned from them.
     pub raw_datasets: Vec<String>,
 }
@@ -60,6 +62,7 @@ impl SyncReport {
         self.bytes += other.bytes;
         self.skipped += other.skipped;
         self.specs += other.specs;
+        self.expired += other.expired;
     }
 }
 
@@ -138,6 +141,14 @@ impl Remote {
     async fn get(&self, rel: &str) -> Result<bytes::Bytes> {
         let r = self.store.get(&self.path(rel)).await.map_err(remote_err(&self.url))?;
         r.bytes().await.map_err(remote_err(&self.url))
+    }
+
+    async fn get_opt(&self, rel: &str) -> Result<Option<bytes::Bytes>> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(remote_err(&self.url))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_err(&self.url)(e)),
+        }
     }
 
     async fn put(&self, rel: &str, data: Vec<u8>) -> Result<()> {
@@ -227,6 +238,15 @@ impl Remote {
                 continue;
             }
             for f in &m.files {
+                // An object raw-data retention expired travels as its expiry record.
+                if let Some(expiry) = local.expiry(&f.hash)? {
+                    let rel = expired_rel(&f.hash);
+                    if !self.exists(&rel).await? {
+                        self.put(&rel, serde_json::to_vec_pretty(&expiry).expect("serializable")).await?;
+                        report.expired += 1;
+                    }
+                    continue;
+                }
                 let rel = object_rel(&f.hash);
                 if self.exists(&rel).await? {
                     report.skipped += 1;
@@ -302,16 +322,35 @@ impl Remote {
             }
             let mut fetched_any = false;
             for f in &m.files {
+                if local.has_object(&f.hash) || local.is_expired(&f.hash) {
+                    report.skipped += 1;
+                    continue;
+                }
+                let Some(data) = self.get_opt(&object_rel(&f.hash)).await? else {
+                    let expiry = self.get_opt(&expired_rel(&f.hash)).await?.ok_or_else(|| {
+                        Error::Remote(format!(
+                            "{}: object {} of `{dataset}` v{seq} is missing",
+                            self.url, f.hash
+                        ))
+                    })?;
+                    let expiry: Expiry = serde_json::from_slice(&expiry).map_err(|e| {
+                        Error::Remote(format!("expiry record of {} is unreadable: {e}", f.hash))
+                    })?;
+                    if expiry.hash != f.hash {
+                        return Err(Error::Corrupt(format!(
+                            "expiry record of {} names {}",
+                            f.hash, expiry.hash
+                        )));
+                    }
+                    local.put_expiry(&expiry)?;
+                    report.expired += 1;
+                    continue;
+                };
                 if let Some(key) = &f.key
                     && local.key_record(key)?.is_none()
                 {
                     local.put_key_record(key, &self.get(&key_rel(key)).await?)?;
                 }
-                if local.has_object(&f.hash) {
-                    report.skipped += 1;
-                    continue;
-                }
-                let data = self.get(&object_rel(&f.hash)).await?;
                 report.bytes += data.len() as u64;
                 local.put_object(&f.hash, &data)?;
                 report.objects += 1;
@@ -330,6 +369,10 @@ impl Remote {
 
 fn object_rel(hash: &str) -> String {
     format!("objects/{}/{hash}.parquet", &hash[..2])
+}
+
+fn expired_rel(hash: &str) -> String {
+    format!("expired/{hash}.json")
 }
 
 fn spec_rel(hash: &str) -> String {

@@ -22,6 +22,10 @@ pub struct SnapshotConfig {
     /// version of `dataset` records the raw version it was cleaned from). `auto`: the one the
     /// dataset's latest version was cleaned from, else `<dataset>_raw`; empty: no raw data.
     pub raw_dataset: String,
+    /// Seconds raw data is kept: `data gc` expires raw objects committed longer ago (once a
+    /// processed dataset has been cleaned from them) and deletes them; the manifests stay. 0
+    /// keeps all raw data.
+    pub raw_retention_secs: u64,
     /// Default remote of `data push`/`data pull`: `file:///dir` or `s3://bucket/prefix`;
     /// unset: those commands need `--remote`.
     #[serde(with = "super::optional")]
@@ -110,6 +114,7 @@ impl Default for SnapshotConfig {
             commit_interval_secs: 30,
             scored_dataset: "scored".into(),
             raw_dataset: "auto".into(),
+            raw_retention_secs: 0,
             remote: None,
         }
     }

@@ -1,10 +1,14 @@
 //! Keeping a store whole and moving versions between stores: `gc` of unreferenced objects and
-//! keys, `verify` (re-hash every object), `checkout` into a directory, and receiving objects and
+//! keys (and of raw objects past their retention), `verify` (re-hash every object), `checkout` into a directory, and receiving objects and
 //! manifests from a remote (each checked against its hash before it lands).
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -48,7 +52,7 @@ impl SnapshotStore {
             return Err(Error::Corrupt(format!("manifest {} does not match its id", m.short_id())));
         }
         for f in &m.files {
-            if !self.has_object(&f.hash) {
+            if !self.has_object(&f.hash) && !self.is_expired(&f.hash) {
                 return Err(Error::Internal(format!("object {} is missing", f.hash)));
             }
         }
@@ -68,18 +72,28 @@ impl SnapshotStore {
         }
     }
 
-    /// Removes objects no version of any dataset references, and stale temporary files.
-    /// With `dry_run`, only reports what would go.
-    pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
-        let mut referenced = std::collections::HashSet::new();
-        let mut keys = std::collections::HashSet::new();
+    /// Removes objects no version of any dataset references, and stale temporary files; with
+    /// `raw_retention`, first expires the raw objects older than it (see `retention`), which
+    /// then go too. With `dry_run`, only reports what would go.
+    pub fn gc(&self, dry_run: bool, raw_retention: Option<Duration>) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        if let Some(retention) = raw_retention {
+            report.raw = self.expire_raw(retention, Utc::now(), dry_run)?;
+        }
+        let expiring: HashSet<&str> = report.raw.objects.iter().map(String::as_str).collect();
+        let mut referenced = HashSet::new();
+        let mut keys = HashSet::new();
         for d in self.datasets()? {
             for m in self.versions(&d)? {
-                keys.extend(m.files.iter().filter_map(|f| f.key.clone()));
-                referenced.extend(m.files.into_iter().map(|f| f.hash));
+                for f in m.files {
+                    if self.is_expired(&f.hash) || expiring.contains(f.hash.as_str()) {
+                        continue;
+                    }
+                    keys.extend(f.key);
+                    referenced.insert(f.hash);
+                }
             }
         }
-        let mut report = GcReport::default();
         let objects = self.objects_dir();
         for shard in fs::read_dir(&objects).map_err(Error::io(&objects))? {
             let shard = shard.map_err(Error::io(&objects))?.path();
@@ -125,7 +139,7 @@ impl SnapshotStore {
     pub fn checkout(&self, m: &Manifest, out: &Path) -> Result<Vec<PathBuf>> {
         fs::create_dir_all(out).map_err(Error::io(out))?;
         let mut written = Vec::new();
-        for (i, f) in m.files.iter().enumerate() {
+        for (i, f) in self.live_files(m).iter().enumerate() {
             let src = self.object_path(&f.hash);
             let dst = out.join(format!("part-{i:05}.parquet"));
             let _ = fs::remove_file(&dst);
@@ -155,9 +169,10 @@ impl SnapshotStore {
         Ok(written)
     }
 
-    /// Re-hashes every object of a version; an error names the first corrupt one.
+    /// Re-hashes every object of a version (but those expired by raw-data retention); an error
+    /// names the first corrupt one.
     pub fn verify(&self, manifest: &Manifest) -> Result<()> {
-        for f in &manifest.files {
+        for f in &self.live_files(manifest) {
             let path = self.object_path(&f.hash);
             let mut file = File::open(&path).map_err(Error::io(&path))?;
             let mut hasher = Sha256::new();
@@ -180,4 +195,6 @@ pub struct GcReport {
     /// Sealed data keys of objects no version references (left for an hour: a writer may be
     /// about to commit the object).
     pub keys_removed: usize,
+    /// Raw objects expired by the retention (removed above).
+    pub raw: super::ExpiryReport,
 }

@@ -6,6 +6,7 @@
 //!  <data_dir>/snapshots/datasets/<dataset>/versions/<seq>.json   one manifest per version
 //!  <data_dir>/snapshots/datasets/<dataset>/tags/<tag>            a version id
 //!  <data_dir>/snapshots/keys/<k>.key       the sealed data key of encrypted objects
+//!  <data_dir>/snapshots/expired/<h>.json   a raw object expired by retention (see `retention`)
 //! ```
 //!
 //! Encryption at rest (with a [`Keyring`]): every new object is written with Parquet modular
@@ -43,6 +44,7 @@ mod commit;
 mod keys;
 mod maintenance;
 mod manifest;
+mod retention;
 
 pub use commit::{Committed, Derivation, Draft, DraftPart, ObjectWriter, Rejected};
 pub use keys::RewrapReport;
@@ -51,6 +53,7 @@ use manifest::read_manifest;
 pub use manifest::{
     Added, FieldInfo, FileEntry, ImportedFile, MANIFEST_FORMAT, Manifest, RAW_SPEC, RawLink, SourceOffsets,
 };
+pub use retention::{Expiry, ExpiryReport};
 
 /// Rows per batch when reading a version.
 pub const READ_BATCH_ROWS: usize = 8192;
@@ -271,10 +274,11 @@ impl SnapshotStore {
         self.read_files(manifest.files.clone())
     }
 
-    /// Reads objects as batches, one after the other.
+    /// Reads objects as batches, one after the other; objects expired by raw-data retention
+    /// are skipped (their rows are gone by policy).
     pub fn read_files(&self, files: Vec<FileEntry>) -> impl Iterator<Item = Result<RecordBatch>> + use<> {
-        let store = self.clone();
-        files.into_iter().flat_map(move |f| {
+        let (store, expiry) = (self.clone(), self.clone());
+        files.into_iter().filter(move |f| !expiry.is_expired(&f.hash)).flat_map(move |f| {
             let reader = store.open_object(&f);
             let it: Box<dyn Iterator<Item = Result<RecordBatch>>> = match reader {
                 Ok(r) => Box::new(r.map(|b| b.map_err(Error::from))),

@@ -282,3 +282,49 @@ async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::
     assert_eq!(store.versions("mail_raw")?.len(), 2);
     Ok(())
 }
+
+/// `snapshot.raw_retention_secs`: `data gc` expires the raw objects older than the retention
+/// (they had been cleaned) and deletes them; manifests, the processed dataset and lineage stay;
+/// the raw dataset reads as what is kept; a remote receives the expiry records, not the objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_data_past_its_retention_is_expired_by_gc() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = tests::config_for("127.0.0.1:9", dir.path(), "retention");
+    let old = dir.path().join("old.jsonl");
+    let new = dir.path().join("new.jsonl");
+    std::fs::write(&old, "{\"id\":\"a\",\"text\":\"Old One\"}\n{\"id\":\"b\",\"text\":\"Old Two\"}\n")?;
+    std::fs::write(&new, "{\"id\":\"c\",\"text\":\"New Three\"}\n")?;
+    driftwood(&config, &["data", "import", old.to_str().unwrap(), "--dataset", "t"])?;
+    std::thread::sleep(Duration::from_secs(4));
+    driftwood(&config, &["data", "import", new.to_str().unwrap(), "--dataset", "t"])?;
+    let store = SnapshotStore::open(dir.path())?;
+    let (r1, r2) = (store.resolve("t_raw", "v1")?, store.resolve("t_raw", "v2")?);
+
+    // Retention off (the default): gc keeps every raw object.
+    let kept = driftwood(&config, &["data", "gc"])?;
+    assert!(!kept.contains("raw data older") && kept.contains("removed 0 unreferenced objects"), "{kept}");
+    config.snapshot.raw_retention_secs = 3;
+    let out = driftwood(&config, &["data", "gc"])?;
+    assert!(out.contains(&format!("expired {} objects (2 rows)", r1.files.len())), "{out}");
+    assert!(out.contains(&format!("removed {} unreferenced objects", r1.files.len())), "{out}");
+    assert!(r1.files.iter().all(|f| store.is_expired(&f.hash) && !store.has_object(&f.hash)));
+    assert_eq!(store.resolve("t_raw", "v2")?, r2, "manifests stay");
+    assert_eq!(rows(&store, &r2)?, [("c".to_string(), "New Three".to_string())]);
+    let processed = rows(&store, &store.resolve("t", "latest")?)?;
+    assert_eq!(processed.len(), 3, "the processed rows stay: {processed:?}");
+    driftwood(&config, &["data", "verify", "latest", "--dataset", "t_raw"])?;
+    let lineage = driftwood(&config, &["data", "show", "t_raw@v1"])?;
+    assert!(lineage.contains("old.jsonl"), "the sources are still named: {lineage}");
+
+    // A remote gets the expiry records instead of the objects, and so does a pull from it.
+    let remote = format!("file://{}", dir.path().join("remote").display());
+    let pushed = driftwood(&config, &["data", "push", "--remote", &remote, "--dataset", "t"])?;
+    assert!(pushed.contains(&format!("{} expiry records", r1.files.len())), "{pushed}");
+    let other = tempfile::tempdir()?;
+    let elsewhere = tests::config_for("127.0.0.1:9", other.path(), "retention");
+    driftwood(&elsewhere, &["data", "pull", "--remote", &remote, "--dataset", "t"])?;
+    let theirs = SnapshotStore::open(other.path())?;
+    assert_eq!(rows(&theirs, &theirs.resolve("t_raw", "latest")?)?.len(), 1);
+    assert!(r1.files.iter().all(|f| theirs.is_expired(&f.hash)));
+    Ok(())
+}
