@@ -298,15 +298,28 @@ pub fn lineage(l: &trainer::lineage::Lineage) -> String {
                 short(&d.spec_hash)
             );
             let _ = match raw {
-                Some(r) => writeln!(
-                    s,
-                    "raw data    {} v{} {}: {} records from {}",
-                    r.dataset,
-                    r.seq,
-                    short(&r.id),
-                    r.rows,
-                    offsets(&r.sources)
-                ),
+                Some(r) => {
+                    let expired = match r.expired_rows {
+                        0 => String::new(),
+                        n => format!(" ({n} expired by retention)"),
+                    };
+                    let from = match (r.sources.is_empty(), r.imported.len()) {
+                        (false, 0) => offsets(&r.sources),
+                        (true, n) => format!("{n} imported files"),
+                        (false, n) => format!("{} and {n} imported files", offsets(&r.sources)),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "raw data    {} v{} {}: {} records{expired} from {from}",
+                        r.dataset,
+                        r.seq,
+                        short(&r.id),
+                        r.rows
+                    );
+                    r.imported.iter().try_for_each(|f| {
+                        writeln!(s, "            {} sha256 {} ({} rows)", f.name, short(&f.sha256), f.rows)
+                    })
+                }
                 None => writeln!(
                     s,
                     "raw data    none kept (the version predates raw data); offsets {}",

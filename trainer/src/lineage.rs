@@ -3,7 +3,8 @@
 //! ```text
 //!  prediction (scored dataset row: id, model@version, raw partition/offset)
 //!    → model version (registry) → run (params, metrics) → processed data version
-//!    → raw data version (its Kafka offset ranges) → cleaning spec (hash, and its TOML when kept)
+//!    → raw data version (its Kafka offset ranges, imported files' hashes) → cleaning spec (hash,
+//!    and its TOML when kept)
 //! ```
 //!
 //! `driftwood lineage` and `GET /v1/lineage/...` both print a [`Lineage`]; a step that cannot
@@ -13,7 +14,7 @@
 use metastore::{MetadataStore, ModelVersion, Run};
 use schemas::records::scored_col;
 use serde::Serialize;
-use stream::store::{Manifest, SnapshotStore, SourceOffsets};
+use stream::store::{ImportedFile, Manifest, SnapshotStore, SourceOffsets};
 
 use crate::{Error, Result, registry};
 
@@ -60,6 +61,10 @@ pub struct DataStep {
     pub sources: Vec<SourceOffsets>,
     /// Content hashes of the Parquet objects.
     pub objects: Vec<String>,
+    /// The files imported into this raw data up to this version (`data import`), by content.
+    pub imported: Vec<ImportedFile>,
+    /// Rows of objects raw-data retention expired (the manifest still names them).
+    pub expired_rows: u64,
 }
 
 impl DataStep {
@@ -73,7 +78,21 @@ impl DataStep {
             created_at: m.created_at,
             sources: m.sources.clone(),
             objects: m.files.iter().map(|f| f.hash.clone()).collect(),
+            imported: vec![],
+            expired_rows: 0,
         }
+    }
+
+    /// A raw version's step: with every file imported up to it and what retention expired.
+    fn of_raw(store: &SnapshotStore, m: &Manifest) -> Result<DataStep> {
+        let imported = store
+            .versions(&m.dataset)?
+            .into_iter()
+            .filter(|v| v.seq <= m.seq)
+            .flat_map(|v| v.added.imported)
+            .collect();
+        let expired_rows = m.files.iter().filter(|f| store.is_expired(&f.hash)).map(|f| f.rows).sum();
+        Ok(DataStep { imported, expired_rows, ..DataStep::of(m) })
     }
 }
 
@@ -152,7 +171,7 @@ fn data_steps(store: &SnapshotStore, id: &str, dataset: Option<&str>, spec_hash:
     };
     let data = candidates.iter().find_map(|d| store.versions(d).ok()?.into_iter().find(|m| m.id == id));
     let raw = match data.as_ref().and_then(|d| d.raw.as_ref()) {
-        Some(link) => Some(DataStep::of(&store.resolve(&link.dataset, &link.version)?)),
+        Some(link) => Some(DataStep::of_raw(store, &store.resolve(&link.dataset, &link.version)?)?),
         None => None,
     };
     let toml = store.spec(spec_hash)?.map(|s| s.to_toml());

@@ -238,9 +238,11 @@ async fn wait_for(store: &SnapshotStore, dataset: &str, rows: u64) -> anyhow::Re
 /// reasons; importing again adds nothing; lineage names the files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let config = tests::config_for("127.0.0.1:9", dir.path(), "import");
-    let mails = dir.path().join("mails");
+    let env = TestEnv::start("import")?; // a broker for the training run's control events
+    let config = env.config();
+    ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
+    let dir = env.dir();
+    let mails = dir.join("mails");
     let mut corpus = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_1)?;
     tests::shuffle(&mut corpus, 5);
     for (i, r) in corpus.iter().take(40).enumerate() {
@@ -248,12 +250,12 @@ async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::
         std::fs::create_dir_all(&folder)?;
         std::fs::write(folder.join(format!("{i:03}.eml")), &r.text)?;
     }
-    let csv = dir.path().join("extra.csv");
+    let csv = dir.join("extra.csv");
     std::fs::write(
         &csv,
         "text,label\n\"Note: free prize\n\nclaim now\",spam\n\"  \",ham\ntoo,many,fields\n",
     )?;
-    let rejects = dir.path().join("rejects.jsonl");
+    let rejects = dir.join("rejects.jsonl");
     let rejects_arg = rejects.display().to_string();
     let out = driftwood(&config, &["data", "import", mails.to_str().unwrap(), "--dataset", "mail"])?;
     assert!(out.contains("40 rows imported, 0 refused"), "{out}");
@@ -267,7 +269,7 @@ async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::
         std::fs::read_to_string(&rejects)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     let codes: Vec<&str> = refused.iter().map(|v| v["reason"].as_str().unwrap_or_default()).collect();
     assert_eq!(codes, ["blank_text", "bad_field"]);
-    let store = SnapshotStore::open(dir.path())?;
+    let store = SnapshotStore::open(dir)?;
     let raw = store.resolve("mail_raw", "latest")?;
     assert_eq!((raw.rows, raw.added.imported.len()), (41, 1));
     assert_eq!(store.resolve("mail_raw", "v1")?.added.imported.len(), 40);
@@ -280,6 +282,16 @@ async fn files_are_imported_as_raw_data_and_cleaned_into_a_dataset() -> anyhow::
     let again = driftwood(&config, &["data", "import", mails.to_str().unwrap(), "--dataset", "mail"])?;
     assert!(again.contains("nothing new to import") && again.contains("already up to date"), "{again}");
     assert_eq!(store.versions("mail_raw")?.len(), 2);
+    // A model trained on it: lineage walks back to each imported file's hash.
+    driftwood(&config, &["train", "--dataset", "mail", "--model", "logreg"])?;
+    let text = driftwood(&config, &["lineage", "spam@latest"])?;
+    let csv_sha = schemas::sha256_hex(&std::fs::read(&csv)?);
+    assert!(text.contains("raw data    mail_raw v2") && text.contains("from 41 imported files"), "{text}");
+    assert!(text.contains(&format!("extra.csv sha256 {} (1 rows)", &csv_sha[..12])), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&driftwood(&config, &["lineage", "spam@latest", "--json"])?)?;
+    let imported = json["raw"]["imported"].as_array().map_or(0, Vec::len);
+    assert_eq!(imported, 41, "{json}");
     Ok(())
 }
 
