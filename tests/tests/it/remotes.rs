@@ -229,7 +229,7 @@ async fn azure_remote_push_and_pull_through_the_cli() -> anyhow::Result<()> {
 /// object_store's own CI uses a fork the proxy does not serve), so the bucket is filled the
 /// way Google's JSON-API clients upload (`uploadType=media`, by curl) from a `file://` push,
 /// and `data pull --remote gs://…` is what is tested: the same rows, specs and raw data, only
-/// missing objects fetched, a tampered object refused.
+/// missing objects fetched, a tampered object refused; and `data import gs://…` of a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_remote_pull_through_the_cli() -> anyhow::Result<()> {
     let (env, config, before) = snapshotted("gcs", 400).await?;
@@ -279,6 +279,26 @@ async fn gcs_remote_pull_through_the_cli() -> anyhow::Result<()> {
     assert_eq!(store.versions("text_raw")?, raw_before);
     let again = driftwood_ok(&config, &gcs, &pull)?;
     assert!(again.contains(": 0 versions, 0 objects"), "a second pull moved something: {again}");
+
+    // A file on the bucket is a source, imported by content.
+    let inbox = env.dir().join("inbox.jsonl");
+    std::fs::write(&inbox, "{\"id\":\"g1\",\"text\":\"From The Bucket\"}\n{\"text\":\"  \"}\n")?;
+    let url = format!("http://{host}/upload/storage/v1/b/driftwood/o?uploadType=media&name=inbox/a.jsonl");
+    let out = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "--data-binary"])
+        .arg(format!("@{}", inbox.display()))
+        .arg(&url)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "upload: {}", String::from_utf8_lossy(&out.stderr));
+    let imported = driftwood_ok(
+        &config,
+        &gcs,
+        &["data", "import", "gs://driftwood/inbox/a.jsonl", "--dataset", "inbox"],
+    )?;
+    assert!(imported.contains("imported gs://driftwood/inbox/a.jsonl: 1 rows, 1 refused"), "{imported}");
+    let store = SnapshotStore::open(env.dir())?;
+    let inbox_raw = store.resolve("inbox_raw", "latest")?;
+    assert_eq!(inbox_raw.added.imported[0].sha256, schemas::sha256_hex(&std::fs::read(&inbox)?));
 
     // An object changed on the bucket is refused when pulled.
     let victim = files.iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).expect("an object");
