@@ -15,6 +15,7 @@
 //! * [`window`] — windows of scored records against a reference: PSI, KS, chi-square, accuracy;
 //! * [`decider`] — hysteresis and cooldown over window reports;
 //! * [`labels`] — accuracy over labelled predictions and the late-label join;
+//! * [`merge`] — event-time order across the scored topic's partitions;
 //! * [`monitor`] — the async adapter over the scored and label topics;
 //! * [`metrics`] — the monitor's Prometheus gauges and counters.
 //!
@@ -24,6 +25,7 @@
 pub mod decider;
 pub mod features;
 pub mod labels;
+pub mod merge;
 pub mod metrics;
 pub mod monitor;
 pub mod profile;

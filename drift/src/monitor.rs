@@ -2,7 +2,9 @@
 //! configured, `text.labels`) into a [`Window`] per model version, asks the [`Decider`] after
 //! every closed window, and publishes `DriftDetected` / `RetrainRequested` and the metrics. It
 //! follows the model: records of a newer version switch the window to that version's
-//! reference. The statistics are in `window`, `decider` and `labels`, which know nothing of it.
+//! reference. Replaying (`until_idle`), it takes the partitions' records in event-time order
+//! (`merge`), so the windows are those watching live gave. The statistics are in `window`,
+//! `decider` and `labels`, which know nothing of it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::Result;
 use crate::decider::{Decider, Decision};
 use crate::labels::LabelJoin;
+use crate::merge::EventTimeMerge;
 use crate::window::{Watch, Window, WindowReport};
+
+/// Replaying, how long a partition that has not reached its end may deliver nothing before the
+/// others go on without it.
+const REPLAY_IDLE: Duration = Duration::from_secs(5);
 
 /// Where the monitor publishes besides its callback.
 #[derive(Clone, Copy, Default)]
@@ -91,9 +98,41 @@ pub async fn run_monitor(
             publish(control, &report, &decision).await;
         }
     };
-    while let Some((messages, ranges)) = reader.next(4096, Duration::from_millis(200), cancel).await? {
-        for m in &messages {
-            let Some(Ok(r)) = m.value.as_deref().map(serde_json::from_slice::<ScoredRecord>) else {
+    // Replaying: the partitions' records in event-time order, as they were watched live.
+    let mut merge = match until_idle {
+        true => Some(EventTimeMerge::new(
+            ingest::kafka::watermarks(&config.kafka, &topic)
+                .await?
+                .into_iter()
+                .map(|(p, (low, high))| (p, low, Some(high))),
+            REPLAY_IDLE,
+            Instant::now(),
+        )),
+        false => None,
+    };
+    let parse = |m: &ingest::consume::RawMessage| {
+        m.value.as_deref().and_then(|v| serde_json::from_slice::<ScoredRecord>(v).ok())
+    };
+    let mut reading = true;
+    while reading {
+        let (records, ranges) = match reader.next(4096, Duration::from_millis(200), cancel).await? {
+            Some((messages, ranges)) => match &mut merge {
+                Some(merge) => {
+                    let now = Instant::now();
+                    for m in &messages {
+                        merge.push(m.partition, m.offset, m.timestamp_ms.unwrap_or_default(), parse(m), now);
+                    }
+                    (merge.ready(now), Some(ranges))
+                }
+                None => (messages.iter().map(parse).collect(), Some(ranges)),
+            },
+            None => {
+                reading = false;
+                (merge.as_mut().map(EventTimeMerge::finish).unwrap_or_default(), None)
+            }
+        };
+        for r in records {
+            let Some(r) = r else {
                 malformed += 1;
                 continue;
             };
@@ -126,7 +165,7 @@ pub async fn run_monitor(
         if let Some(report) = window.close_if_due() {
             handle(report, &mut decider).await;
         }
-        if !until_idle {
+        if let Some(ranges) = ranges.filter(|_| !until_idle) {
             reader.commit(&ranges)?;
         }
     }

@@ -6,6 +6,7 @@ mod closed_loop;
 mod consumer_group;
 mod data_path;
 mod deploy;
+mod drift_replay;
 mod encryption;
 mod flight;
 mod flight_sql;
