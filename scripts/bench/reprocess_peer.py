@@ -19,7 +19,7 @@ from data_path_peers import clean_pandas  # noqa: E402
 
 
 def main(raw_dir, out):
-    seen, rows, nbytes, writer = set(), 0, 0, None
+    seen, rows, nbytes, writer, kept_rows = set(), 0, 0, None, 0
     for path in sorted(glob.glob(os.path.join(raw_dir, "*.parquet"))):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
             frame = batch.to_pandas()
@@ -29,13 +29,14 @@ def main(raw_dir, out):
             kept = frame.loc[cleaned.index].assign(text=cleaned.values)
             kept = kept[~kept["text"].isin(seen)].drop_duplicates("text")
             seen.update(kept["text"])
+            kept_rows += len(kept)
             table = pa.Table.from_pandas(kept, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(out, table.schema, compression="zstd")
             writer.write_table(table.cast(writer.schema))
     if writer is not None:
         writer.close()
-    print(json.dumps({"what": "pandas .str, batch by batch", "rows": rows, "mb": nbytes / 1e6}))
+    print(json.dumps({"what": "pandas .str, batch by batch", "rows": rows, "kept": kept_rows, "mb": nbytes / 1e6}))
 
 
 if __name__ == "__main__":
