@@ -123,11 +123,13 @@ pub struct ModelVersion {
 }
 
 /// An audited action.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub action: String,
+    /// What the action did (e.g. the alias, versions and reason of a move).
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 

@@ -277,6 +277,74 @@ pub async fn metric_history(
     Ok(Json(MetricHistory { run_id, key, history }))
 }
 
+/// `GET /v1/audit`: a page of the audit log, newest first.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Records per page: 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// Records to skip: 0 to 10,000 (default 0).
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 10000)]
+    pub offset: Option<String>,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub offset: usize,
+    pub limit: usize,
+    /// Newest first.
+    pub records: Vec<metastore::AuditRecord>,
+    /// Whether older records follow this page.
+    pub more: bool,
+}
+
+/// The value of query parameter `name`, refused when given twice (the query is read as pairs,
+/// so every refusal has the JSON error shape).
+fn single(pairs: &[(String, String)], name: &str) -> Result<Option<String>> {
+    let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (_, Some(_)) => Err(Error::BadRequest(format!("`{name}` is given more than once"))),
+        (v, None) => Ok(v.cloned()),
+    }
+}
+
+/// A whole-number query parameter within `range`, or `default` when absent.
+fn query_number(
+    name: &str,
+    value: Option<&str>,
+    range: std::ops::RangeInclusive<usize>,
+    default: usize,
+) -> Result<usize> {
+    let Some(v) = value else { return Ok(default) };
+    v.parse::<usize>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "`{name}` must be a whole number from {} to {}, not `{v}`",
+            range.start(),
+            range.end()
+        ))
+    })
+}
+
+/// The audit log (alias moves and rollbacks, with actor and reason), newest first, paged.
+#[utoipa::path(get, path = "/v1/audit", tag = "registry", params(AuditQuery),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<AuditPage>> {
+    let q = AuditQuery { limit: single(&pairs, "limit")?, offset: single(&pairs, "offset")? };
+    let limit = query_number("limit", q.limit.as_deref(), 1..=500, 50)?;
+    let offset = query_number("offset", q.offset.as_deref(), 0..=10_000, 0)?;
+    let mut records = state.store.audit_log(offset + limit + 1).await?;
+    let more = records.len() > offset + limit;
+    records.truncate(offset + limit);
+    let records = records.split_off(offset.min(records.len()));
+    Ok(Json(AuditPage { offset, limit, records, more }))
+}
+
 /// Runs `f` on the snapshot store off the async runtime (the store reads files).
 async fn snapshots<T: Send + 'static>(
     state: &AppState,

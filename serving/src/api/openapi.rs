@@ -30,6 +30,7 @@ use super::{manage, ops, predict, token};
         manage::get_version,
         manage::promote,
         manage::rollback,
+        manage::audit,
         manage::list_runs,
         manage::get_run,
         manage::metric_history,

@@ -260,7 +260,7 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
         }
     }
     // Every route of the router but the token endpoint.
-    assert_eq!(checked, 20, "operations in the OpenAPI document");
+    assert_eq!(checked, 21, "operations in the OpenAPI document");
 
     // Tokens that must be refused on a protected route.
     let admin = tokens.iter().find(|(u, _)| *u == "admin").map(|(_, t)| t.clone()).expect("admin");
@@ -563,6 +563,27 @@ async fn promote_rollback_runs_and_data_versions_over_rest() -> anyhow::Result<(
         assert!(b["error"].is_string() && b["error_type"].is_string(), "{b}");
     }
     assert_eq!(store.get_alias("spam", "production").await?, Some(1));
+
+    // The audit log, newest first, paged: the seed's move, the promote, the rollback.
+    let (status, page) = call("GET", "/v1/audit?limit=2", None).await?;
+    let actions = |p: &serde_json::Value| -> Vec<String> {
+        p["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["action"].as_str().map(String::from))
+            .collect()
+    };
+    assert_eq!((status, page["more"].as_bool()), (200, Some(true)), "{page}");
+    assert_eq!(actions(&page), ["rollback_alias", "set_alias"]);
+    assert_eq!(page["records"][1]["details"]["reason"], "better");
+    let (_, rest) = call("GET", "/v1/audit?limit=2&offset=2", None).await?;
+    assert_eq!((actions(&rest).len(), rest["more"].as_bool()), (1, Some(false)), "{rest}");
+    assert_eq!(rest["records"][0]["actor"], "seed");
+    for bad in ["limit=0", "limit=501", "offset=-1", "limit=two", "offset=10001", "offset=1&offset=2"] {
+        let (status, b) = call("GET", &format!("/v1/audit?{bad}"), None).await?;
+        assert_eq!((status, b["error_type"].as_str()), (400, Some("bad_request")), "{bad}: {b}");
+    }
 
     // Runs and metric history.
     let (_, runs) = call("GET", "/v1/runs?experiment=spam", None).await?;
