@@ -26,8 +26,8 @@ const WORKER_ENV: &str = "DRIFTWOOD_TEST_REGISTRATION_WORKER";
 const READY: &str = "WORKER-CONNECTED";
 
 /// Two processes register 20 versions of one model each, released at the same instant once
-/// both are connected: the 40 numbers are 1..=40 with no gap and no duplicate, the two
-/// processes' numbers interleave, and races were lost (the server said "not applied") and retried.
+/// both are connected: the 40 numbers are 1..=40 with no gap and no duplicate, and races were
+/// lost (the server said "not applied" to a number the other process had just taken) and retried.
 #[tokio::test]
 async fn two_processes_register_versions_without_gaps_or_duplicates() -> Result<()> {
     let config = Cassandra::shared()?.store_config("two_processes");
@@ -41,13 +41,15 @@ async fn two_processes_register_versions_without_gaps_or_duplicates() -> Result<
     ensure!(versions == (1..=2 * PER_PROCESS as u32).collect::<Vec<_>>(), "versions {versions:?}");
     let registered: Vec<u32> = store.model_versions("spam").await?.iter().map(|v| v.version).collect();
     ensure!(registered == versions, "the registry holds {registered:?}");
-    let span = |r: &WorkerReport| (r.versions.iter().min().copied(), r.versions.iter().max().copied());
-    let ((a_min, a_max), (b_min, b_max)) = (span(&reports[0]), span(&reports[1]));
-    ensure!(a_min.max(b_min) < a_max.min(b_max), "the two processes did not run at once: {reports:?}");
+    // A lost race is a conditional insert of a number the other process took a moment before:
+    // the proof that they ran at once (on a loaded machine one may still finish first).
     let lost: Vec<u64> = reports.iter().map(|r| r.lost_races).collect();
     ensure!(lost.iter().sum::<u64>() > 0, "no race was lost, so none was tested: {reports:?}");
+    let span = |r: &WorkerReport| (r.versions.iter().min().copied(), r.versions.iter().max().copied());
+    let ((a_min, a_max), (b_min, b_max)) = (span(&reports[0]), span(&reports[1]));
+    let interleaved = a_min.max(b_min) < a_max.min(b_max);
     eprintln!(
-        "two processes registered {} versions (1..={}), interleaved, no gap or duplicate; races lost and retried: {lost:?}",
+        "two processes registered {} versions (1..={}), no gap or duplicate, interleaved: {interleaved}; races lost and retried: {lost:?}",
         versions.len(),
         versions.len()
     );
