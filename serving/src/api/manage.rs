@@ -427,6 +427,84 @@ pub async fn get_data_version(
     Ok(Json(snapshots(&state, move |s| s.resolve(&dataset, &reference)).await?))
 }
 
+/// A page of a version's rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowsPage {
+    pub dataset: String,
+    /// The version's id and sequence number.
+    pub version: String,
+    pub seq: u64,
+    /// Rows the version holds (less any raw-data retention expired).
+    pub total: u64,
+    pub offset: u64,
+    pub limit: usize,
+    /// Each row as a JSON object, column → value, in the version's order.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Value>,
+    /// Whether rows follow this page.
+    pub more: bool,
+}
+
+/// A page of a version's rows, in order (`offset`, `limit` 1–500, default 50): what a person
+/// samples before training on it.
+#[utoipa::path(get, path = "/v1/datasets/{dataset}/versions/{version}/rows", tag = "data",
+    params(("dataset" = String, Path, description = "dataset name", pattern = "^[a-z0-9_-]{1,64}$"),
+           ("version" = String, Path, description = "an id, id prefix, tag, `v<seq>` or `latest`"),
+           ("offset" = Option<u64>, Query, description = "rows to skip (default 0)", minimum = 0),
+           ("limit" = Option<u32>, Query, description = "rows per page, 1 to 500 (default 50)", minimum = 1, maximum = 500)),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn version_rows(
+    State(state): State<AppState>,
+    Path((dataset, reference)): Path<(String, String)>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<RowsPage>> {
+    valid_dataset(&dataset)?;
+    let limit = query_number("limit", single(&pairs, "limit")?.as_deref(), 1..=500, 50)?;
+    let offset = query_number("offset", single(&pairs, "offset")?.as_deref(), 0..=usize::MAX, 0)? as u64;
+    let page = snapshots(&state, move |s| {
+        let m = s.resolve(&dataset, &reference)?;
+        let total = s.live_files(&m).iter().map(|f| f.rows).sum::<u64>();
+        let (mut skip, mut rows) = (offset, Vec::new());
+        for batch in s.read(&m) {
+            let batch = batch?;
+            let n = batch.num_rows() as u64;
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            let take = (n - skip).min((limit - rows.len()) as u64);
+            let part = batch.slice(skip as usize, take as usize);
+            skip = 0;
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(Vec::new());
+            w.write(&part)?;
+            w.finish()?;
+            let bytes = w.into_inner();
+            let parsed: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
+                .map_err(|e| stream::Error::Internal(format!("rows as JSON: {e}")))?;
+            rows.extend(parsed);
+            if rows.len() == limit {
+                break;
+            }
+        }
+        let more = offset + (rows.len() as u64) < total;
+        Ok(RowsPage {
+            dataset: m.dataset.clone(),
+            version: m.id.clone(),
+            seq: m.seq,
+            total,
+            offset,
+            limit,
+            rows,
+            more,
+        })
+    })
+    .await?;
+    Ok(Json(page))
+}
+
 /// Where model version `version` (a number, `v<N>`, an alias or `latest`) came from: its run,
 /// the data version it was trained on, the raw version that was cleaned from (Kafka offset
 /// ranges), the cleaning spec.

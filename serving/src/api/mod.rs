@@ -8,7 +8,7 @@
 //! | `POST /v1/models/{name}/promote`, `/v1/models/{name}/rollback` | role `admin`: move an alias |
 //! | `GET /v1/audit` | role `viewer`: the audit log, newest first, paged (`limit`, `offset`) |
 //! | `GET /v1/runs`, `/v1/runs/{run_id}`, `/v1/runs/{run_id}/metrics/{key}` | role `viewer`: tracking |
-//! | `GET /v1/datasets`, `/v1/datasets/{dataset}/versions[/{version}]` | role `viewer`: data versions |
+//! | `GET /v1/datasets`, `/v1/datasets/{dataset}/versions[/{version}[/rows]]` | role `viewer`: data versions, a page of a version's rows |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document, generated from these handlers ([`openapi`]) |
 //! | `POST /oauth/token` | OAuth2 password or client_credentials grant → bearer JWT |
 //! | `GET /.well-known/jwks.json` | the public keys tokens are signed with |
@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/datasets", get(manage::list_datasets))
         .route("/v1/datasets/{dataset}/versions", get(manage::list_data_versions))
         .route("/v1/datasets/{dataset}/versions/{version}", get(manage::get_data_version))
+        .route("/v1/datasets/{dataset}/versions/{version}/rows", get(manage::version_rows))
         .route("/v1/lineage/models/{name}/{version}", get(manage::model_lineage))
         .route("/v1/lineage/predictions/{id}", get(manage::prediction_lineage))
         .route("/v1/audit", get(manage::audit))

@@ -37,6 +37,7 @@ use super::{manage, ops, predict, token};
         manage::list_datasets,
         manage::list_data_versions,
         manage::get_data_version,
+        manage::version_rows,
         manage::model_lineage,
         manage::prediction_lineage,
     ),

@@ -260,7 +260,7 @@ async fn every_role_against_every_route_and_refused_tokens() -> anyhow::Result<(
         }
     }
     // Every route of the router but the token endpoint.
-    assert_eq!(checked, 21, "operations in the OpenAPI document");
+    assert_eq!(checked, 22, "operations in the OpenAPI document");
 
     // Tokens that must be refused on a protected route.
     let admin = tokens.iter().find(|(u, _)| *u == "admin").map(|(_, t)| t.clone()).expect("admin");
@@ -604,6 +604,26 @@ async fn promote_rollback_runs_and_data_versions_over_rest() -> anyhow::Result<(
         let (status, m) = call("GET", &format!("/v1/datasets/text/versions/{reference}"), None).await?;
         assert_eq!((status, m["id"].as_str()), (200, Some(id.as_str())), "{reference}");
     }
+    // A version's rows, paged, as JSON objects.
+    let (status, page) = call("GET", "/v1/datasets/text/versions/golden/rows?limit=2", None).await?;
+    assert_eq!(
+        (status, page["total"].as_u64(), page["more"].as_bool()),
+        (200, Some(3), Some(true)),
+        "{page}"
+    );
+    assert_eq!(page["rows"], serde_json::json!([{"text": "a"}, {"text": "b"}]));
+    let (_, last) = call("GET", "/v1/datasets/text/versions/v1/rows?offset=2&limit=5", None).await?;
+    assert_eq!(
+        (last["rows"].clone(), last["more"].as_bool()),
+        (serde_json::json!([{"text": "c"}]), Some(false))
+    );
+    let (_, past) = call("GET", "/v1/datasets/text/versions/latest/rows?offset=9", None).await?;
+    assert_eq!(past["rows"], serde_json::json!([]));
+    for bad in ["limit=0", "limit=501", "offset=x", "limit=1&limit=2"] {
+        let (status, b) = call("GET", &format!("/v1/datasets/text/versions/latest/rows?{bad}"), None).await?;
+        assert_eq!((status, b["error_type"].as_str()), (400, Some("bad_request")), "{bad}: {b}");
+    }
+    assert_eq!(call("GET", "/v1/datasets/text/versions/v9/rows", None).await?.0, 404);
     assert_eq!(call("GET", "/v1/datasets/text/versions/v2", None).await?.0, 404);
     assert_eq!(call("GET", "/v1/datasets/nope/versions", None).await?.0, 404);
     assert_eq!(call("GET", "/v1/datasets/..%2F..%2Fetc/versions", None).await?.0, 400);
