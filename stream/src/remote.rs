@@ -139,8 +139,7 @@ impl Remote {
     }
 
     async fn get(&self, rel: &str) -> Result<bytes::Bytes> {
-        let r = self.store.get(&self.path(rel)).await.map_err(remote_err(&self.url))?;
-        r.bytes().await.map_err(remote_err(&self.url))
+        self.get_opt(rel).await?.ok_or_else(|| Error::Remote(format!("{}: {rel} is missing", self.url)))
     }
 
     async fn get_opt(&self, rel: &str) -> Result<Option<bytes::Bytes>> {
@@ -283,11 +282,8 @@ impl Remote {
             if local.spec(&hash)?.is_some() {
                 continue;
             }
-            let rel = spec_rel(&hash);
-            if !self.exists(&rel).await? {
-                continue;
-            }
-            let text = String::from_utf8(self.get(&rel).await?.to_vec())
+            let Some(bytes) = self.get_opt(&spec_rel(&hash)).await? else { continue };
+            let text = String::from_utf8(bytes.to_vec())
                 .map_err(|_| Error::Corrupt(format!("remote spec {hash} is not UTF-8")))?;
             let spec = crate::clean::CleanSpec::from_toml(&text)?;
             if spec.hash() != hash {

@@ -80,13 +80,14 @@ impl SnapshotStore {
         if let Some(retention) = raw_retention {
             report.raw = self.expire_raw(retention, Utc::now(), dry_run)?;
         }
-        let expiring: HashSet<&str> = report.raw.objects.iter().map(String::as_str).collect();
+        let mut gone = self.expired_hashes()?;
+        gone.extend(report.raw.objects.iter().cloned()); // a dry run records none
         let mut referenced = HashSet::new();
         let mut keys = HashSet::new();
         for d in self.datasets()? {
             for m in self.versions(&d)? {
                 for f in m.files {
-                    if self.is_expired(&f.hash) || expiring.contains(f.hash.as_str()) {
+                    if gone.contains(&f.hash) {
                         continue;
                     }
                     keys.extend(f.key);

@@ -69,6 +69,25 @@ impl SnapshotStore {
         }
     }
 
+    /// The hashes of every expired object (one directory listing, for passes over many
+    /// versions, whose cumulative manifests name each object again and again).
+    pub(super) fn expired_hashes(&self) -> Result<HashSet<String>> {
+        let dir = self.root.join("expired");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+            Err(e) => return Err(Error::io(&dir)(e)),
+        };
+        let mut out = HashSet::new();
+        for entry in entries {
+            let name = entry.map_err(Error::io(&dir))?.file_name();
+            if let Some(hash) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+                out.insert(hash.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// Records an expiry (also one received from a remote).
     pub fn put_expiry(&self, expiry: &Expiry) -> Result<()> {
         let target = self.expiry_path(&expiry.hash);
@@ -109,10 +128,11 @@ impl SnapshotStore {
             .filter(|v| links.iter().any(|l| l.version == v.id))
             .flat_map(|v| v.files.iter().map(|f| f.hash.as_str()))
             .collect();
+        let already = self.expired_hashes()?;
         let mut report = ExpiryReport::default();
         for v in raw.iter().flatten().filter(|v| v.created_at < cutoff) {
             for f in v.files.iter().filter(|f| v.added.files.contains(&f.hash)) {
-                if self.is_expired(&f.hash) {
+                if already.contains(&f.hash) {
                     continue;
                 }
                 if processed_objects.contains(&f.hash) {
