@@ -15,6 +15,7 @@
 
 pub mod cql;
 mod error;
+pub mod search;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
+pub use search::{RunQuery, RunSort, RunsPage, downsample};
 pub use sqlite::SqliteStore;
 
 /// Status of a run.
@@ -38,7 +40,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
             RunStatus::Finished => "finished",
@@ -53,6 +55,11 @@ impl RunStatus {
             "failed" => Ok(RunStatus::Failed),
             other => Err(Error::Corrupt(format!("unknown run status `{other}`"))),
         }
+    }
+
+    /// A status as a person or a query names it: `running`, `finished` or `failed`.
+    pub fn from_name(s: &str) -> Option<RunStatus> {
+        RunStatus::parse(s).ok()
     }
 }
 
@@ -156,6 +163,10 @@ pub trait MetadataStore: Send + Sync {
     async fn set_run_artifacts(&self, run_id: &str, artifact_dir: &str) -> Result<()>;
     async fn get_run(&self, run_id: &str) -> Result<Run>;
     async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>>;
+    /// A page of the runs matching `q`, filtered, sorted and paged as [`RunQuery::apply`] does.
+    async fn search_runs(&self, q: &RunQuery) -> Result<RunsPage> {
+        Ok(q.apply(self.list_runs(q.experiment.as_deref()).await?))
+    }
     /// Step history of one metric.
     async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<(u64, f64)>>;
 

@@ -17,7 +17,9 @@
 //! * [`predlog`] — the asynchronous, bounded prediction log;
 //! * [`reload`] — following a registry alias, hot swap;
 //! * [`tls`] — rustls server config and a TLS listener for the REST API;
-//! * [`metrics`] — Prometheus metrics of both.
+//! * [`metrics`] — Prometheus metrics of both;
+//! * `ui` — the web UI under `/ui` (pages, session cookie, CSRF, compiled-in assets), merged
+//!   into [`api::router`].
 //!
 //! Architecture invariant: nothing depends on this crate; it never trains.
 
@@ -30,6 +32,7 @@ pub mod predlog;
 pub mod reload;
 pub mod scorer;
 pub mod tls;
+mod ui;
 
 use axum::http::StatusCode;
 

@@ -54,6 +54,7 @@ pub fn api_state(serve: &ServeConfig, parts: ApiParts) -> AppState {
         snapshots,
         control: None,
         scored_dataset: schemas::config::SnapshotConfig::default().scored_dataset,
+        secure_cookies: false,
     }
 }
 
@@ -99,6 +100,7 @@ pub async fn run(config: &Config, serve: Serve, token: CancellationToken) -> Res
         broker: Some(serving::api::BrokerHealth::probe(&config.kafka, token.clone())?),
         control: Some(Arc::new(open::control(config)?)),
         scored_dataset: config.snapshot.scored_dataset.clone(),
+        secure_cookies: config.tls.enabled(),
         ..api_state(&config.serve, parts)
     };
     let listener = tokio::net::TcpListener::bind(config.serve.listen)

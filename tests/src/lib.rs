@@ -620,6 +620,53 @@ pub fn app_state(dir: &Path, auth: std::sync::Arc<serving::auth::JwtAuth>) -> Re
     Ok(api_state(&serve, parts))
 }
 
+/// `env`'s configuration for the closed loop on the corpus: 1 s snapshot commits, windows of
+/// 500, drift confirmed by 2 windows, a retrain promoted at any gain on 30+ holdout rows, the
+/// API on a free port.
+pub fn closed_loop_config(env: &TestEnv) -> Result<Config> {
+    let mut config = env.config();
+    config.snapshot.commit_interval_secs = 1;
+    config.drift.window = 500;
+    config.drift.consecutive = 2;
+    config.drift.cooldown_windows = 1000;
+    config.retrain.margin = 0.001;
+    config.retrain.min_holdout = 30;
+    config.serve.listen = free_addr()?;
+    Ok(config)
+}
+
+/// Commits one version of `dataset` holding a `text` column of `texts` (spec hash `h`): a
+/// data version for tests of the routes and pages that list versions and rows.
+pub fn commit_texts(
+    snapshots: &stream::store::SnapshotStore,
+    dataset: &str,
+    texts: &[&str],
+) -> Result<stream::store::Manifest> {
+    use std::sync::Arc;
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "text",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )]));
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(arrow::array::StringArray::from(texts.to_vec()))],
+    )?;
+    let mut writer = snapshots.object_writer(schema.clone())?;
+    writer.write(&batch)?;
+    let draft = stream::store::Draft {
+        dataset: dataset.into(),
+        spec_hash: "h".into(),
+        schema,
+        parts: vec![stream::store::DraftPart { consumed: None, file: writer.finish()? }],
+        tags: vec![],
+        replace_files: false,
+        imported: vec![],
+        raw: None,
+    };
+    snapshots.commit(draft, chrono::Utc::now())?.manifest.context("the commit wrote a version")
+}
+
 /// Trains the `spam` logreg and points `production` at it, through the `driftwood` binary: the
 /// first `rows` texts of corpus period 1 (shuffled) are published under the prefix
 /// `<prefix>-history`, snapshotted into `config`'s data dir, and trained on.

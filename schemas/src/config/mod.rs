@@ -45,6 +45,7 @@ pub const TOOLING_ENV: &[&str] = &[
     "DRIFTWOOD_DEV_DIR",
     "DRIFTWOOD_AZURITE_BIN",
     "DRIFTWOOD_FAKE_GCS_BIN",
+    "DRIFTWOOD_CHROMIUM",
     // The keyring itself (TOML text), for deployments that pass secrets as environment.
     "DRIFTWOOD_ENCRYPTION_KEYS",
 ];

@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use schemas::auth::Principal;
 use stream::store::{Manifest, SnapshotStore};
 
+use super::query::{query_number, single};
 use super::response::{ErrorBody, json_body};
 use super::state::AppState;
 use crate::{Error, Result};
@@ -254,26 +255,32 @@ pub async fn get_run(State(state): State<AppState>, Path(run_id): Path<String>) 
     Ok(Json(state.store.get_run(&run_id).await?))
 }
 
-/// The step history of one metric of a run.
+/// The step history of one metric of a run; with `max_points`, thinned on the server to about
+/// that many points, the first, the last and each stretch's lowest and highest kept
+/// ([`metastore::downsample`]).
 #[utoipa::path(get, path = "/v1/runs/{run_id}/metrics/{key}", tag = "tracking",
-    params(("run_id" = String, Path, description = "run id"), ("key" = String, Path, description = "metric name")),
+    params(("run_id" = String, Path, description = "run id"), ("key" = String, Path, description = "metric name"),
+           ("max_points" = Option<u32>, Query, description = "at most this many points, 4 to 100,000 (default: every step)", minimum = 4, maximum = 100000)),
     security(("oauth2" = ["viewer"])),
-    responses((status = 200, body = MetricHistory), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = MetricHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn metric_history(
     State(state): State<AppState>,
     Path((run_id, key)): Path<(String, String)>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<MetricHistory>> {
+    let max_points = match single(&pairs, "max_points")? {
+        None => None,
+        Some(v) => Some(query_number("max_points", Some(&v), 4..=100_000, 0)?),
+    };
     state.store.get_run(&run_id).await?;
-    let history: Vec<MetricPoint> = state
-        .store
-        .metric_history(&run_id, &key)
-        .await?
-        .into_iter()
-        .map(|(step, value)| MetricPoint { step, value })
-        .collect();
-    if history.is_empty() {
+    let mut points = state.store.metric_history(&run_id, &key).await?;
+    if points.is_empty() {
         return Err(Error::NotFound(format!("metric `{key}` of run `{run_id}`")));
     }
+    if let Some(max) = max_points {
+        points = metastore::downsample(&points, max);
+    }
+    let history = points.into_iter().map(|(step, value)| MetricPoint { step, value }).collect();
     Ok(Json(MetricHistory { run_id, key, history }))
 }
 
@@ -298,33 +305,6 @@ pub struct AuditPage {
     pub records: Vec<metastore::AuditRecord>,
     /// Whether older records follow this page.
     pub more: bool,
-}
-
-/// The value of query parameter `name`, refused when given twice (the query is read as pairs,
-/// so every refusal has the JSON error shape).
-fn single(pairs: &[(String, String)], name: &str) -> Result<Option<String>> {
-    let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
-    match (values.next(), values.next()) {
-        (_, Some(_)) => Err(Error::BadRequest(format!("`{name}` is given more than once"))),
-        (v, None) => Ok(v.cloned()),
-    }
-}
-
-/// A whole-number query parameter within `range`, or `default` when absent.
-fn query_number(
-    name: &str,
-    value: Option<&str>,
-    range: std::ops::RangeInclusive<usize>,
-    default: usize,
-) -> Result<usize> {
-    let Some(v) = value else { return Ok(default) };
-    v.parse::<usize>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
-        Error::BadRequest(format!(
-            "`{name}` must be a whole number from {} to {}, not `{v}`",
-            range.start(),
-            range.end()
-        ))
-    })
 }
 
 /// The audit log (alias moves and rollbacks, with actor and reason), newest first, paged.

@@ -8,7 +8,9 @@
 //! | `POST /v1/models/{name}/promote`, `/v1/models/{name}/rollback` | role `admin`: move an alias |
 //! | `GET /v1/audit` | role `viewer`: the audit log, newest first, paged (`limit`, `offset`) |
 //! | `GET /v1/runs`, `/v1/runs/{run_id}`, `/v1/runs/{run_id}/metrics/{key}` | role `viewer`: tracking |
+//! | `GET /v1/search/runs` | role `viewer`: runs filtered, sorted and paged on the server |
 //! | `GET /v1/datasets`, `/v1/datasets/{dataset}/versions[/{version}[/rows]]` | role `viewer`: data versions, a page of a version's rows |
+//! | `/ui/...` | the web UI ([`crate::ui`]): HTML pages, a session cookie instead of a bearer token |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document, generated from these handlers ([`openapi`]) |
 //! | `POST /oauth/token` | OAuth2 password or client_credentials grant → bearer JWT |
 //! | `GET /.well-known/jwks.json` | the public keys tokens are signed with |
@@ -41,7 +43,9 @@ pub mod manage;
 pub mod openapi;
 mod ops;
 pub mod predict;
+mod query;
 mod response;
+pub mod search;
 pub mod state;
 pub mod token;
 
@@ -65,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs", get(manage::list_runs))
         .route("/v1/runs/{run_id}", get(manage::get_run))
         .route("/v1/runs/{run_id}/metrics/{key}", get(manage::metric_history))
+        .route("/v1/search/runs", get(search::search_runs))
         .route("/v1/datasets", get(manage::list_datasets))
         .route("/v1/datasets/{dataset}/versions", get(manage::list_data_versions))
         .route("/v1/datasets/{dataset}/versions/{version}", get(manage::get_data_version))
@@ -88,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::ready))
         .route("/metrics", get(ops::render_metrics))
         .route("/openapi.json", get(openapi::document))
+        .merge(crate::ui::router(state.clone()))
         // A path no route matches (`/v1/lineage/predictions/` with an empty id): the JSON
         // error shape, like every other refusal.
         .fallback(|| async { crate::Error::NotFound("no such route".into()).into_response() })

@@ -31,6 +31,8 @@ pub struct AppState {
     pub control: Option<Arc<ingest::control::ControlProducer>>,
     /// The dataset lineage finds predictions in (`snapshot.scored_dataset`).
     pub scored_dataset: String,
+    /// Whether the UI's session cookie is marked `Secure` (the API is served over TLS).
+    pub secure_cookies: bool,
 }
 
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every

@@ -13,7 +13,7 @@ use schemas::Split;
 use schemas::events::{ControlEvent, ControlMessage, Decoded};
 use schemas::records::RawRecord;
 use stream::clean::{CleanPlan, CleanSpec};
-use tests::{TestEnv, corpus_dir, free_addr, outgoing, publish, read_all, shuffle};
+use tests::{TestEnv, corpus_dir, outgoing, publish, read_all, shuffle};
 use tokio_util::sync::CancellationToken;
 
 fn events(messages: &[ingest::consume::RawMessage]) -> Vec<ControlEvent> {
@@ -49,14 +49,7 @@ fn accuracy(
 tests::on_both_brokers! {
     async fn drift_retrains_promotes_and_hot_reloads_by_itself(on) {
         let env = TestEnv::on(on, "loop")?;
-        let mut config = env.config();
-        config.snapshot.commit_interval_secs = 1;
-        config.drift.window = 500;
-        config.drift.consecutive = 2;
-        config.drift.cooldown_windows = 1000;
-        config.retrain.margin = 0.001;
-        config.retrain.min_holdout = 30;
-        config.serve.listen = free_addr()?;
+        let config = tests::closed_loop_config(&env)?;
         let topics = config.topics();
         ingest::kafka::ensure_topics(&config.kafka, &topics.all()).await?;
 

@@ -28,3 +28,4 @@ mod scorer_restart;
 mod skeleton;
 mod torchscript;
 mod tuning;
+mod web_ui;
