@@ -17,6 +17,7 @@
 //! * [`labels`] — accuracy over labelled predictions and the late-label join;
 //! * [`merge`] — event-time order across the scored topic's partitions;
 //! * [`monitor`] — the async adapter over the scored and label topics;
+//! * [`record`] — a closed window as the metadata store keeps it (JSON);
 //! * [`metrics`] — the monitor's Prometheus gauges and counters.
 //!
 //! Architecture invariant: no libtorch here, and the statistics do no I/O; the monitor receives
@@ -29,6 +30,7 @@ pub mod merge;
 pub mod metrics;
 pub mod monitor;
 pub mod profile;
+pub mod record;
 pub mod stats;
 pub mod window;
 

@@ -153,6 +153,41 @@ pub struct PredictionLogEntry {
     pub latency_us: u64,
 }
 
+/// The report of one closed drift window, as the drift monitor keeps it for the UI and
+/// `GET /v1/drift/windows`: bounded ([`DriftWindowRecord::MAX_REPORT_BYTES`]), kept for the
+/// retention its writer gives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DriftWindowRecord {
+    pub model: String,
+    pub version: u32,
+    /// When the window closed (millisecond precision).
+    pub closed_at: DateTime<Utc>,
+    /// The monitor's window number for this version (counts from 0 when a monitor starts).
+    pub index: u64,
+    pub records: u64,
+    /// The statistics per feature, the accuracy, the signals, the thresholds and the decision.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+impl DriftWindowRecord {
+    /// Largest report kept, as JSON bytes.
+    pub const MAX_REPORT_BYTES: usize = 64 << 10;
+
+    /// `Input` when the report is larger than [`Self::MAX_REPORT_BYTES`].
+    pub fn check_size(&self) -> Result<String> {
+        let text = self.report.to_string();
+        if text.len() > Self::MAX_REPORT_BYTES {
+            return Err(Error::Input(format!(
+                "a drift window report of {} bytes is larger than the {} kept",
+                text.len(),
+                Self::MAX_REPORT_BYTES
+            )));
+        }
+        Ok(text)
+    }
+}
+
 /// The store behind runs, the registry, audit and the prediction log.
 #[async_trait]
 pub trait MetadataStore: Send + Sync {
@@ -196,6 +231,12 @@ pub trait MetadataStore: Send + Sync {
 
     async fn log_predictions(&self, entries: &[PredictionLogEntry]) -> Result<()>;
     async fn prediction_count(&self, model: &str) -> Result<u64>;
+
+    /// Keeps a closed drift window's report for `retention_secs` (0: for ever); older windows
+    /// go (SQLite: deleted by this call; CQL: the row's TTL).
+    async fn record_drift_window(&self, window: &DriftWindowRecord, retention_secs: u64) -> Result<()>;
+    /// The newest `limit` windows of `model` v`version`, newest first.
+    async fn drift_windows(&self, model: &str, version: u32, limit: usize) -> Result<Vec<DriftWindowRecord>>;
 }
 
 /// The store `[store]` names: SQLite in `data_dir`, or ScyllaDB (connected and migrated).

@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AliasMove, AuditRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry, Result, Run, RunStatus,
-    rollback_target,
+    AliasMove, AuditRecord, DriftWindowRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry,
+    Result, Run, RunStatus, rollback_target,
 };
 
 /// The embedded backend: SQLite (bundled), WAL mode, one file.
@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     at TEXT NOT NULL, id TEXT, channel TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
     label TEXT NOT NULL, confidence REAL NOT NULL, latency_us INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS predictions_by_model ON predictions (model, at);
+CREATE TABLE IF NOT EXISTS drift_windows (
+    model TEXT NOT NULL, version INTEGER NOT NULL, closed_at_ms INTEGER NOT NULL, idx INTEGER NOT NULL,
+    records INTEGER NOT NULL, report TEXT NOT NULL, PRIMARY KEY (model, version, closed_at_ms, idx));
+CREATE INDEX IF NOT EXISTS drift_windows_by_time ON drift_windows (closed_at_ms);
 "#;
 
 fn sql(e: rusqlite::Error) -> Error {
@@ -595,6 +599,67 @@ impl MetadataStore for SqliteStore {
             })
             .map(|n| n as u64)
             .map_err(sql)
+        })
+        .await
+    }
+
+    async fn record_drift_window(&self, window: &DriftWindowRecord, retention_secs: u64) -> Result<()> {
+        let report = window.check_size()?;
+        let w = window.clone();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(sql)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO drift_windows (model, version, closed_at_ms, idx, records, report) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    w.model,
+                    w.version,
+                    w.closed_at.timestamp_millis(),
+                    w.index as i64,
+                    w.records as i64,
+                    report
+                ],
+            )
+            .map_err(sql)?;
+            if retention_secs > 0 {
+                let cutoff = Utc::now().timestamp_millis() - (retention_secs as i64).saturating_mul(1000);
+                tx.execute("DELETE FROM drift_windows WHERE closed_at_ms < ?1", params![cutoff])
+                    .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)
+        })
+        .await
+    }
+
+    async fn drift_windows(&self, model: &str, version: u32, limit: usize) -> Result<Vec<DriftWindowRecord>> {
+        let model = model.to_string();
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT closed_at_ms, idx, records, report FROM drift_windows WHERE model = ?1 AND version = ?2 \
+                     ORDER BY closed_at_ms DESC, idx DESC LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![model, version, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+                })
+                .map_err(sql)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql)?;
+            rows.into_iter()
+                .map(|(ms, idx, records, report)| {
+                    Ok(DriftWindowRecord {
+                        model: model.clone(),
+                        version,
+                        closed_at: DateTime::from_timestamp_millis(ms)
+                            .ok_or_else(|| Error::Corrupt(format!("drift window time {ms}")))?,
+                        index: idx as u64,
+                        records: records as u64,
+                        report: from_json(&report)?,
+                    })
+                })
+                .collect()
         })
         .await
     }

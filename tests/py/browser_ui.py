@@ -177,6 +177,14 @@ with sync_playwright() as p:
         check(page.locator("main img, main svg, main script").count() == 0, "no element was injected")
     visit(page, "/ui/audit", "audit", violations)
 
+    # Drift: the windows the live monitor kept for v1, with the drift that caused the retrain.
+    kept = v1(f"/v1/drift/windows?model={MODEL}&version=1&limit=1000", auth)["windows"]
+    check(any(w["report"]["drift_confirmed"] for w in kept), f"the monitor kept v1's drifting windows: {len(kept)}")
+    visit(page, f"/ui/drift?model={MODEL}&version=1", "drift", violations)
+    check(f"Every window ({len(kept)}, newest first)" in page.content(), "the page shows every kept window")
+    check("drift confirmed" in page.locator("main").inner_text(), "the drift events are listed")
+    check(page.locator("figure.chart canvas").count() >= 3, "uPlot drew the PSI, KS and chi-square charts")
+
     # --- an admin ------------------------------------------------------------------------------
     admin_ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = admin_ctx.new_page()

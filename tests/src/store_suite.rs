@@ -190,6 +190,54 @@ pub async fn audit_records_newest_first(a: Store, b: Store) -> Result<()> {
     Ok(())
 }
 
+/// Drift window reports: newest first per model version, replaced when written again, refused
+/// past the size bound, gone once their retention has passed.
+pub async fn drift_windows_newest_first_and_expire(a: Store, b: Store) -> Result<()> {
+    let window = |version: u32, index: u64, secs_ago: i64| metastore::DriftWindowRecord {
+        model: "spam".into(),
+        version,
+        closed_at: Utc::now() - Duration::seconds(secs_ago),
+        index,
+        records: 500,
+        report: serde_json::json!({"psi": {"chars": 0.1 * index as f64}, "signals": []}),
+    };
+    // Kept for good, except the one written with a short retention.
+    for (i, ago) in [(0, 30), (1, 20), (2, 10)] {
+        a.record_drift_window(&window(1, i, ago), 0).await?;
+    }
+    b.record_drift_window(&window(2, 0, 5), 0).await?;
+    let seen = b.drift_windows("spam", 1, 10).await?;
+    let order: Vec<u64> = seen.iter().map(|w| w.index).collect();
+    ensure!(order == [2, 1, 0], "newest first: {order:?}");
+    ensure!(seen[1].report["psi"]["chars"] == 0.1 && seen[1].records == 500, "{:?}", seen[1]);
+    ensure!(
+        b.drift_windows("spam", 1, 2).await?.len() == 2 && a.drift_windows("spam", 2, 10).await?.len() == 1
+    );
+    ensure!(
+        a.drift_windows("ham", 1, 10).await?.is_empty() && a.drift_windows("spam", 1, 0).await?.is_empty()
+    );
+    // The same window again replaces it.
+    let mut again = seen[0].clone();
+    again.report = serde_json::json!({"psi": {"chars": 9.0}});
+    a.record_drift_window(&again, 0).await?;
+    let seen = b.drift_windows("spam", 1, 10).await?;
+    ensure!(seen.len() == 3 && seen[0].report["psi"]["chars"] == 9.0, "{seen:?}");
+    // Too large a report is refused and nothing is written.
+    let mut huge = window(3, 0, 0);
+    huge.report = serde_json::json!({"blob": "x".repeat(metastore::DriftWindowRecord::MAX_REPORT_BYTES)});
+    ensure!(
+        a.record_drift_window(&huge, 0).await.is_err() && a.drift_windows("spam", 3, 10).await?.is_empty()
+    );
+    // A retention of 1 s: gone after it (CQL: the TTL; SQLite: the next write deletes it).
+    a.record_drift_window(&window(4, 0, 0), 1).await?;
+    ensure!(b.drift_windows("spam", 4, 10).await?.len() == 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    a.record_drift_window(&window(4, 1, 0), 1).await?;
+    let left: Vec<u64> = b.drift_windows("spam", 4, 10).await?.iter().map(|w| w.index).collect();
+    ensure!(left == [1], "the window past its retention is gone: {left:?}");
+    Ok(())
+}
+
 /// Predictions from several writers and hours are all counted, per model.
 pub async fn prediction_log_counts_every_writer(a: Store, b: Store) -> Result<()> {
     let entry = |model: &str, hours_ago: i64, i: usize| PredictionLogEntry {

@@ -47,8 +47,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
 use crate::{
-    AliasMove, AuditRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry, Result, Run, RunStatus,
-    rollback_target,
+    AliasMove, AuditRecord, DriftWindowRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry,
+    Result, Run, RunStatus, rollback_target,
 };
 use schema::{Statements, migrate, prepare};
 use values::{
@@ -614,5 +614,46 @@ impl MetadataStore for ScyllaStore {
             }
         }
         Ok(n)
+    }
+
+    async fn record_drift_window(&self, w: &DriftWindowRecord, retention_secs: u64) -> Result<()> {
+        let report = w.check_size()?;
+        let ttl = i32::try_from(retention_secs).map_err(|_| {
+            Error::Input(format!("a retention of {retention_secs} s is longer than CQL's TTL allows"))
+        })?;
+        let values = (
+            &w.model,
+            version_i32(w.version)?,
+            ts(w.closed_at),
+            w.index as i64,
+            w.records as i64,
+            report,
+            ttl,
+        );
+        self.exec("recording a drift window", &self.st.insert_drift_window, values).await?;
+        Ok(())
+    }
+
+    async fn drift_windows(&self, model: &str, version: u32, limit: usize) -> Result<Vec<DriftWindowRecord>> {
+        if limit == 0 {
+            return Ok(vec![]);
+        }
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows: Vec<(CqlTimestamp, i64, i64, String)> = self
+            .rows("reading drift windows", &self.st.drift_windows, (model, version_i32(version)?, limit))
+            .await?;
+        rows.into_iter()
+            .map(|(at, idx, records, report)| {
+                Ok(DriftWindowRecord {
+                    model: model.to_string(),
+                    version,
+                    closed_at: from_ts(at)?,
+                    index: idx as u64,
+                    records: records as u64,
+                    report: serde_json::from_str(&report)
+                        .map_err(|e| Error::Corrupt(format!("a drift window report: {e}")))?,
+                })
+            })
+            .collect()
     }
 }

@@ -19,37 +19,47 @@ struct Migration {
     statements: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    id: 1,
-    description: "runs, metrics, registry, aliases, audit, prediction log",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS {ks}.runs (run_id text, experiment text, parent_run_id text, \
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        id: 1,
+        description: "runs, metrics, registry, aliases, audit, prediction log",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.runs (run_id text, experiment text, parent_run_id text, \
          status text, started_at timestamp, ended_at timestamp, params map<text, text>, \
          tags map<text, text>, data_version text, artifact_dir text, PRIMARY KEY (run_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.runs_by_experiment (experiment text, run_id text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.runs_by_experiment (experiment text, run_id text, \
          PRIMARY KEY ((experiment), run_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.metric_latest (run_id text, key text, step bigint, \
+            "CREATE TABLE IF NOT EXISTS {ks}.metric_latest (run_id text, key text, step bigint, \
          value double, first_day int, last_day int, PRIMARY KEY ((run_id), key))",
-        "CREATE TABLE IF NOT EXISTS {ks}.metric_steps (run_id text, key text, day int, step bigint, \
+            "CREATE TABLE IF NOT EXISTS {ks}.metric_steps (run_id text, key text, day int, step bigint, \
          value double, at timestamp, PRIMARY KEY ((run_id, key, day), step))",
-        "CREATE TABLE IF NOT EXISTS {ks}.model_versions (name text, version int, run_id text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.model_versions (name text, version int, run_id text, \
          family text, data_version text, spec_hash text, metrics map<text, double>, \
          artifact_dir text, artifact_sha256 text, created_at timestamp, PRIMARY KEY ((name), version))",
-        "CREATE TABLE IF NOT EXISTS {ks}.model_names (shard int, name text, PRIMARY KEY ((shard), name))",
-        "CREATE TABLE IF NOT EXISTS {ks}.aliases (name text, alias text, version int, \
+            "CREATE TABLE IF NOT EXISTS {ks}.model_names (shard int, name text, PRIMARY KEY ((shard), name))",
+            "CREATE TABLE IF NOT EXISTS {ks}.aliases (name text, alias text, version int, \
          updated_at timestamp, PRIMARY KEY ((name), alias))",
-        "CREATE TABLE IF NOT EXISTS {ks}.alias_history (name text, alias text, seq text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.alias_history (name text, alias text, seq text, \
          action text, version int, PRIMARY KEY ((name, alias), seq))",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit (day int, seq text, at timestamp, actor text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.audit (day int, seq text, at timestamp, actor text, \
          action text, details text, PRIMARY KEY ((day), seq))",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit_days (shard int, day int, PRIMARY KEY ((shard), day))",
-        "CREATE TABLE IF NOT EXISTS {ks}.predictions (model text, hour bigint, shard int, seq text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.audit_days (shard int, day int, PRIMARY KEY ((shard), day))",
+            "CREATE TABLE IF NOT EXISTS {ks}.predictions (model text, hour bigint, shard int, seq text, \
          at timestamp, id text, channel text, version int, label text, confidence double, \
          latency_us bigint, PRIMARY KEY ((model, hour, shard), seq))",
-        "CREATE TABLE IF NOT EXISTS {ks}.prediction_hours (model text, hour bigint, \
+            "CREATE TABLE IF NOT EXISTS {ks}.prediction_hours (model text, hour bigint, \
          PRIMARY KEY ((model), hour))",
-    ],
-}];
+        ],
+    },
+    Migration {
+        id: 2,
+        description: "drift window reports",
+        statements: &["CREATE TABLE IF NOT EXISTS {ks}.drift_windows (model text, version int, \
+             closed_at timestamp, idx bigint, records bigint, report text, \
+             PRIMARY KEY ((model, version), closed_at, idx)) \
+             WITH CLUSTERING ORDER BY (closed_at DESC, idx DESC)"],
+    },
+];
 
 pub(super) struct Statements {
     pub(super) insert_run: PreparedStatement,
@@ -83,6 +93,8 @@ pub(super) struct Statements {
     pub(super) insert_prediction_hour: PreparedStatement,
     pub(super) prediction_hours: PreparedStatement,
     pub(super) predictions_in: PreparedStatement,
+    pub(super) insert_drift_window: PreparedStatement,
+    pub(super) drift_windows: PreparedStatement,
 }
 
 pub(super) const RUN_COLUMNS: &str = "run_id, experiment, parent_run_id, status, started_at, ended_at, params, tags, data_version, artifact_dir";
@@ -218,6 +230,16 @@ pub(super) async fn prepare(session: &Session, ks: &str, config: &StoreConfig) -
         prediction_hours: p(format!("SELECT hour FROM {ks}.prediction_hours WHERE model = ?")).await?,
         predictions_in: p(format!(
             "SELECT seq FROM {ks}.predictions WHERE model = ? AND hour = ? AND shard = ?"
+        ))
+        .await?,
+        // The retention is the row's TTL, bound per write (0: none).
+        insert_drift_window: p(format!(
+            "INSERT INTO {ks}.drift_windows (model, version, closed_at, idx, records, report) \
+             VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+        ))
+        .await?,
+        drift_windows: p(format!(
+            "SELECT closed_at, idx, records, report FROM {ks}.drift_windows WHERE model = ? AND version = ? LIMIT ?"
         ))
         .await?,
     })

@@ -42,6 +42,9 @@ pub struct DriftConfig {
     pub cooldown_windows: usize,
     /// Publish DriftDetected / RetrainRequested on the control topic.
     pub publish_events: bool,
+    /// How long each window's report is kept in the metadata store (the UI's drift page,
+    /// `GET /v1/drift/windows`); 0 keeps them for good. At most 68 years (CQL's TTL bound).
+    pub report_retention_secs: u64,
 }
 
 impl Default for DriftConfig {
@@ -63,6 +66,7 @@ impl Default for DriftConfig {
             consecutive: 2,
             cooldown_windows: 10,
             publish_events: true,
+            report_retention_secs: 30 * 86_400,
         }
     }
 }
@@ -71,6 +75,12 @@ impl DriftConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         positive("drift.window", self.window)?;
         positive("drift.consecutive", self.consecutive)?;
+        if self.report_retention_secs > i32::MAX as u64 {
+            return Err(invalid(
+                "drift.report_retention_secs",
+                "must be at most 2147483647 (68 years), or 0 for ever",
+            ));
+        }
         if self.slide > 0 && !self.window.is_multiple_of(self.slide) {
             return Err(invalid("drift.slide", "must divide drift.window (or be 0 for tumbling windows)"));
         }

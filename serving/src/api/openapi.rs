@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme};
 
 use super::state::AppState;
-use super::{manage, ops, predict, search, token};
+use super::{drift, manage, ops, predict, search, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,7 @@ use super::{manage, ops, predict, search, token};
         manage::get_run,
         manage::metric_history,
         search::search_runs,
+        drift::windows,
         manage::list_datasets,
         manage::list_data_versions,
         manage::get_data_version,

@@ -21,6 +21,7 @@ pub(crate) const NAV: &[(&str, &str)] = &[
     ("/ui/runs", "Runs"),
     ("/ui/models", "Models"),
     ("/ui/data", "Data"),
+    ("/ui/drift", "Drift"),
     ("/ui/audit", "Audit"),
 ];
 

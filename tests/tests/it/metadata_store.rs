@@ -55,6 +55,7 @@ both_backends!(
     audit_records_newest_first,
     prediction_log_counts_every_writer,
     concurrent_registrations_get_distinct_versions,
+    drift_windows_newest_first_and_expire,
 );
 
 /// The keyspace is created and migrated once: a second replica starting finds it migrated and

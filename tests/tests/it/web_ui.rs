@@ -71,6 +71,29 @@ async fn seed(state: &serving::api::AppState) -> anyhow::Result<()> {
             .await?;
     }
     state.store.set_alias("spam", "production", 1, "seed", XSS[0]).await?;
+    // Three kept drift windows of v1, the last one drifting.
+    for i in 0..3u64 {
+        let psi = 0.05 + 0.1 * i as f64;
+        let report = serde_json::json!({
+            "psi": {"chars": psi, XSS[1]: 0.01},
+            "ks": {"chars": {"d": 0.02 * i as f64, "p": 0.5, "error_bound": 0.0}},
+            "chi_square": {"statistic": 1.0, "p": 0.4},
+            "accuracy": null,
+            "signals": if psi > 0.2 { serde_json::json!([{"feature": "chars", "statistic": "psi", "value": psi, "threshold": 0.2}]) } else { serde_json::json!([]) },
+            "thresholds": {"psi": 0.2, "ks_d": 0.1, "ks_p_value": 0.01, "chi_square_p_value": 0.01, "accuracy_floor": 0.92},
+            "drift_confirmed": psi > 0.2,
+            "retrain_requested": false,
+        });
+        let w = metastore::DriftWindowRecord {
+            model: "spam".into(),
+            version: 1,
+            closed_at: now - chrono::Duration::seconds(60 - 10 * i as i64),
+            index: i,
+            records: 500,
+            report,
+        };
+        state.store.record_drift_window(&w, 0).await?;
+    }
     tests::commit_texts(&state.snapshots, "text", &XSS)?;
     Ok(())
 }
@@ -296,6 +319,8 @@ async fn sessions_roles_csrf_headers_and_escaping() -> anyhow::Result<()> {
         "/ui/data/text",
         "/ui/data/text/latest",
         "/ui/audit",
+        "/ui/drift?model=spam&version=1",
+        "/ui/drift?model=spam&version=2",
     ] {
         let (status, html) = ui.page(&viewer, path).await?;
         assert_eq!(status, 200, "{path}: {html}");
@@ -305,6 +330,12 @@ async fn sessions_roles_csrf_headers_and_escaping() -> anyhow::Result<()> {
     // Shown, escaped (askama writes numeric entities).
     assert!(rows.contains("&#60;script&#62;alert(&#39;xss&#39;)&#60;/script&#62;"), "{rows}");
     assert!(rows.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"), "{rows}");
+    // The drift page: every kept window in the table, the drifting one among the events, the
+    // threshold line on the PSI chart.
+    let (_, html) = ui.page(&viewer, "/ui/drift?model=spam&version=1").await?;
+    assert!(html.contains("Every window (3, newest first)") && html.contains("drift confirmed"), "{html}");
+    assert!(html.contains("data-threshold=\"0.2000\""), "the PSI threshold line");
+    assert!(html.contains("<td class=\"num\">0.2500</td>"), "window 2's PSI as the route has it");
     // A missing run is a 404 page, not a redirect or a JSON error.
     let (status, html) = ui.page(&viewer, "/ui/runs/nope").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
