@@ -11,7 +11,7 @@ use crate::{Error, Result};
 
 /// Counts of rows (by id) added, removed, changed (text or label differs) and unchanged from
 /// version A to version B, with a few example ids of each.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Diff {
     pub added: u64,
     pub removed: u64,

@@ -162,6 +162,18 @@ with sync_playwright() as p:
         check(page.locator(f"a[href='/ui/data/{d['name']}']").count() == 1, f"dataset {d['name']} listed")
     text = next(d for d in datasets if d["name"] == "text")
     visit(page, "/ui/data/text", "dataset", violations)
+    # The row-level diff the form asks for (the two newest versions) is the route's.
+    versions = v1("/v1/datasets/text/versions", auth)
+    check(len(versions) >= 2, f"the loop wrote several versions of text: {len(versions)}")
+    page.click("text=Compare rows")
+    page.wait_for_load_state("networkidle")
+    api = v1(f"/v1/datasets/text/diff?from={versions[-2]['id']}&to={versions[-1]['id']}", auth)
+    cards = {c.locator(".label").inner_text(): int(c.locator(".value").inner_text()) for c in page.locator(".card").all()}
+    check(cards == {"Added": api["added"], "Removed": api["removed"], "Changed": api["changed"],
+                    "Unchanged": api["unchanged"]}, f"diff page {cards} vs route {api}")
+    whole = v1(f"/v1/datasets/text/diff?from=v1&to=latest", auth)
+    check(whole["added"] == versions[-1]["rows"] - versions[0]["rows"], f"v1 → latest adds the streamed rows: {whole}")
+    visit(page, "/ui/data/text/diff?from=v1&to=latest", "data_diff", violations)
     html = visit(page, "/ui/data/text/latest", "data_version", violations)
     check(f"of {text['rows']}" in page.locator("nav.pager").first.inner_text(), "the rows pager counts the version's rows")
     # User data renders as text: the raw rows that carry markup show it, and no element came of it.

@@ -485,6 +485,56 @@ pub async fn version_rows(
     Ok(Json(page))
 }
 
+/// `GET /v1/datasets/{dataset}/diff`: two versions compared row by row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DataDiff {
+    /// `dataset@id` of the versions compared.
+    pub from: String,
+    pub to: String,
+    #[serde(flatten)]
+    pub diff: stream::diff::Diff,
+}
+
+/// Row-level differences by id from version `from` to version `to` of a dataset (either may
+/// be `other_dataset@version`): counts of rows added, removed, changed (text or label) and
+/// unchanged, and up to `examples` ids of each (default 10).
+#[utoipa::path(get, path = "/v1/datasets/{dataset}/diff", tag = "data",
+    params(("dataset" = String, Path, description = "dataset name", pattern = "^[a-z0-9_-]{1,64}$"),
+           ("from" = String, Query, description = "the version before: an id, id prefix, tag, `v<seq>`, `latest`, or `dataset@version`", min_length = 1),
+           ("to" = String, Query, description = "the version after, likewise", min_length = 1),
+           ("examples" = Option<u32>, Query, description = "example ids of each kind, 0 to 100 (default 10)", minimum = 0, maximum = 100)),
+    security(("oauth2" = ["viewer"])),
+    responses((status = 200, body = DataDiff), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn data_diff(
+    State(state): State<AppState>,
+    Path(dataset): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<DataDiff>> {
+    valid_dataset(&dataset)?;
+    let required = |name: &str| {
+        single(&pairs, name)?.ok_or_else(|| Error::BadRequest(format!("`{name}` (a version) is required")))
+    };
+    let (from, to) = (required("from")?, required("to")?);
+    let examples = query_number("examples", single(&pairs, "examples")?.as_deref(), 0..=100, 10)?;
+    let (a, b) = snapshots(&state, move |s| {
+        let resolve = |r: &str| {
+            let (d, v) = r.split_once('@').unwrap_or((dataset.as_str(), r));
+            if !schemas::config::valid_name(d) {
+                return Err(stream::Error::NotFound(format!("dataset `{d}`")));
+            }
+            s.resolve(d, v)
+        };
+        Ok((resolve(&from)?, resolve(&to)?))
+    })
+    .await?;
+    let diff = stream::diff::diff(&state.snapshots, &a, &b, examples).await.map_err(Error::Clean)?;
+    Ok(Json(DataDiff {
+        from: format!("{}@{}", a.dataset, a.id),
+        to: format!("{}@{}", b.dataset, b.id),
+        diff,
+    }))
+}
+
 /// Where model version `version` (a number, `v<N>`, an alias or `latest`) came from: its run,
 /// the data version it was trained on, the raw version that was cleaned from (Kafka offset
 /// ranges), the cleaning spec.

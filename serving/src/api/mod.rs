@@ -11,6 +11,7 @@
 //! | `GET /v1/runs`, `/v1/runs/{run_id}`, `/v1/runs/{run_id}/metrics/{key}` | role `viewer`: tracking |
 //! | `GET /v1/search/runs` | role `viewer`: runs filtered, sorted and paged on the server |
 //! | `GET /v1/datasets`, `/v1/datasets/{dataset}/versions[/{version}[/rows]]` | role `viewer`: data versions, a page of a version's rows |
+//! | `GET /v1/datasets/{dataset}/diff?from=&to=` | role `viewer`: two versions compared row by row |
 //! | `/ui/...` | the web UI ([`crate::ui`]): HTML pages, a session cookie instead of a bearer token |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document, generated from these handlers ([`openapi`]) |
 //! | `POST /oauth/token` | OAuth2 password or client_credentials grant → bearer JWT |
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/datasets/{dataset}/versions", get(manage::list_data_versions))
         .route("/v1/datasets/{dataset}/versions/{version}", get(manage::get_data_version))
         .route("/v1/datasets/{dataset}/versions/{version}/rows", get(manage::version_rows))
+        .route("/v1/datasets/{dataset}/diff", get(manage::data_diff))
         .route("/v1/lineage/models/{name}/{version}", get(manage::model_lineage))
         .route("/v1/lineage/predictions/{id}", get(manage::prediction_lineage))
         .route("/v1/audit", get(manage::audit))

@@ -40,6 +40,7 @@ use super::{drift, manage, ops, predict, search, token};
         manage::list_data_versions,
         manage::get_data_version,
         manage::version_rows,
+        manage::data_diff,
         manage::model_lineage,
         manage::prediction_lineage,
     ),

@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/ui/models/{name}/{version}", get(models::version))
         .route("/ui/data", get(data::list))
         .route("/ui/data/{dataset}", get(data::dataset))
+        .route("/ui/data/{dataset}/diff", get(data::diff))
         .route("/ui/data/{dataset}/{version}", get(data::version))
         .route("/ui/drift", get(drift::page))
         .route("/ui/audit", get(audit::page))

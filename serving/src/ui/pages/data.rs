@@ -177,3 +177,23 @@ pub(crate) async fn version(
     };
     Ok(render(&view))
 }
+
+#[derive(askama::Template)]
+#[template(path = "ui/data_diff.html")]
+struct DiffView {
+    chrome: Chrome,
+    name: String,
+    diff: crate::api::manage::DataDiff,
+}
+
+/// `/ui/data/{dataset}/diff?from=&to=`: two versions compared row by row, by id.
+pub(crate) async fn diff(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(name): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    let diff = crate::api::manage::data_diff(State(state), Path(name.clone()), Query(pairs)).await?.0;
+    let title = format!("{} → {}", diff.from, diff.to);
+    Ok(render(&DiffView { chrome: Chrome::new(&viewer, "/ui/data", title), name, diff }))
+}
