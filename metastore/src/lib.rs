@@ -141,7 +141,7 @@ pub struct AuditRecord {
 }
 
 /// One prediction, REST or stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PredictionLogEntry {
     pub at: DateTime<Utc>,
     pub id: Option<String>,
@@ -151,6 +151,29 @@ pub struct PredictionLogEntry {
     pub label: String,
     pub confidence: f32,
     pub latency_us: u64,
+}
+
+/// Which logged predictions to list: every filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct PredictionQuery {
+    pub model: String,
+    pub version: Option<u32>,
+    /// `rest` or `stream`.
+    pub channel: Option<String>,
+    pub label: Option<String>,
+    /// Only predictions at most this confident (the doubtful ones).
+    pub max_confidence: Option<f32>,
+    pub limit: usize,
+}
+
+impl PredictionQuery {
+    pub fn matches(&self, e: &PredictionLogEntry) -> bool {
+        e.model == self.model
+            && self.version.is_none_or(|v| e.version == v)
+            && self.channel.as_ref().is_none_or(|c| &e.channel == c)
+            && self.label.as_ref().is_none_or(|l| &e.label == l)
+            && self.max_confidence.is_none_or(|m| e.confidence <= m)
+    }
 }
 
 /// The report of one closed drift window, as the drift monitor keeps it for the UI and
@@ -231,6 +254,8 @@ pub trait MetadataStore: Send + Sync {
 
     async fn log_predictions(&self, entries: &[PredictionLogEntry]) -> Result<()>;
     async fn prediction_count(&self, model: &str) -> Result<u64>;
+    /// The newest `q.limit` logged predictions matching `q`, newest first.
+    async fn recent_predictions(&self, q: &PredictionQuery) -> Result<Vec<PredictionLogEntry>>;
 
     /// Keeps a closed drift window's report for `retention_secs` (0: for ever); older windows
     /// go (SQLite: deleted by this call; CQL: the row's TTL).

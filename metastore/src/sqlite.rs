@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AliasMove, AuditRecord, DriftWindowRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry,
-    Result, Run, RunStatus, rollback_target,
+    PredictionQuery, Result, Run, RunStatus, rollback_target,
 };
 
 /// The embedded backend: SQLite (bundled), WAL mode, one file.
@@ -599,6 +599,62 @@ impl MetadataStore for SqliteStore {
             })
             .map(|n| n as u64)
             .map_err(sql)
+        })
+        .await
+    }
+
+    async fn recent_predictions(&self, q: &PredictionQuery) -> Result<Vec<PredictionLogEntry>> {
+        let q = q.clone();
+        self.call(move |c| {
+            // Newest first by insertion (the log is written in time order, batch by batch).
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT at, id, channel, model, version, label, confidence, latency_us FROM predictions \
+                     WHERE model = ?1 AND (?2 IS NULL OR version = ?2) AND (?3 IS NULL OR channel = ?3) \
+                     AND (?4 IS NULL OR label = ?4) AND (?5 IS NULL OR confidence <= ?5) \
+                     ORDER BY rowid DESC LIMIT ?6",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.model,
+                        q.version,
+                        q.channel,
+                        q.label,
+                        q.max_confidence.map(f64::from),
+                        q.limit as i64
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, u32>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, f64>(6)?,
+                            r.get::<_, i64>(7)?,
+                        ))
+                    },
+                )
+                .map_err(sql)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql)?;
+            rows.into_iter()
+                .map(|(at, id, channel, model, version, label, confidence, latency_us)| {
+                    Ok(PredictionLogEntry {
+                        at: time(&at)?,
+                        id,
+                        channel,
+                        model,
+                        version,
+                        label,
+                        confidence: confidence as f32,
+                        latency_us: latency_us.max(0) as u64,
+                    })
+                })
+                .collect()
         })
         .await
     }

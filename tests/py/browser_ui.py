@@ -197,6 +197,25 @@ with sync_playwright() as p:
     check("drift confirmed" in page.locator("main").inner_text(), "the drift events are listed")
     check(page.locator("figure.chart canvas").count() >= 3, "uPlot drew the PSI, KS and chi-square charts")
 
+    # Predictions: the stream's, newest first, as the route lists them; one opens with its text.
+    recent = v1(f"/v1/predictions?model={MODEL}&channel=stream&limit=50", auth)["predictions"]
+    check(len(recent) > 0, "the scorer logged stream predictions")
+    visit(page, f"/ui/predictions?model={MODEL}&channel=stream", "predictions", violations)
+    shown = page.locator("tbody tr td.mono a").all_inner_texts()
+    check(shown == [p["id"] for p in recent if p["id"]], "the page lists the route's predictions in its order")
+    doubtful = v1(f"/v1/predictions?model={MODEL}&max_confidence=0.6&limit=500", auth)["predictions"]
+    page.goto(f"{BASE}/ui/predictions?model={MODEL}&doubtful=on&limit=500")
+    check(page.locator("tbody tr").count() == max(len(doubtful), 1), f"{len(doubtful)} doubtful predictions")
+    # A prediction whose record the scored snapshot has versioned: its lineage and text.
+    for p in recent:
+        r = requests.get(f"{BASE}/v1/lineage/predictions/{p['id']}", headers=auth, timeout=30)
+        if r.status_code == 200 and r.json()["prediction"]["raw_version"]:
+            visit(page, f"/ui/predictions/{p['id']}", "prediction", violations)
+            check(len(page.locator("pre.text").inner_text()) > 20, "the prediction's text is shown")
+            break
+    else:
+        fail("no recent prediction has a versioned raw record yet")
+
     # --- an admin ------------------------------------------------------------------------------
     admin_ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = admin_ctx.new_page()

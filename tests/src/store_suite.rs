@@ -264,6 +264,59 @@ pub async fn prediction_log_counts_every_writer(a: Store, b: Store) -> Result<()
     Ok(())
 }
 
+/// The newest logged predictions, across hours and writers, filtered by version, channel,
+/// label and confidence.
+pub async fn recent_predictions_newest_first_with_filters(a: Store, b: Store) -> Result<()> {
+    use metastore::PredictionQuery;
+    // 30 predictions 7 minutes apart (three and a half hours), logged in time order.
+    let entry = |i: usize| PredictionLogEntry {
+        at: Utc::now() - Duration::minutes(7 * (30 - i as i64)),
+        id: Some(format!("id-{i}")),
+        channel: if i.is_multiple_of(3) { "stream".into() } else { "rest".into() },
+        model: "spam".into(),
+        version: 1 + (i % 2) as u32,
+        label: if i.is_multiple_of(4) { "spam".into() } else { "ham".into() },
+        confidence: 0.5 + i as f32 / 60.0,
+        latency_us: 100,
+    };
+    let all: Vec<_> = (0..30).map(entry).collect();
+    a.log_predictions(&all[..15]).await?;
+    b.log_predictions(&all[15..]).await?;
+    b.log_predictions(&[entry(0)].map(|mut e| {
+        e.model = "ham".into();
+        e
+    }))
+    .await?;
+    let ids =
+        |v: Vec<PredictionLogEntry>| v.into_iter().map(|e| e.id.unwrap_or_default()).collect::<Vec<_>>();
+    let q = |limit| PredictionQuery { model: "spam".into(), limit, ..Default::default() };
+    for store in [&a, &b] {
+        ensure!(ids(store.recent_predictions(&q(3)).await?) == ["id-29", "id-28", "id-27"], "newest first");
+        ensure!(store.recent_predictions(&q(100)).await?.len() == 30, "every hour read");
+        let filtered = PredictionQuery {
+            version: Some(1),
+            channel: Some("stream".into()),
+            label: Some("spam".into()),
+            ..q(10)
+        };
+        // version 1: even i; stream: i % 3 == 0; spam: i % 4 == 0 → i % 12 == 0.
+        ensure!(
+            ids(store.recent_predictions(&filtered).await?) == ["id-24", "id-12", "id-0"],
+            "filters combine"
+        );
+        let doubtful = PredictionQuery { max_confidence: Some(0.55), ..q(10) };
+        let got = ids(store.recent_predictions(&doubtful).await?);
+        ensure!(got == ["id-3", "id-2", "id-1", "id-0"], "low confidence: {got:?}");
+        ensure!(store.recent_predictions(&q(0)).await?.is_empty());
+        let e = &store.recent_predictions(&q(1)).await?[0];
+        ensure!(
+            e.channel == "rest" && e.version == 2 && (e.confidence - (0.5 + 29.0 / 60.0)).abs() < 1e-4,
+            "{e:?}"
+        );
+    }
+    Ok(())
+}
+
 /// Two writers registering versions of one model at once get distinct, gap-free numbers.
 /// Needs conditional writes (SQLite transactions, ScyllaDB lightweight transactions).
 pub async fn concurrent_registrations_get_distinct_versions(a: Store, b: Store) -> Result<()> {

@@ -48,7 +48,7 @@ use scylla::value::CqlTimestamp;
 
 use crate::{
     AliasMove, AuditRecord, DriftWindowRecord, Error, MetadataStore, ModelVersion, PredictionLogEntry,
-    Result, Run, RunStatus, rollback_target,
+    PredictionQuery, Result, Run, RunStatus, rollback_target,
 };
 use schema::{Statements, migrate, prepare};
 use values::{
@@ -614,6 +614,59 @@ impl MetadataStore for ScyllaStore {
             }
         }
         Ok(n)
+    }
+
+    async fn recent_predictions(&self, q: &PredictionQuery) -> Result<Vec<PredictionLogEntry>> {
+        type Row = (String, CqlTimestamp, Option<String>, String, i32, String, f64, i64);
+        let what = "reading recent predictions";
+        let mut hours: Vec<i64> = self
+            .rows::<(i64,)>(what, &self.st.prediction_hours, (&q.model,))
+            .await?
+            .into_iter()
+            .map(|(h,)| h)
+            .collect();
+        hours.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out: Vec<(String, PredictionLogEntry)> = Vec::new();
+        // Hour by hour from the newest: each shard's newest matches (at most `limit` of them),
+        // merged by sequence; an older hour is read only while the page is short.
+        for hour in hours {
+            if out.len() >= q.limit {
+                break;
+            }
+            let mut in_hour = Vec::new();
+            for shard in 0..self.shards as i32 {
+                let pager = self
+                    .session
+                    .execute_iter(self.st.recent_predictions_in.clone(), (&q.model, hour, shard))
+                    .await
+                    .map_err(cql(what))?;
+                let mut rows = pager.rows_stream::<Row>().map_err(cql(what))?;
+                let mut taken = 0;
+                while taken < q.limit {
+                    let Some(row) = rows.next().await else { break };
+                    let (seq, at, id, channel, version, label, confidence, latency_us) =
+                        row.map_err(cql(what))?;
+                    let e = PredictionLogEntry {
+                        at: from_ts(at)?,
+                        id,
+                        channel,
+                        model: q.model.clone(),
+                        version: version.max(0) as u32,
+                        label,
+                        confidence: confidence as f32,
+                        latency_us: latency_us.max(0) as u64,
+                    };
+                    if q.matches(&e) {
+                        in_hour.push((seq, e));
+                        taken += 1;
+                    }
+                }
+            }
+            in_hour.sort_by(|a, b| b.0.cmp(&a.0));
+            out.extend(in_hour);
+        }
+        out.truncate(q.limit);
+        Ok(out.into_iter().map(|(_, e)| e).collect())
     }
 
     async fn record_drift_window(&self, w: &DriftWindowRecord, retention_secs: u64) -> Result<()> {

@@ -93,6 +93,7 @@ pub(super) struct Statements {
     pub(super) insert_prediction_hour: PreparedStatement,
     pub(super) prediction_hours: PreparedStatement,
     pub(super) predictions_in: PreparedStatement,
+    pub(super) recent_predictions_in: PreparedStatement,
     pub(super) insert_drift_window: PreparedStatement,
     pub(super) drift_windows: PreparedStatement,
 }
@@ -230,6 +231,11 @@ pub(super) async fn prepare(session: &Session, ks: &str, config: &StoreConfig) -
         prediction_hours: p(format!("SELECT hour FROM {ks}.prediction_hours WHERE model = ?")).await?,
         predictions_in: p(format!(
             "SELECT seq FROM {ks}.predictions WHERE model = ? AND hour = ? AND shard = ?"
+        ))
+        .await?,
+        recent_predictions_in: p(format!(
+            "SELECT seq, at, id, channel, version, label, confidence, latency_us FROM {ks}.predictions \
+             WHERE model = ? AND hour = ? AND shard = ? ORDER BY seq DESC"
         ))
         .await?,
         // The retention is the row's TTL, bound per write (0: none).

@@ -6,6 +6,7 @@
 //! | `GET /v1/models/current` | role `viewer`: the model being served |
 //! | `GET /v1/models`, `/v1/models/{name}`, `/v1/models/{name}/versions/{version}` | role `viewer`: the registry |
 //! | `POST /v1/models/{name}/promote`, `/v1/models/{name}/rollback` | role `admin`: move an alias |
+//! | `GET /v1/predictions` | role `viewer`: the newest logged predictions, filtered |
 //! | `GET /v1/drift/windows` | role `viewer`: the drift monitor's kept windows of a model version |
 //! | `GET /v1/audit` | role `viewer`: the audit log, newest first, paged (`limit`, `offset`) |
 //! | `GET /v1/runs`, `/v1/runs/{run_id}`, `/v1/runs/{run_id}/metrics/{key}` | role `viewer`: tracking |
@@ -46,6 +47,7 @@ pub mod manage;
 pub mod openapi;
 mod ops;
 pub mod predict;
+pub mod predictions;
 mod query;
 mod response;
 pub mod search;
@@ -82,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/lineage/predictions/{id}", get(manage::prediction_lineage))
         .route("/v1/audit", get(manage::audit))
         .route("/v1/drift/windows", get(drift::windows))
+        .route("/v1/predictions", get(predictions::recent))
         .route_layer(role(Role::Viewer));
     let admin = Router::new()
         .route("/v1/models/{name}/promote", post(manage::promote))

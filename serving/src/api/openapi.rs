@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme};
 
 use super::state::AppState;
-use super::{drift, manage, ops, predict, search, token};
+use super::{drift, manage, ops, predict, predictions, search, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,7 @@ use super::{drift, manage, ops, predict, search, token};
         manage::metric_history,
         search::search_runs,
         drift::windows,
+        predictions::recent,
         manage::list_datasets,
         manage::list_data_versions,
         manage::get_data_version,

@@ -22,6 +22,7 @@ pub(crate) const NAV: &[(&str, &str)] = &[
     ("/ui/models", "Models"),
     ("/ui/data", "Data"),
     ("/ui/drift", "Drift"),
+    ("/ui/predictions", "Predictions"),
     ("/ui/audit", "Audit"),
 ];
 

@@ -56,6 +56,7 @@ both_backends!(
     prediction_log_counts_every_writer,
     concurrent_registrations_get_distinct_versions,
     drift_windows_newest_first_and_expire,
+    recent_predictions_newest_first_with_filters,
 );
 
 /// The keyspace is created and migrated once: a second replica starting finds it migrated and

@@ -71,6 +71,20 @@ async fn seed(state: &serving::api::AppState) -> anyhow::Result<()> {
             .await?;
     }
     state.store.set_alias("spam", "production", 1, "seed", XSS[0]).await?;
+    // Logged predictions, some doubtful, one with markup for an id and a label.
+    let predictions: Vec<metastore::PredictionLogEntry> = (0..20)
+        .map(|i| metastore::PredictionLogEntry {
+            at: now - chrono::Duration::seconds(100 - i),
+            id: Some(if i == 19 { XSS[1].to_string() } else { format!("rec-{i}") }),
+            channel: if i % 2 == 0 { "stream".into() } else { "rest".into() },
+            model: "spam".into(),
+            version: 1,
+            label: if i == 18 { XSS[0].into() } else { "ham".into() },
+            confidence: 0.5 + i as f32 / 40.0,
+            latency_us: 90,
+        })
+        .collect();
+    state.store.log_predictions(&predictions).await?;
     // Three kept drift windows of v1, the last one drifting.
     for i in 0..3u64 {
         let psi = 0.05 + 0.1 * i as f64;
@@ -321,6 +335,8 @@ async fn sessions_roles_csrf_headers_and_escaping() -> anyhow::Result<()> {
         "/ui/audit",
         "/ui/drift?model=spam&version=1",
         "/ui/drift?model=spam&version=2",
+        "/ui/predictions?model=spam",
+        "/ui/predictions?model=spam&channel=stream&doubtful=on",
     ] {
         let (status, html) = ui.page(&viewer, path).await?;
         assert_eq!(status, 200, "{path}: {html}");
@@ -336,6 +352,14 @@ async fn sessions_roles_csrf_headers_and_escaping() -> anyhow::Result<()> {
     assert!(html.contains("Every window (3, newest first)") && html.contains("drift confirmed"), "{html}");
     assert!(html.contains("data-threshold=\"0.2000\""), "the PSI threshold line");
     assert!(html.contains("<td class=\"num\">0.2500</td>"), "window 2's PSI as the route has it");
+    // Doubtful predictions (confidence ≤ 0.6): i = 0..4, newest first.
+    let (_, html) = ui.page(&viewer, "/ui/predictions?model=spam&doubtful=on").await?;
+    let listed: Vec<&str> =
+        html.match_indices("href=\"/ui/predictions/rec-").map(|(at, _)| &html[at + 22..at + 27]).collect();
+    assert_eq!(listed, ["rec-4", "rec-3", "rec-2", "rec-1", "rec-0"], "{html}");
+    // An id with markup is escaped as text and encoded in its link.
+    let (_, html) = ui.page(&viewer, "/ui/predictions?model=spam").await?;
+    assert!(html.contains("/ui/predictions/%22%3E%3Cimg"), "the id is URL-encoded in the link");
     // A missing run is a 404 page, not a redirect or a JSON error.
     let (status, html) = ui.page(&viewer, "/ui/runs/nope").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -7,6 +7,7 @@ pub(crate) mod data;
 pub(crate) mod drift;
 pub(crate) mod models;
 pub(crate) mod overview;
+pub(crate) mod predictions;
 pub(crate) mod runs;
 
 use chrono::{DateTime, Utc};
