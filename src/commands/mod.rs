@@ -61,7 +61,14 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
             let lineage = match (&prediction, &model) {
                 (Some(id), _) => {
                     let scored = &config.snapshot.scored_dataset;
-                    trainer::lineage::of_prediction(meta.as_ref(), &snapshots, scored, id).await?
+                    trainer::lineage::of_prediction(
+                        meta.as_ref(),
+                        &snapshots,
+                        scored,
+                        &config.topics().raw,
+                        id,
+                    )
+                    .await?
                 }
                 (None, Some(m)) => {
                     let (name, version) = m.split_once('@').unwrap_or((m, "production"));

@@ -54,7 +54,9 @@ pub fn api_state(serve: &ServeConfig, parts: ApiParts) -> AppState {
         snapshots,
         control: None,
         scored_dataset: schemas::config::SnapshotConfig::default().scored_dataset,
+        raw_topic: Config::default().topics().raw,
         secure_cookies: false,
+        dead_letters: None,
     }
 }
 
@@ -100,7 +102,9 @@ pub async fn run(config: &Config, serve: Serve, token: CancellationToken) -> Res
         broker: Some(serving::api::BrokerHealth::probe(&config.kafka, token.clone())?),
         control: Some(Arc::new(open::control(config)?)),
         scored_dataset: config.snapshot.scored_dataset.clone(),
+        raw_topic: config.topics().raw,
         secure_cookies: config.tls.enabled(),
+        dead_letters: Some((config.kafka.clone(), config.topics().dead)),
         ..api_state(&config.serve, parts)
     };
     let listener = tokio::net::TcpListener::bind(config.serve.listen)

@@ -128,6 +128,7 @@ pub async fn of_prediction(
     meta: &dyn MetadataStore,
     snapshots: &SnapshotStore,
     scored_dataset: &str,
+    raw_topic: &str,
     id: &str,
 ) -> Result<Lineage> {
     let (store, scored, wanted) = (snapshots.clone(), scored_dataset.to_string(), id.to_string());
@@ -137,27 +138,37 @@ pub async fn of_prediction(
             .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
     let mut lineage = of_model(meta, snapshots, &model, &version.to_string()).await?;
     if let Some(raw) = &lineage.raw {
-        let (store, dataset, at) =
-            (snapshots.clone(), raw.dataset.clone(), (step.raw_partition, step.raw_offset));
-        step.raw_version = tokio::task::spawn_blocking(move || raw_version_holding(&store, &dataset, at))
-            .await
-            .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
+        let (store, dataset, topic, at) = (
+            snapshots.clone(),
+            raw.dataset.clone(),
+            raw_topic.to_string(),
+            (step.raw_partition, step.raw_offset),
+        );
+        step.raw_version =
+            tokio::task::spawn_blocking(move || raw_version_holding(&store, &dataset, &topic, at))
+                .await
+                .map_err(|e| Error::Internal(format!("lineage task failed: {e}")))??;
     }
     lineage.prediction = Some(step);
     Ok(lineage)
 }
 
-/// The first raw version whose commit consumed `(partition, offset)`.
+/// The first raw version whose commit consumed `(partition, offset)` of `topic` (a raw dataset
+/// may hold several topics' records, e.g. history and live).
 fn raw_version_holding(
     store: &SnapshotStore,
     dataset: &str,
+    topic: &str,
     (partition, offset): (i32, i64),
 ) -> Result<Option<String>> {
     Ok(store
         .versions(dataset)?
         .into_iter()
         .find(|v| {
-            v.added.consumed.iter().any(|c| c.partition == partition && (c.first..c.next).contains(&offset))
+            v.added
+                .consumed
+                .iter()
+                .any(|c| c.topic == topic && c.partition == partition && (c.first..c.next).contains(&offset))
         })
         .map(|v| v.id))
 }

@@ -8,7 +8,8 @@
 //!
 //! Both readers share one poll loop (`poll`: limits, idle detection, cancellation, offset
 //! ranges); `resume` is where a partition restarts (tansu's fetch quirk, rebalances),
-//! `batch_reader` decodes in parallel into Arrow, `dead` sends what cannot be decoded.
+//! `batch_reader` decodes in parallel into Arrow, `dead` sends what cannot be decoded, `tail`
+//! reads the newest records of each partition (the UI's view of the dead-letter topic).
 //! Nothing here knows about cleaning or snapshots.
 
 use std::collections::BTreeMap;
@@ -22,12 +23,14 @@ mod dead;
 mod message_reader;
 mod poll;
 mod resume;
+mod tail;
 
 pub use batch_reader::{BatchLimits, BatchReader, ConsumedBatch, LAG_INTERVAL};
 pub use dead::{DeadLetter, DeadLetters};
 pub use message_reader::{MessageReader, RawMessage};
 pub use poll::consumer_config;
 pub use resume::{ReaderContext, Resume, Verdict};
+pub use tail::{TailRecord, tail};
 
 /// A following reader returns an empty batch after this long without records.
 pub const QUIET: Duration = Duration::from_secs(1);

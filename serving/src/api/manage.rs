@@ -561,5 +561,14 @@ pub async fn prediction_lineage(
     Path(id): Path<String>,
 ) -> Result<Json<trainer::lineage::Lineage>> {
     let scored = &state.scored_dataset;
-    Ok(Json(trainer::lineage::of_prediction(state.store.as_ref(), &state.snapshots, scored, &id).await?))
+    Ok(Json(
+        trainer::lineage::of_prediction(
+            state.store.as_ref(),
+            &state.snapshots,
+            scored,
+            &state.raw_topic,
+            &id,
+        )
+        .await?,
+    ))
 }

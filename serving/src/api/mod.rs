@@ -6,6 +6,7 @@
 //! | `GET /v1/models/current` | role `viewer`: the model being served |
 //! | `GET /v1/models`, `/v1/models/{name}`, `/v1/models/{name}/versions/{version}` | role `viewer`: the registry |
 //! | `POST /v1/models/{name}/promote`, `/v1/models/{name}/rollback` | role `admin`: move an alias |
+//! | `GET /v1/dead-letters` | role `viewer`: the newest dead letters and their counts by reason and hour |
 //! | `GET /v1/predictions` | role `viewer`: the newest logged predictions, filtered |
 //! | `GET /v1/drift/windows` | role `viewer`: the drift monitor's kept windows of a model version |
 //! | `GET /v1/audit` | role `viewer`: the audit log, newest first, paged (`limit`, `offset`) |
@@ -42,6 +43,7 @@ use schemas::auth::Role;
 
 use crate::metrics::Metrics;
 
+pub mod dead;
 pub mod drift;
 pub mod manage;
 pub mod openapi;
@@ -85,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(manage::audit))
         .route("/v1/drift/windows", get(drift::windows))
         .route("/v1/predictions", get(predictions::recent))
+        .route("/v1/dead-letters", get(dead::dead_letters))
         .route_layer(role(Role::Viewer));
     let admin = Router::new()
         .route("/v1/models/{name}/promote", post(manage::promote))

@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme};
 
 use super::state::AppState;
-use super::{drift, manage, ops, predict, predictions, search, token};
+use super::{dead, drift, manage, ops, predict, predictions, search, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,7 @@ use super::{drift, manage, ops, predict, predictions, search, token};
         search::search_runs,
         drift::windows,
         predictions::recent,
+        dead::dead_letters,
         manage::list_datasets,
         manage::list_data_versions,
         manage::get_data_version,

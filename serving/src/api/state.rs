@@ -31,8 +31,13 @@ pub struct AppState {
     pub control: Option<Arc<ingest::control::ControlProducer>>,
     /// The dataset lineage finds predictions in (`snapshot.scored_dataset`).
     pub scored_dataset: String,
+    /// The topic the scored records were read from (`<prefix>.text.raw`), which lineage looks
+    /// up in the raw dataset.
+    pub raw_topic: String,
     /// Whether the UI's session cookie is marked `Secure` (the API is served over TLS).
     pub secure_cookies: bool,
+    /// The broker and dead-letter topic `GET /v1/dead-letters` reads (`None`: no broker).
+    pub dead_letters: Option<(schemas::config::KafkaConfig, String)>,
 }
 
 /// Whether the Kafka broker answered a metadata request recently: a background probe, every

@@ -21,7 +21,7 @@ mod session;
 
 /// The UI's routes, for [`crate::api::router`] to merge.
 pub(crate) fn router(state: AppState) -> Router<AppState> {
-    use pages::{audit, data, drift, models, overview, predictions, runs};
+    use pages::{audit, data, dead, drift, models, overview, predictions, runs};
     let gated = Router::new()
         .route("/ui", get(overview::page))
         .route("/ui/", get(overview::page))
@@ -40,6 +40,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/ui/drift", get(drift::page))
         .route("/ui/predictions", get(predictions::list))
         .route("/ui/predictions/{id}", get(predictions::show))
+        .route("/ui/dead-letters", get(dead::page))
         .route("/ui/audit", get(audit::page))
         .route("/ui/logout", post(session::logout))
         .route_layer(middleware::from_fn_with_state(state, session::gate));

@@ -23,6 +23,7 @@ pub(crate) const NAV: &[(&str, &str)] = &[
     ("/ui/data", "Data"),
     ("/ui/drift", "Drift"),
     ("/ui/predictions", "Predictions"),
+    ("/ui/dead-letters", "Dead letters"),
     ("/ui/audit", "Audit"),
 ];
 

@@ -454,6 +454,8 @@ async fn the_real_loop_seen_in_chromium() -> anyhow::Result<()> {
     let env = TestEnv::on(tests::On::Tansu, "webui")?;
     let mut config = tests::closed_loop_config(&env)?;
     config.auth = auth_config(env.dir())?;
+    // Small enough that publish_bad.py's oversized record still fits the broker's limit.
+    config.ingest.max_record_bytes = 64 * 1024;
     ingest::kafka::ensure_topics(&config.kafka, &config.topics().all()).await?;
     let mut history = config.clone();
     history.kafka.topic_prefix = "webui-history".into();
@@ -476,6 +478,17 @@ async fn the_real_loop_seen_in_chromium() -> anyhow::Result<()> {
     let mut period2 = source::corpus(&corpus_dir()?, source::CORPUS_PERIOD_2)?;
     shuffle(&mut period2, 12);
     publish(&config, &config.topics().raw, outgoing(&period2)).await?;
+    // Bad records too (confluent-kafka), for the dead-letter page.
+    let bad = tokio::process::Command::new(tests::python()?)
+        .args([
+            &format!("{}/py/publish_bad.py", env!("CARGO_MANIFEST_DIR")),
+            &config.kafka.brokers,
+            &config.topics().raw,
+            &config.ingest.max_record_bytes.to_string(),
+        ])
+        .output()
+        .await?;
+    anyhow::ensure!(bad.status.success(), "publish_bad.py: {}", String::from_utf8_lossy(&bad.stderr));
     let meta = metastore::SqliteStore::in_data_dir(env.dir())?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while meta.get_alias("spam", "production").await?.is_none_or(|v| v <= 1) {

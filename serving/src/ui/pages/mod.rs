@@ -4,6 +4,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod data;
+pub(crate) mod dead;
 pub(crate) mod drift;
 pub(crate) mod models;
 pub(crate) mod overview;
