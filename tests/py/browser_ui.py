@@ -106,7 +106,11 @@ with sync_playwright() as p:
     violations = []
 
     html = visit(page, "/ui", "overview", violations)
-    check(f"{MODEL} v{production}" in page.locator("#live").inner_text(), "the overview names the served version")
+    live = page.locator("#live").inner_text()
+    check(f"{MODEL} v{production}" in live, "the overview names the served version")
+    newest = v1(f"/v1/drift/windows?model={MODEL}&version={production}&limit=1", auth)["windows"]
+    check((f"window {newest[0]['index']} closed" in live) if newest else ("no window yet" in live),
+          f"the overview shows v{production}'s newest drift window: {newest[:1]}")
     # The live part refreshes itself (htmx) without a reload, and the chart script ran.
     with page.expect_response(lambda r: r.url == f"{BASE}/ui" and r.request.headers.get("hx-request") == "true",
                               timeout=15000):

@@ -1,4 +1,5 @@
-//! `/ui`: the pipeline at a glance — the model this server serves, every model's aliases, the
+//! `/ui`: the pipeline at a glance — the model this server serves and its latest drift window,
+//! every model's aliases, the
 //! datasets' latest versions, the newest runs and the last audited events. The live part
 //! (what is served, what the scorer did) refreshes itself every 5 s through htmx.
 
@@ -40,11 +41,21 @@ pub(crate) struct RunRow {
     pub(crate) started: String,
 }
 
+/// The served version's newest kept drift window.
+pub(crate) struct DriftStatus {
+    pub(crate) index: u64,
+    pub(crate) closed: String,
+    pub(crate) drifting: bool,
+    pub(crate) confirmed: bool,
+    pub(crate) signals: usize,
+}
+
 #[derive(askama::Template)]
 #[template(path = "ui/overview.html")]
 struct OverviewView {
     chrome: Chrome,
     serving: Option<Serving>,
+    drift: Option<DriftStatus>,
     /// Records the in-process scorer wrote scored / skipped, and its partitions.
     scored: u64,
     skipped: u64,
@@ -67,6 +78,16 @@ pub(crate) async fn page(
         data_version: i.data_version.clone(),
         metrics: i.metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect(),
     });
+    let drift = match &serving {
+        Some(s) => state.store.drift_windows(&s.name, s.version, 1).await?.first().map(|w| DriftStatus {
+            index: w.index,
+            closed: time(&w.closed_at),
+            signals: w.report["signals"].as_array().map_or(0, Vec::len),
+            drifting: w.report["signals"].as_array().is_some_and(|s| !s.is_empty()),
+            confirmed: w.report["drift_confirmed"].as_bool().unwrap_or(false),
+        }),
+        None => None,
+    };
     let mut aliases = Vec::new();
     for m in manage::list_models(State(state.clone())).await?.0 {
         aliases.extend(m.aliases.iter().map(|(a, v)| AliasRow {
@@ -111,6 +132,7 @@ pub(crate) async fn page(
     let view = OverviewView {
         chrome: Chrome::new(&viewer, "/ui", "Overview"),
         serving,
+        drift,
         scored: m.scored.with_label_values(&["scored"]).get(),
         skipped: m.scored.with_label_values(&["skipped"]).get(),
         partitions: m.scorer_partitions.get(),
