@@ -68,6 +68,7 @@ mod tests {
             ks: BTreeMap::new(),
             chi_square: None,
             accuracy: None,
+            accuracy_floor: None,
             signals: (0..signals).map(|_| signal("chars", statistic::PSI, 0.5, 0.2)).collect(),
         }
     }

@@ -90,6 +90,7 @@ mod tests {
             ks: BTreeMap::new(),
             chi_square: Some((12.5, 0.001)),
             accuracy: Some(crate::labels::AccuracyReport { labelled: 80, accuracy: 0.9, macro_f1: 0.88 }),
+            accuracy_floor: Some(0.92),
             signals: vec![signal.clone()],
         };
         metrics.observe(&report, &Decision { drift: vec![signal], retrain: true });

@@ -8,14 +8,8 @@ use serde_json::{Value, json};
 use crate::decider::Decision;
 use crate::window::WindowReport;
 
-/// The kept form of `report`, judged by `thresholds` with `decision`; `reference_accuracy`
-/// (the model's test accuracy) gives the accuracy floor.
-pub fn persisted(
-    report: &WindowReport,
-    decision: &Decision,
-    thresholds: &DriftConfig,
-    reference_accuracy: Option<f64>,
-) -> Value {
+/// The kept form of `report`, judged by `thresholds` with `decision`.
+pub fn persisted(report: &WindowReport, decision: &Decision, thresholds: &DriftConfig) -> Value {
     json!({
         "psi": report.psi,
         "ks": report.ks,
@@ -27,7 +21,7 @@ pub fn persisted(
             "ks_d": thresholds.ks_min_effect,
             "ks_p_value": thresholds.ks_p_value,
             "chi_square_p_value": thresholds.chi_square_p_value,
-            "accuracy_floor": reference_accuracy.map(|a| a - thresholds.accuracy_drop),
+            "accuracy_floor": report.accuracy_floor,
         },
         "drift_confirmed": !decision.drift.is_empty(),
         "retrain_requested": decision.retrain,
@@ -50,6 +44,7 @@ mod tests {
             ks: Default::default(),
             chi_square: Some((12.5, 0.0004)),
             accuracy: None,
+            accuracy_floor: Some(0.92),
             signals: vec![Signal {
                 feature: "chars".into(),
                 statistic: "psi".into(),
@@ -58,7 +53,7 @@ mod tests {
             }],
         };
         let decision = Decision { drift: report.signals.clone(), retrain: true };
-        let kept = persisted(&report, &decision, &DriftConfig::default(), Some(0.97));
+        let kept = persisted(&report, &decision, &DriftConfig::default());
         assert_eq!(kept["psi"]["chars"], 0.31);
         assert_eq!(kept["chi_square"]["p"], 0.0004);
         assert_eq!(kept["thresholds"]["psi"], 0.2);

@@ -62,6 +62,9 @@ pub struct WindowReport {
     pub chi_square: Option<(f64, f64)>,
     /// Accuracy on the window's labelled records.
     pub accuracy: Option<AccuracyReport>,
+    /// The accuracy below which the window signals: the model's test accuracy less
+    /// `drift.accuracy_drop` (None without a test accuracy).
+    pub accuracy_floor: Option<f64>,
     /// Statistics over their thresholds.
     pub signals: Vec<Signal>,
 }
@@ -272,13 +275,14 @@ impl Window {
             ks: BTreeMap::new(),
             chi_square: None,
             accuracy: pane.outcomes.report(),
+            accuracy_floor: self.watch.reference_accuracy.map(|baseline| baseline - t.accuracy_drop),
             signals: Vec::new(),
         };
-        if let (Some(a), Some(baseline)) = (report.accuracy, self.watch.reference_accuracy) {
-            let floor = baseline - t.accuracy_drop;
-            if a.labelled >= t.min_labelled as u64 && a.accuracy < floor {
-                report.signals.push(signal(PREDICTIONS, statistic::ACCURACY, a.accuracy, floor));
-            }
+        if let (Some(a), Some(floor)) = (report.accuracy, report.accuracy_floor)
+            && a.labelled >= t.min_labelled as u64
+            && a.accuracy < floor
+        {
+            report.signals.push(signal(PREDICTIONS, statistic::ACCURACY, a.accuracy, floor));
         }
         for (name, summary) in &pane.features {
             if let Some(value) = summary.psi() {

@@ -24,18 +24,16 @@ pub async fn run(
     let (name, alias) = (&config.serve.model, &config.serve.alias);
     let mv = trainer::registry::resolve(store.as_ref(), name, alias).await?;
     let card = trainer::artifact::read_card(Path::new(&mv.artifact_dir))?;
-    // Each watched version's test accuracy, for the accuracy floor its kept windows carry.
-    let baselines: Baselines = Arc::default();
-    let watch = watch_of(&mv.name, mv.version, card, &baselines);
+    let watch = watch_of(&mv.name, mv.version, card);
     let references: References = {
-        let (store, baselines) = (store.clone(), baselines.clone());
+        let store = store.clone();
         Arc::new(move |model: String, version: u32| {
-            let (store, baselines) = (store.clone(), baselines.clone());
+            let store = store.clone();
             Box::pin(async move {
                 let mv = store.get_model_version(&model, version).await.ok()?;
                 trainer::artifact::read_card(Path::new(&mv.artifact_dir))
                     .ok()
-                    .map(|c| watch_of(&model, version, c, &baselines))
+                    .map(|c| watch_of(&model, version, c))
             })
         })
     };
@@ -50,20 +48,23 @@ pub async fn run(
     let monitor = drift::monitor::Monitor { config, watch, references, until_idle, outputs };
     // Watching live, every closed window is kept in the store (a replay only prints: it would
     // record the past as closing now).
-    let (keep, kept) =
-        if until_idle { (None, None) } else { keep_windows(store.clone(), d.report_retention_secs) };
+    let (keep, kept) = match until_idle {
+        true => (None, None),
+        false => {
+            let (tx, task) = keep_windows(store, d.report_retention_secs);
+            (Some(tx), Some(task))
+        }
+    };
     drift::monitor::run_monitor(monitor, &token, |r, decision| {
         println!("{}", report::drift_window(r, decision));
         if let Some(keep) = &keep {
-            let baseline =
-                baselines.lock().ok().and_then(|b| b.get(&(r.model.clone(), r.version)).copied().flatten());
             let record = metastore::DriftWindowRecord {
                 model: r.model.clone(),
                 version: r.version,
                 closed_at: chrono::Utc::now(),
                 index: r.index,
                 records: r.records,
-                report: drift::record::persisted(r, decision, d, baseline),
+                report: drift::record::persisted(r, decision, d),
             };
             let _ = keep.send(record);
         }
@@ -76,17 +77,12 @@ pub async fn run(
     Ok(())
 }
 
-type Baselines = Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), Option<f64>>>>;
-
 /// A task writing closed windows to `store` in order, off the monitor's loop; a failed write
 /// is logged and the monitor goes on.
 fn keep_windows(
     store: Arc<dyn MetadataStore>,
     retention_secs: u64,
-) -> (
-    Option<tokio::sync::mpsc::UnboundedSender<metastore::DriftWindowRecord>>,
-    Option<tokio::task::JoinHandle<()>>,
-) {
+) -> (tokio::sync::mpsc::UnboundedSender<metastore::DriftWindowRecord>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<metastore::DriftWindowRecord>();
     let task = tokio::spawn(async move {
         while let Some(w) = rx.recv().await {
@@ -95,15 +91,12 @@ fn keep_windows(
             }
         }
     });
-    (Some(tx), Some(task))
+    (tx, task)
 }
 
 /// What the drift monitor watches for a model version: its card's reference profile and test
 /// accuracy.
-fn watch_of(model: &str, version: u32, card: trainer::card::ModelCard, baselines: &Baselines) -> Watch {
-    if let Ok(mut b) = baselines.lock() {
-        b.insert((model.to_string(), version), card.metrics.get("test_accuracy").copied());
-    }
+fn watch_of(model: &str, version: u32, card: trainer::card::ModelCard) -> Watch {
     Watch {
         model: model.to_string(),
         version,

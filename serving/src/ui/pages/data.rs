@@ -73,13 +73,12 @@ pub(crate) async fn dataset(
     Path(name): Path<String>,
 ) -> Result<Response, UiError> {
     let manifests = crate::api::manage::list_data_versions(State(state.clone()), Path(name.clone())).await?.0;
-    let tags = crate::api::manage::list_datasets(State(state))
-        .await?
-        .0
-        .into_iter()
-        .find(|d| d.name == name)
-        .map(|d| d.tags)
-        .unwrap_or_default();
+    // This dataset's tags only (listing every dataset would read all their versions).
+    let (store, dataset) = (state.snapshots.clone(), name.clone());
+    let tags = tokio::task::spawn_blocking(move || store.tags(&dataset))
+        .await
+        .map_err(|e| UiError::internal(&e.to_string()))?
+        .map_err(crate::Error::Clean)?;
     let versions = manifests
         .iter()
         .rev()

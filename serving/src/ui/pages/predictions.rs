@@ -50,8 +50,9 @@ pub(crate) async fn list(
     if doubtful {
         pairs.push(("max_confidence".into(), DOUBTFUL.into()));
     }
+    // The query `GET /v1/predictions` parses, run as it runs it.
     let q = crate::api::predictions::prediction_query(&state, &pairs)?;
-    let found = crate::api::predictions::recent(State(state.clone()), Query(pairs)).await?.0;
+    let found = state.store.recent_predictions(&q).await?;
     let versions = state
         .store
         .model_versions(&q.model)
@@ -61,7 +62,6 @@ pub(crate) async fn list(
         .collect();
     let channel = q.channel.clone().unwrap_or_default();
     let lines = found
-        .predictions
         .iter()
         .map(|p| Line {
             at: time(&p.at),
